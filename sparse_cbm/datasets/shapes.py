@@ -1,0 +1,141 @@
+"""``shapes``: a procedural dataset made from a seed, for offline runs and tests.
+
+Every image is a coloured, textured shape on a background, with a size and a
+position. A class is a combination of some attributes (``class_attributes``,
+by default shape x colour: "red circle", "blue star", ...); the other attributes
+vary freely inside each class. All attributes of every image are known and go
+into the cache index, so methods can be checked against ground truth.
+
+Images are drawn on demand from ``(seed, split, index)``: the same seed gives the
+same pixels, in any order and in any worker process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, List, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from sparse_cbm.datasets.base import DatasetSplits, ImageSource, with_val_split
+
+GENERATOR_VERSION = "shapes-v1"
+SHAPES = ("circle", "square", "triangle", "star")
+COLOURS = {"red": (215, 40, 40), "green": (40, 165, 60), "blue": (45, 80, 220)}
+TEXTURES = ("solid", "striped", "dotted")
+BACKGROUNDS = {"white": (240, 240, 240), "black": (25, 25, 25), "grey": (128, 128, 128), "pink": (250, 190, 205)}
+SIZES = {"small": 0.22, "large": 0.34}
+ATTRIBUTE_VALUES: Dict[str, Sequence[str]] = {
+    "shape": SHAPES, "colour": tuple(COLOURS), "texture": TEXTURES, "background": tuple(BACKGROUNDS),
+}
+_SPLIT_CODES = {"train": 0, "test": 1}
+_SUPERSAMPLE = 2
+
+
+def class_table(class_attributes: Sequence[str]) -> List[Dict[str, str]]:
+    """Every combination of the class attributes, in a fixed order: one dict per class."""
+    values = [ATTRIBUTE_VALUES[a] for a in class_attributes]
+    return [dict(zip(class_attributes, combo)) for combo in itertools.product(*values)]
+
+
+def class_name(attrs: Dict[str, str]) -> str:
+    """"red striped circle on grey background", with only the attributes the class fixes."""
+    words = [attrs[a] for a in ("colour", "texture") if a in attrs]
+    words.append(attrs.get("shape", "shape"))
+    if "background" in attrs:
+        words += ["on", attrs["background"], "background"]
+    return " ".join(words)
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> List[tuple[float, float]]:
+    if shape == "square":
+        pts = [(math.pi / 4 + k * math.pi / 2, r * math.sqrt(2) * 0.85) for k in range(4)]
+    elif shape == "triangle":
+        pts = [(-math.pi / 2 + k * 2 * math.pi / 3, r * 1.1) for k in range(3)]
+    else:  # star
+        pts = [(-math.pi / 2 + k * math.pi / 5, r * 1.1 if k % 2 == 0 else r * 0.45) for k in range(10)]
+    return [(cx + rad * math.cos(a + angle), cy + rad * math.sin(a + angle)) for a, rad in pts]
+
+
+def render(attrs: Dict[str, object], size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw one image from its attributes (shape, colour, texture, background, size, x, y)."""
+    big = size * _SUPERSAMPLE
+    r = float(SIZES[attrs["size"]]) * big
+    cx, cy = float(attrs["x"]) * big, float(attrs["y"]) * big
+    bg = np.array(BACKGROUNDS[attrs["background"]], dtype=np.int16)
+    noise = rng.integers(-10, 11, size=(size, size, 1), dtype=np.int16)
+    background = Image.fromarray(np.clip(bg + noise, 0, 255).astype(np.uint8)).resize((big, big), Image.NEAREST)
+
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    if attrs["shape"] == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(_polygon(str(attrs["shape"]), cx, cy, r, float(rng.uniform(-0.45, 0.45))), fill=255)
+
+    colour = np.array(COLOURS[attrs["colour"]])
+    fill = Image.new("RGB", (big, big), tuple(int(c) for c in colour))
+    pattern = ImageDraw.Draw(fill)
+    period = max(4, big // 8)
+    if attrs["texture"] == "striped":
+        dark = tuple(int(c) for c in colour * 0.45)
+        for k in range(-big, big, period):
+            pattern.line([(k, 0), (k + big, big)], fill=dark, width=max(2, period // 3))
+    elif attrs["texture"] == "dotted":
+        light = tuple(int(c) for c in colour * 0.35 + 255 * 0.65)
+        dot = max(1, period // 4)
+        for yy in range(period // 2, big, period):
+            for xx in range(period // 2, big, period):
+                pattern.ellipse([xx - dot, yy - dot, xx + dot, yy + dot], fill=light)
+    background.paste(fill, (0, 0), mask)
+    return background.resize((size, size), Image.LANCZOS)
+
+
+class ShapesSource(ImageSource):
+    def __init__(self, split: str, n: int, seed: int, image_size: int, class_attributes: Sequence[str]):
+        self.split = split
+        self.seed = seed
+        self.image_size = image_size
+        self.class_attributes = list(class_attributes)
+        self.classes = class_table(self.class_attributes)
+        k = len(self.classes)
+        order_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 1_000_003])
+        self.labels = order_rng.permutation(np.arange(n) % k).astype(np.int64)
+        self.ids = [f"shapes/{split}/{i:06d}" for i in range(n)]
+        self.attributes = [self._attributes(i) for i in range(n)]
+
+    def _rng(self, i: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, _SPLIT_CODES[self.split], i, stream])
+
+    def _attributes(self, i: int) -> Dict[str, object]:
+        rng = self._rng(i, 0)
+        attrs: Dict[str, object] = dict(self.classes[self.labels[i]])
+        for name, values in ATTRIBUTE_VALUES.items():
+            pick = values[int(rng.integers(len(values)))]
+            attrs.setdefault(name, pick)
+        attrs["size"] = ("small", "large")[int(rng.integers(2))]
+        margin = SIZES[attrs["size"]] * 1.15
+        attrs["x"] = round(float(rng.uniform(margin, 1 - margin)), 4)
+        attrs["y"] = round(float(rng.uniform(margin, 1 - margin)), 4)
+        return attrs
+
+    def load(self, i: int) -> Image.Image:
+        return render(self.attributes[i], self.image_size, self._rng(i, 1))
+
+    def extra_columns(self) -> Dict[str, list]:
+        keys = ["shape", "colour", "texture", "background", "size", "x", "y"]
+        return {k: [a[k] for a in self.attributes] for k in keys}
+
+    def fingerprint_parts(self) -> List[str]:
+        return [GENERATOR_VERSION, f"seed={self.seed}", f"size={self.image_size}",
+                f"class_attributes={','.join(self.class_attributes)}"]
+
+
+def load_shapes(n_train: int, n_test: int, image_size: int, class_attributes: Sequence[str],
+                val_fraction: float, seed: int) -> DatasetSplits:
+    train = ShapesSource("train", n_train, seed, image_size, class_attributes)
+    test = ShapesSource("test", n_test, seed, image_size, class_attributes)
+    names = [class_name(c) for c in train.classes]
+    return with_val_split("shapes", names, names, train, test, val_fraction, seed)

@@ -1,0 +1,177 @@
+"""The image-embedding cache: its layout, its manifest, how it is written and read.
+
+Layout (one folder per split; row i of every array refers to the same image)::
+
+    <cache>/classes.json                 cleaned and raw class names
+    <cache>/<split>/embeddings.npy       float16 (N, d), unnormalised image embeddings
+    <cache>/<split>/labels.npy           int64 (N,)
+    <cache>/<split>/index.parquet        row, image_id, label, class_name (+ known attributes)
+    <cache>/<split>/manifest.json        backbone, preprocessing, dataset fingerprint, count, dim...
+
+The manifest is written last: a split folder without one is incomplete. Readers
+check it against what they expect and refuse a cache made by another backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sparse_cbm import __version__
+from sparse_cbm.atomic import atomic_directory, atomic_write_json, dumps_json
+from sparse_cbm.backbone import Backbone, file_sha256
+from sparse_cbm.datasets.base import SPLITS, DatasetSplits
+from sparse_cbm.embed import PartialSplit, embed_split
+from sparse_cbm.errors import CacheMismatchError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _run_key(backbone: Backbone, fingerprint: str, batch_size: int) -> str:
+    blob = dumps_json({"backbone": backbone.identity, "preprocess": backbone.preprocess_description,
+                       "amp": backbone.amp, "dataset": fingerprint, "batch_size": batch_size,
+                       "format": FORMAT_VERSION})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _compact(part: PartialSplit, keep: np.ndarray, dest: Path, chunk: int = 65536) -> None:
+    """Copy the kept rows into a new array, a chunk at a time."""
+    src = np.load(part.embeddings_path, mmap_mode="r")
+    out = np.lib.format.open_memmap(dest, mode="w+", dtype=np.float16, shape=(int(keep.sum()), part.dim))
+    pos = 0
+    for lo in range(0, part.count, chunk):
+        block = src[lo:lo + chunk][keep[lo:lo + chunk]]
+        out[pos:pos + len(block)] = block
+        pos += len(block)
+    out.flush()
+    del out, src
+
+
+def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split: str,
+                 backbone: Backbone, extra_manifest: Dict[str, Any]) -> Dict[str, Any]:
+    source = dataset.splits[split]
+    folder.mkdir(parents=True)
+    keep = np.ones(part.count, dtype=bool)
+    keep[[row for row, _ in part.skipped]] = False
+    if keep.all():
+        os.replace(part.embeddings_path, folder / "embeddings.npy")
+    else:
+        _compact(part, keep, folder / "embeddings.npy")
+    labels = np.asarray(source.labels, dtype=np.int64)[keep]
+    np.save(folder / "labels.npy", labels)
+    rows = np.flatnonzero(keep)
+    columns = {
+        "row": pa.array(np.arange(len(rows), dtype=np.int64)),
+        "image_id": pa.array([source.ids[i] for i in rows], type=pa.string()),
+        "label": pa.array(labels),
+        "class_name": pa.array([dataset.classes[y] for y in labels], type=pa.string()),
+    }
+    for name, values in source.extra_columns().items():
+        columns[name] = pa.array([values[i] for i in rows])
+    pq.write_table(pa.table(columns), folder / "index.parquet")
+    manifest = {
+        "kind": "image_embeddings",
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "count": int(keep.sum()),
+        "dim": part.dim,
+        "dtype": "float16",
+        "normalized": False,
+        "logit_scale": round(backbone.logit_scale, 6),
+        "backbone": backbone.identity,
+        "preprocess": backbone.preprocess_description,
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(split),
+                    "num_classes": len(dataset.classes), "classes": dataset.classes},
+        "skipped": [{"image_id": source.ids[row], "reason": reason} for row, reason in part.skipped],
+        "sha256": {name: file_sha256(folder / name) for name in ("embeddings.npy", "labels.npy", "index.parquet")},
+        "sparse_cbm_version": __version__,
+        **extra_manifest,
+    }
+    atomic_write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def write_image_cache(dataset: DatasetSplits, backbone: Backbone, out: str | Path, scratch: str | Path, *,
+                      batch_size: int, num_workers: int, skip_corrupt: bool,
+                      extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+    """Embed every split, then publish the whole cache folder at once (see the module docstring)."""
+    out, scratch = Path(out), Path(scratch)
+    parts: Dict[str, PartialSplit] = {}
+    for split in SPLITS:
+        started = time.perf_counter()
+        key = _run_key(backbone, dataset.fingerprint(split), batch_size)
+        parts[split] = embed_split(backbone, dataset.splits[split], scratch / split, key, batch_size=batch_size,
+                                   num_workers=num_workers, skip_corrupt=skip_corrupt, desc=f"embed {split}")
+        n = len(dataset.splits[split])
+        elapsed = time.perf_counter() - started
+        log.info("%s: %d images in %.1f s (%.1f img/s), %d skipped", split, n, elapsed,
+                 n / elapsed if elapsed > 0 else float("nan"), len(parts[split].skipped))
+    manifests = {}
+    with atomic_directory(out) as tmp:
+        atomic_write_json(tmp / "classes.json", {"classes": dataset.classes, "raw_classes": dataset.raw_classes})
+        for split, part in parts.items():
+            manifests[split] = _write_split(tmp / split, part, dataset, split, backbone, extra_manifest or {})
+    shutil.rmtree(scratch, ignore_errors=True)
+    return manifests
+
+
+@dataclass
+class ImageSplit:
+    embeddings: np.ndarray  # float16 (N, d), memory-mapped
+    labels: np.ndarray  # int64 (N,)
+    manifest: Dict[str, Any]
+    folder: Path
+
+    def index(self):
+        return pq.read_table(self.folder / "index.parquet").to_pandas()
+
+
+def _describe(identity: Dict[str, Any]) -> str:
+    sha = identity.get("checkpoint_sha256")
+    return f"{identity.get('model')} ({identity.get('pretrained')}{', sha256 ' + sha[:12] if sha else ''})"
+
+
+def check_backbone(manifest: Dict[str, Any], expected: Dict[str, Any], where: str | Path) -> None:
+    """Refuse a cache whose backbone differs from the one the reader expects, naming both."""
+    got = manifest.get("backbone", {})
+    keys = ("model", "pretrained", "checkpoint_sha256")
+    if any(got.get(k) != expected.get(k) for k in keys):
+        raise CacheMismatchError(
+            f"{where} was made by backbone {_describe(got)}, but this run uses {_describe(expected)}. "
+            f"Re-run `dvc repro embed_images` so that every cache comes from the same backbone.")
+
+
+def read_image_split(cache: str | Path, split: str, expect_backbone: Optional[Dict[str, Any]] = None) -> ImageSplit:
+    """Open one split of the cache (embeddings memory-mapped) after checking its manifest."""
+    folder = Path(cache) / split
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CacheMismatchError(f"{folder} has no {MANIFEST}: the image cache is missing or incomplete. "
+                                 f"Run `dvc repro embed_images`.")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CacheMismatchError(f"{folder} has cache format {manifest.get('format_version')}, this version reads "
+                                 f"{FORMAT_VERSION}. Run `dvc repro -f embed_images`.")
+    if expect_backbone is not None:
+        check_backbone(manifest, expect_backbone, folder)
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
+    labels = np.load(folder / "labels.npy")
+    if embeddings.shape != (manifest["count"], manifest["dim"]) or labels.shape != (manifest["count"],):
+        raise CacheMismatchError(f"{folder}: array shapes {embeddings.shape} / {labels.shape} disagree with the "
+                                 f"manifest (count {manifest['count']}, dim {manifest['dim']}). "
+                                 f"Run `dvc repro -f embed_images`.")
+    return ImageSplit(embeddings=embeddings, labels=labels, manifest=manifest, folder=folder)

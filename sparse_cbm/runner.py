@@ -1,0 +1,36 @@
+"""How a stage module runs: logging to stderr, timing, and one clear line on a known error."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable
+
+from sparse_cbm.errors import SparseCbmError
+
+log = logging.getLogger("sparse_cbm")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("sparse_cbm", "stages"):
+        logging.getLogger(name).setLevel(level)
+
+
+def run_stage(name: str, body: Callable[[], None]) -> None:
+    """Run a stage's body; exit 2 with ``<name>: error: ...`` on a SparseCbmError, 130 on Ctrl-C."""
+    configure_logging()
+    started = time.perf_counter()
+    log.info("stage %s: start", name)
+    try:
+        body()
+    except SparseCbmError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted after {time.perf_counter() - started:.1f} s; "
+              f"nothing half-written was published, and a rerun resumes.", file=sys.stderr)
+        sys.exit(130)
+    log.info("stage %s: done in %.1f s", name, time.perf_counter() - started)
