@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from sparse_cbm.backbone import TINY_MODEL, backbone_identity, describe_transform, load_backbone
+from sparse_cbm.errors import BackboneError
+
+
+def test_tiny_backbone_offline(tiny_backbone):
+    x = torch.zeros(3, 3, 64, 64)
+    emb = tiny_backbone.encode_images(x)
+    assert emb.shape == (3, 64) and emb.dtype == torch.float32
+    assert tiny_backbone.identity == {"model": TINY_MODEL, "pretrained": "none", "checkpoint_sha256": None,
+                                      "random_weights": True}
+    assert " at 0x" not in tiny_backbone.preprocess_description
+    assert "Resize(size=64" in describe_transform(tiny_backbone.preprocess)
+
+
+def test_random_weights_are_seeded_and_warned(caplog):
+    torch.manual_seed(5)
+    a = load_backbone(TINY_MODEL, "none", device="cpu")
+    torch.manual_seed(5)
+    b = load_backbone(TINY_MODEL, "none", device="cpu")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(a.encode_images(x), b.encode_images(x))
+    assert "RANDOM weights" in caplog.text
+
+
+def test_local_checkpoint_path_loads_the_same_weights(tiny_backbone, tmp_path):
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(tiny_backbone.model.state_dict(), ckpt)
+    loaded = load_backbone(TINY_MODEL, str(ckpt), device="cpu")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(loaded.encode_images(x), tiny_backbone.encode_images(x))
+    assert loaded.identity["pretrained"] == "file:tiny.pt"
+    assert len(loaded.identity["checkpoint_sha256"]) == 64
+    assert backbone_identity(TINY_MODEL, str(ckpt)) == loaded.identity
+
+
+def test_missing_checkpoint_file():
+    with pytest.raises(BackboneError, match="checkpoint file /no/such/model.pt not found"):
+        load_backbone(TINY_MODEL, "/no/such/model.pt", device="cpu")
+
+
+def test_misspelt_model_gets_a_suggestion():
+    with pytest.raises(BackboneError, match="Did you mean ViT-B-32"):
+        load_backbone("ViT-B-23", "none", device="cpu")
+
+
+def test_unknown_tag_lists_the_model_tags():
+    with pytest.raises(BackboneError) as err:
+        load_backbone("ViT-B-32", "opnai", device="cpu")
+    assert "openai" in str(err.value) and "laion2b" in str(err.value)
+
+
+def test_download_failure_is_one_line_naming_model_tag_and_fix():
+    # HF_HUB_OFFLINE=1 (set by conftest): the download cannot happen
+    with pytest.raises(BackboneError) as err:
+        load_backbone("ViT-B-32", "openai", device="cpu")
+    msg = str(err.value)
+    assert "'openai'" in msg and "ViT-B-32" in msg and "local path" in msg
+    assert "\n" not in msg
+
+
+def test_amp_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(BackboneError, match="amp"):
+        load_backbone(TINY_MODEL, "none", device="cpu", precision="amp")
+    with pytest.raises(BackboneError, match="no CUDA device"):
+        load_backbone(TINY_MODEL, "none", device="cuda")

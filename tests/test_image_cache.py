@@ -1,0 +1,150 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from sparse_cbm.backbone import backbone_identity
+from sparse_cbm.datasets import load_dataset
+from sparse_cbm.datasets.base import ImageSource
+from sparse_cbm.embed import PROGRESS, embed_split
+from sparse_cbm.errors import CacheMismatchError, CorruptImageError
+from sparse_cbm.image_cache import read_image_split, write_image_cache
+from tests.conftest import make_imagefolder
+
+KW = dict(batch_size=16, num_workers=0, skip_corrupt=False)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25)
+
+
+def test_cache_contents_are_aligned(shapes, tiny_backbone, tmp_path):
+    manifests = write_image_cache(shapes, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    assert not (tmp_path / "scratch").exists()
+    classes = json.loads((tmp_path / "cache" / "classes.json").read_text())
+    assert classes["classes"] == shapes.classes
+    for split, src in shapes.splits.items():
+        part = read_image_split(tmp_path / "cache", split, expect_backbone=tiny_backbone.identity)
+        n = len(src)
+        assert part.embeddings.dtype == np.float16 and part.embeddings.shape == (n, 64)
+        assert part.labels.dtype == np.int64
+        np.testing.assert_array_equal(part.labels, src.labels)
+        index = part.index()
+        assert list(index["row"]) == list(range(n))
+        assert list(index["image_id"]) == src.ids
+        np.testing.assert_array_equal(index["label"].to_numpy(), part.labels)
+        assert list(index["class_name"]) == [shapes.classes[y] for y in src.labels]
+        assert list(index["shape"]) == src.extra_columns()["shape"]
+        # row i holds the embedding of image i
+        for i in (0, n // 2, n - 1):
+            x = tiny_backbone.preprocess(src.load(i))[None]
+            direct = tiny_backbone.encode_images(x)[0].numpy().astype(np.float16)
+            np.testing.assert_allclose(part.embeddings[i].astype(np.float32), direct.astype(np.float32),
+                                       rtol=1e-2, atol=1e-2)
+        m = manifests[split]
+        assert m == part.manifest
+        assert m["count"] == n and m["dim"] == 64 and m["dtype"] == "float16" and m["split"] == split
+        assert m["backbone"]["model"] == "sparse-cbm-tiny" and m["backbone"]["random_weights"] is True
+        assert m["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-4)
+        assert m["dataset"]["fingerprint"] == shapes.fingerprint(split)
+        assert m["dataset"]["classes"] == shapes.classes
+        assert "Resize" in m["preprocess"] and m["normalized"] is False
+
+
+def test_reader_refuses_a_cache_from_another_backbone(shapes, tiny_backbone, tmp_path):
+    write_image_cache(shapes, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    other = backbone_identity("ViT-B-32", "openai")
+    with pytest.raises(CacheMismatchError) as err:
+        read_image_split(tmp_path / "cache", "test", expect_backbone=other)
+    assert "sparse-cbm-tiny (none)" in str(err.value) and "ViT-B-32 (openai)" in str(err.value)
+
+
+def test_reader_refuses_an_incomplete_split(shapes, tiny_backbone, tmp_path):
+    write_image_cache(shapes, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    (tmp_path / "cache" / "val" / "manifest.json").unlink()
+    with pytest.raises(CacheMismatchError, match="incomplete"):
+        read_image_split(tmp_path / "cache", "val")
+
+
+class Interrupting(ImageSource):
+    """Wraps a source and raises KeyboardInterrupt when row ``stop_at`` is loaded; counts loads."""
+
+    def __init__(self, inner, stop_at=None):
+        self.inner, self.stop_at = inner, stop_at
+        self.ids, self.labels = inner.ids, inner.labels
+        self.loaded = []
+
+    def load(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        self.loaded.append(i)
+        return self.inner.load(i)
+
+    def fingerprint_parts(self):
+        return self.inner.fingerprint_parts()
+
+
+def test_killed_split_resumes_and_matches_a_clean_run(shapes, tiny_backbone, tmp_path):
+    src = shapes.splits["train"]
+    clean = embed_split(tiny_backbone, src, tmp_path / "clean", "k", desc="clean", **KW)
+    reference = np.load(clean.embeddings_path)
+
+    killed = Interrupting(src, stop_at=37)
+    with pytest.raises(KeyboardInterrupt):
+        embed_split(tiny_backbone, killed, tmp_path / "part", "k", desc="part", commit_every_s=0, **KW)
+    progress = json.loads((tmp_path / "part" / PROGRESS).read_text())
+    assert progress["rows_done"] == 32  # two whole batches were committed
+
+    resumed_src = Interrupting(src)
+    part = embed_split(tiny_backbone, resumed_src, tmp_path / "part", "k", desc="part", **KW)
+    assert min(resumed_src.loaded) == 32  # nothing before the committed row was redone
+    assert part.rows_done == len(src)
+    assert np.load(part.embeddings_path).tobytes() == reference.tobytes()
+
+
+def test_scratch_made_with_another_key_is_restarted(shapes, tiny_backbone, tmp_path):
+    src = shapes.splits["val"]
+    embed_split(tiny_backbone, src, tmp_path / "s", "key-a", desc="a", **KW)
+    again = Interrupting(src)
+    embed_split(tiny_backbone, again, tmp_path / "s", "key-b", desc="b", **KW)
+    assert again.loaded[0] == 0
+
+
+def test_failed_run_publishes_nothing(shapes, tiny_backbone, tmp_path, monkeypatch):
+    shapes_broken = load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25)
+    shapes_broken.splits["test"] = Interrupting(shapes_broken.splits["test"], stop_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        write_image_cache(shapes_broken, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    assert not (tmp_path / "cache").exists()
+    assert (tmp_path / "scratch" / "train" / PROGRESS).exists()
+
+
+def test_corrupt_image_stops_or_is_skipped(tiny_backbone, tmp_path):
+    root = make_imagefolder(tmp_path / "data", classes=("a", "b"), n_train=4, n_test=3)
+    bad = root / "test" / "b" / "img_1.png"
+    bad.write_bytes(b"\x89PNG\r\n garbage")
+    data = load_dataset("imagefolder", str(root), val_fraction=0.0)
+    with pytest.raises(CorruptImageError) as err:
+        write_image_cache(data, tiny_backbone, tmp_path / "c1", tmp_path / "s1", **KW)
+    assert str(bad) in str(err.value)
+    assert not (tmp_path / "c1").exists()
+
+    kw = dict(KW, skip_corrupt=True)
+    manifests = write_image_cache(data, tiny_backbone, tmp_path / "c2", tmp_path / "s2", **kw)
+    test = read_image_split(tmp_path / "c2", "test")
+    assert manifests["test"]["count"] == 5 == len(test.labels) == test.embeddings.shape[0]
+    assert manifests["test"]["skipped"][0]["image_id"] == "test/b/img_1.png"
+    index = pq.read_table(tmp_path / "c2" / "test" / "index.parquet").to_pandas()
+    assert "test/b/img_1.png" not in set(index["image_id"])
+    np.testing.assert_array_equal(index["label"].to_numpy(), test.labels)
+    # the rows that stayed hold their own images
+    full = read_image_split(tmp_path / "c2", "train")
+    assert full.embeddings.shape[0] == 8
+    src = data.splits["test"]
+    kept = [i for i, image_id in enumerate(src.ids) if image_id != "test/b/img_1.png"]
+    x = torch.stack([tiny_backbone.preprocess(src.load(i)) for i in kept])
+    np.testing.assert_allclose(test.embeddings.astype(np.float32),
+                               tiny_backbone.encode_images(x).numpy(), rtol=1e-2, atol=1e-2)

@@ -1,0 +1,116 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sparse_cbm.errors import ParamsError
+from sparse_cbm.params import apply_overrides, default_params, load_params, validate_params
+from tests.conftest import REPO
+
+
+def test_params_yaml_holds_exactly_the_schema_defaults():
+    on_disk = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert on_disk == default_params()
+
+
+def test_offline_overrides_are_valid_and_only_change_existing_keys():
+    offline = yaml.safe_load((REPO / "params.offline.yaml").read_text())
+    defaults = default_params()
+
+    def walk(over, base, path=""):
+        for key, value in over.items():
+            assert key in base, f"params.offline.yaml has key {path}{key} that params.yaml lacks"
+            if isinstance(value, dict):
+                walk(value, base[key], f"{path}{key}.")
+
+    walk(offline, defaults)
+    validate_params(offline)
+
+
+def test_misspelt_key_is_named_with_a_suggestion():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"dataset": {"nmae": "shapes"}})
+    msg = str(err.value)
+    assert "unknown key 'dataset.nmae'" in msg
+    assert "Did you mean 'dataset.name'?" in msg
+
+
+def test_misspelt_top_level_key():
+    with pytest.raises(ParamsError, match=r"unknown key 'sed'.*Did you mean 'seed'"):
+        validate_params({"sed": 1})
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"backbone": {"batch_size": "lots"}})
+    msg = str(err.value)
+    assert "'backbone.batch_size'" in msg and "integer" in msg and "'lots'" in msg
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"dataset": {"name": "imagenet"}})
+    msg = str(err.value)
+    for name in ("cifar10", "cifar100", "places365", "imagefolder", "shapes"):
+        assert name in msg
+
+
+def test_dvc_style_float_text_is_cast():
+    # `dvc exp run -S dataset.val_fraction=0.000001` writes 1e-06, which PyYAML reads as a string
+    raw = yaml.safe_load("dataset:\n  val_fraction: 1e-06\n")
+    assert raw["dataset"]["val_fraction"] == "1e-06"
+    params = validate_params(raw)
+    assert params.dataset.val_fraction == pytest.approx(1e-6)
+    assert isinstance(params.dataset.val_fraction, float)
+
+
+def test_out_of_range_value():
+    with pytest.raises(ParamsError, match="dataset.val_fraction"):
+        validate_params({"dataset": {"val_fraction": 1.5}})
+
+
+def test_bad_device_and_class_attributes():
+    with pytest.raises(ParamsError, match="backbone.device"):
+        validate_params({"backbone": {"device": "gpu"}})
+    with pytest.raises(ParamsError, match="dataset.shapes.class_attributes"):
+        validate_params({"dataset": {"shapes": {"class_attributes": ["shape", "shape"]}}})
+
+
+def test_every_error_is_reported_at_once():
+    with pytest.raises(ParamsError) as err:
+        validate_params({"seed": "x", "backbone": {"num_workers": -1}})
+    assert "'seed'" in str(err.value) and "'backbone.num_workers'" in str(err.value)
+
+
+def test_apply_keeps_comments_and_validates(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(REPO / "params.offline.yaml", target)
+    text = target.read_text()
+    assert "# cifar10 | cifar100" in text
+    params = load_params(target)
+    assert params.dataset.name == "shapes" and params.backbone.pretrained == "none"
+    assert yaml.safe_load(text)["dataset"]["class_names_file"] is None
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backbone:\n  batch_sise: 3\n")
+    before = target.read_text()
+    with pytest.raises(ParamsError, match="backbone.batch_sise"):
+        apply_overrides(bad, target)
+    assert target.read_text() == before
+
+
+def test_cli_check_reports_one_clear_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("dataset:\n  nmae: shapes\n")
+    proc = subprocess.run([sys.executable, "-m", "sparse_cbm.params", "check", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown key 'dataset.nmae'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")

@@ -1,0 +1,116 @@
+"""`dvc repro` of the offline pipeline in a temporary copy of the project."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparse_cbm.params import deep_merge
+from tests.project import copy_project, dvc, run
+
+pytestmark = pytest.mark.pipeline
+
+CACHE = Path("data/image_cache")
+
+
+def npy_bytes(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / CACHE).rglob("*.npy"))}
+
+
+def ran(proc) -> list[str]:
+    text = proc.stdout + proc.stderr
+    return [line for line in text.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("proj"))
+    first = dvc(["repro"], root)
+    return root, first
+
+
+def test_repro_writes_the_cache(project):
+    root, first = project
+    assert ran(first) == ["Running stage 'embed_images':"]
+    for split in ("train", "val", "test"):
+        m = json.loads((root / CACHE / split / "manifest.json").read_text())
+        assert m["backbone"]["random_weights"] is True
+        assert m["count"] > 0 and m["dim"] == 64
+    assert not (root / "data/.scratch/embed_images").exists()
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["embed_images"]["params"]["params.yaml"]["dataset"]["name"] == "shapes"
+
+
+def test_second_repro_runs_nothing_and_status_is_clean(project):
+    root, _ = project
+    again = dvc(["repro"], root)
+    assert ran(again) == []
+    assert "didn't change, skipping" in again.stdout + again.stderr
+    status = dvc(["status"], root)
+    assert "up to date" in status.stdout
+
+
+def test_deleting_an_output_reruns_only_its_stage(project):
+    root, _ = project
+    before = npy_bytes(root)
+    (root / CACHE / "test" / "labels.npy").unlink()
+    assert "embed_images" in dvc(["status"], root).stdout
+    # DVC restores the known output from its cache without running anything...
+    restored = dvc(["repro"], root)
+    assert ran(restored) == [] and "'embed_images' is cached" in restored.stdout + restored.stderr
+    assert npy_bytes(root) == before
+    # ...and with the cache gone the stage really runs again, and only it
+    (root / CACHE / "test" / "labels.npy").unlink()
+    shutil.rmtree(root / ".dvc" / "cache")
+    rerun = dvc(["repro"], root)
+    assert ran(rerun) == ["Running stage 'embed_images':"]
+    assert npy_bytes(root) == before
+    assert "up to date" in dvc(["status"], root).stdout
+
+
+def test_two_fresh_runs_are_byte_identical(project, tmp_path):
+    root, _ = project
+    other = copy_project(tmp_path / "other")
+    dvc(["repro"], other)
+    assert npy_bytes(other) == npy_bytes(root)
+    for split in ("train", "val", "test"):
+        rel = CACHE / split / "index.parquet"
+        assert (other / rel).read_bytes() == (root / rel).read_bytes()
+        rel = CACHE / split / "manifest.json"
+        assert (other / rel).read_text() == (root / rel).read_text()
+
+
+def test_changing_a_param_that_does_not_matter_keeps_the_cache(project):
+    root, _ = project
+    params = root / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("num_workers: 0", "num_workers: 1"))
+        assert "up to date" in dvc(["status"], root).stdout
+    finally:
+        params.write_text(original)
+
+
+def test_stage_errors_are_one_clear_line(tmp_path):
+    root = copy_project(tmp_path / "p")
+    params = root / "params.yaml"
+    cases = {
+        "dataset:\n  nmae: shapes\n": "unknown key 'dataset.nmae'",
+        "dataset:\n  name: imagenet\n": "'cifar10', 'cifar100', 'places365', 'imagefolder' or 'shapes'",
+        "dataset:\n  name: imagefolder\n  root: missing_folder\n": "missing_folder/train not found",
+        "backbone:\n  model: ViT-B-32\n  pretrained: openai\n  device: cpu\n": "could not load weights 'openai'",
+    }
+    offline = yaml.safe_load(params.read_text())
+    for override, expected in cases.items():
+        merged = deep_merge(offline, yaml.safe_load(override))
+        if "nmae" in override:
+            merged["dataset"].pop("name")
+        params.write_text(yaml.safe_dump(merged))
+        proc = run(["python", "-m", "stages.embed_images"], root, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("embed_images: error:")]
+        assert len(errors) == 1
