@@ -44,6 +44,8 @@ def copy_project(dest: Path, offline: bool = True) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     run(["git", "init", "-q"], dest)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["git", "config", "user.email", "test@example.invalid"], dest)
     if offline:
         run([sys.executable, "-m", "sparse_cbm.params", "apply", "params.offline.yaml"], dest)
     run(["git", "add", "-A"], dest)

@@ -148,3 +148,12 @@ def test_corrupt_image_stops_or_is_skipped(tiny_backbone, tmp_path):
     x = torch.stack([tiny_backbone.preprocess(src.load(i)) for i in kept])
     np.testing.assert_allclose(test.embeddings.astype(np.float32),
                                tiny_backbone.encode_images(x).numpy(), rtol=1e-2, atol=1e-2)
+
+
+def test_empty_val_split_is_a_valid_cache(tiny_backbone, tmp_path):
+    data = load_dataset("shapes", seed=1, shapes_n_train=24, shapes_n_test=12, val_fraction=0.0)
+    manifests = write_image_cache(data, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    assert manifests["val"]["count"] == 0
+    val = read_image_split(tmp_path / "cache", "val")
+    assert val.embeddings.shape == (0, 64) and val.labels.shape == (0,)
+    assert len(val.index()) == 0

@@ -93,6 +93,18 @@ def test_changing_a_param_that_does_not_matter_keeps_the_cache(project):
         params.write_text(original)
 
 
+def test_exp_run_set_param_casts_dvc_float_text(tmp_path):
+    root = copy_project(tmp_path / "exp")
+    dvc(["repro"], root)
+    dvc(["exp", "run", "-S", "dataset.val_fraction=0.000001"], root)
+    written = yaml.safe_load((root / "params.yaml").read_text())["dataset"]["val_fraction"]
+    assert written == "1e-06"  # DVC's rendering, read back by PyYAML as text
+    val = json.loads((root / CACHE / "val" / "manifest.json").read_text())
+    assert val["val_fraction"] == 1e-06 and val["count"] == 12  # one image per class at least
+    shown = dvc(["exp", "show", "--csv"], root).stdout
+    assert "1e-06" in shown
+
+
 def test_stage_errors_are_one_clear_line(tmp_path):
     root = copy_project(tmp_path / "p")
     params = root / "params.yaml"
