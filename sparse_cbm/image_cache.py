@@ -49,16 +49,20 @@ def _run_key(backbone: Backbone, fingerprint: str, batch_size: int) -> str:
 
 
 def _compact(part: PartialSplit, keep: np.ndarray, dest: Path, chunk: int = 65536) -> None:
-    """Copy the kept rows into a new array, a chunk at a time."""
-    src = np.load(part.embeddings_path, mmap_mode="r")
-    out = np.lib.format.open_memmap(dest, mode="w+", dtype=np.float16, shape=(int(keep.sum()), part.dim))
-    pos = 0
-    for lo in range(0, part.count, chunk):
-        block = src[lo:lo + chunk][keep[lo:lo + chunk]]
-        out[pos:pos + len(block)] = block
-        pos += len(block)
-    out.flush()
-    del out, src
+    """Copy the kept rows into a new array, a chunk at a time, with plain reads and writes
+    (no memory map, so resident memory stays bounded by the chunk)."""
+    row_bytes = part.dim * 2
+    src_offset = int(np.load(part.embeddings_path, mmap_mode="r").offset)
+    header = np.lib.format.open_memmap(dest, mode="w+", dtype=np.float16, shape=(int(keep.sum()), part.dim))
+    dest_offset = int(header.offset)
+    del header
+    with open(part.embeddings_path, "rb") as src, open(dest, "r+b") as out:
+        out.seek(dest_offset)
+        for lo in range(0, part.count, chunk):
+            n = min(chunk, part.count - lo)
+            src.seek(src_offset + lo * row_bytes)
+            block = np.frombuffer(src.read(n * row_bytes), dtype=np.float16).reshape(n, part.dim)
+            out.write(np.ascontiguousarray(block[keep[lo:lo + n]]).tobytes())
 
 
 def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split: str,

@@ -157,3 +157,15 @@ def test_empty_val_split_is_a_valid_cache(tiny_backbone, tmp_path):
     val = read_image_split(tmp_path / "cache", "val")
     assert val.embeddings.shape == (0, 64) and val.labels.shape == (0,)
     assert len(val.index()) == 0
+
+
+def test_compact_keeps_exactly_the_kept_rows_across_chunks(tmp_path):
+    from sparse_cbm.embed import PartialSplit
+    from sparse_cbm.image_cache import _compact
+
+    part = PartialSplit.open(tmp_path / "p", "k", count=10, dim=4)
+    data = np.arange(40, dtype=np.float16).reshape(10, 4)
+    part.write(0, data)
+    keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0], dtype=bool)
+    _compact(part, keep, tmp_path / "out.npy", chunk=3)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), data[keep])
