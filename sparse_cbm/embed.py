@@ -10,6 +10,7 @@ with another key starts the split again.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -127,6 +128,19 @@ def embed_split(backbone: Backbone, source: ImageSource, folder: Path, key: str,
     data = _Preprocessed(source, backbone.preprocess, part.rows_done)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=backbone.device.type == "cuda", persistent_workers=False)
+    # Keep the garbage collector of forked workers from touching (and so copying) the
+    # parent's objects: without this, each worker's memory creeps up towards the parent's.
+    gc.freeze()
+    try:
+        _fill(backbone, part, loader, skip_corrupt, desc, commit_every_s)
+    finally:
+        gc.unfreeze()
+    part.commit()
+    return part
+
+
+def _fill(backbone: Backbone, part: PartialSplit, loader: DataLoader, skip_corrupt: bool, desc: str,
+          commit_every_s: float) -> None:
     last_commit = time.monotonic()
     with tqdm(total=part.count, initial=part.rows_done, desc=desc, unit="img", file=sys.stderr,
               dynamic_ncols=True, mininterval=1.0) as bar:
@@ -143,5 +157,3 @@ def embed_split(backbone: Backbone, source: ImageSource, folder: Path, key: str,
                 part.commit()
                 last_commit = time.monotonic()
             bar.update(len(rows))
-    part.commit()
-    return part
