@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import logging
 import os
 import re
 import socket
 from urllib.parse import urlparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import open_clip
 import torch
+from PIL import Image
 
 from sparse_cbm.errors import BackboneError
 
@@ -91,11 +93,20 @@ class Backbone:
     amp: bool
     identity: Dict[str, Any]
     logit_scale: float
-    name: str = field(default="")
 
     @property
     def preprocess_description(self) -> str:
         return describe_transform(self.preprocess)
+
+    @functools.cached_property
+    def blank_input(self) -> torch.Tensor:
+        """A zero tensor of the shape that ``preprocess`` gives one image."""
+        return torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
+
+    @functools.cached_property
+    def embed_dim(self) -> int:
+        """Width of the image embeddings, found by one forward pass."""
+        return int(self.encode_images(self.blank_input[None]).shape[1])
 
     def autocast(self):
         if self.amp:
@@ -215,4 +226,4 @@ def load_backbone(model: str, pretrained: str, device: str = "auto", precision: 
     log.info("backbone %s (%s) on %s, %s", model_name, identity["pretrained"], torch_device,
              "mixed precision" if amp else "fp32")
     return Backbone(model=clip, preprocess=preprocess, device=torch_device, amp=amp, identity=identity,
-                    logit_scale=logit_scale, name=model_name)
+                    logit_scale=logit_scale)

@@ -23,7 +23,6 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -38,14 +37,25 @@ EMBEDDINGS = "embeddings.npy"
 PROGRESS = "progress.json"
 
 
+def preallocate_npy(path: Path, count: int, dim: int) -> int:
+    """Create a float16 (count, dim) .npy file (sparse on disk); return the byte offset of its data."""
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(count, dim))
+    return int(header.offset)
+
+
+def npy_data_offset(path: Path) -> int:
+    """Byte offset of the data in an existing .npy file."""
+    return int(np.load(path, mmap_mode="r").offset)
+
+
 class _Preprocessed(Dataset):
     """Rows ``start..n`` of a source, preprocessed; unreadable images come back blank with a reason."""
 
-    def __init__(self, source: ImageSource, preprocess, start: int):
+    def __init__(self, source: ImageSource, preprocess, blank: torch.Tensor, start: int):
         self.source = source
         self.preprocess = preprocess
+        self.blank = blank
         self.start = start
-        self.blank = torch.zeros_like(preprocess(Image.new("RGB", (8, 8))))
 
     def __len__(self) -> int:
         return len(self.source) - self.start
@@ -68,7 +78,7 @@ class PartialSplit:
     dim: int
     rows_done: int = 0
     skipped: List[Tuple[int, str]] = field(default_factory=list)
-    _offset: int | None = field(default=None, repr=False)
+    offset: int = 0  # byte offset of the first row in embeddings.npy
 
     @property
     def embeddings_path(self) -> Path:
@@ -86,24 +96,22 @@ class PartialSplit:
                 state = {}
             if state.get("key") == key and state.get("count") == count and state.get("dim") == dim:
                 part = cls(folder, key, count, dim, int(state["rows_done"]),
-                           [(int(r), str(m)) for r, m in state.get("skipped", [])])
+                           [(int(r), str(m)) for r, m in state.get("skipped", [])],
+                           npy_data_offset(folder / EMBEDDINGS))
                 if part.rows_done:
                     log.info("resuming %s at row %d of %d", folder.name, part.rows_done, count)
                 return part
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        np.lib.format.open_memmap(folder / EMBEDDINGS, mode="w+", dtype=np.float16, shape=(count, dim))
-        part = cls(folder, key, count, dim)
+        part = cls(folder, key, count, dim, offset=preallocate_npy(folder / EMBEDDINGS, count, dim))
         part.commit()
         return part
 
     def write(self, start_row: int, rows: np.ndarray) -> None:
         """Write float16 rows at their place in the preallocated file."""
         rows = np.ascontiguousarray(rows, dtype=np.float16)
-        if self._offset is None:
-            self._offset = int(np.load(self.embeddings_path, mmap_mode="r").offset)
         with open(self.embeddings_path, "r+b") as fh:
-            os.pwrite(fh.fileno(), rows.tobytes(), self._offset + start_row * self.dim * 2)
+            os.pwrite(fh.fileno(), rows.tobytes(), self.offset + start_row * self.dim * 2)
 
     def commit(self) -> None:
         """Make the rows written so far durable, then record them as done."""
@@ -113,19 +121,13 @@ class PartialSplit:
                                                    "rows_done": self.rows_done, "skipped": self.skipped})
 
 
-def embedding_dim(backbone: Backbone) -> int:
-    x = torch.zeros_like(backbone.preprocess(Image.new("RGB", (8, 8))))[None]
-    return int(backbone.encode_images(x).shape[1])
-
-
 def embed_split(backbone: Backbone, source: ImageSource, folder: Path, key: str, *, batch_size: int,
                 num_workers: int, skip_corrupt: bool, desc: str, commit_every_s: float = 10.0) -> PartialSplit:
     """Fill (or finish filling) the scratch array of one split; return its final state."""
-    dim = embedding_dim(backbone)
-    part = PartialSplit.open(folder, key, len(source), dim)
+    part = PartialSplit.open(folder, key, len(source), backbone.embed_dim)
     if part.rows_done >= part.count:
         return part
-    data = _Preprocessed(source, backbone.preprocess, part.rows_done)
+    data = _Preprocessed(source, backbone.preprocess, backbone.blank_input, part.rows_done)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=backbone.device.type == "cuda", persistent_workers=False)
     # Keep the garbage collector of forked workers from touching (and so copying) the

@@ -32,7 +32,7 @@ from sparse_cbm import __version__
 from sparse_cbm.atomic import atomic_directory, atomic_write_json, dumps_json
 from sparse_cbm.backbone import Backbone, file_sha256
 from sparse_cbm.datasets.base import SPLITS, DatasetSplits
-from sparse_cbm.embed import PartialSplit, embed_split
+from sparse_cbm.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
 
 log = logging.getLogger(__name__)
@@ -52,20 +52,17 @@ def _compact(part: PartialSplit, keep: np.ndarray, dest: Path, chunk: int = 6553
     """Copy the kept rows into a new array, a chunk at a time, with plain reads and writes
     (no memory map, so resident memory stays bounded by the chunk)."""
     row_bytes = part.dim * 2
-    src_offset = int(np.load(part.embeddings_path, mmap_mode="r").offset)
-    header = np.lib.format.open_memmap(dest, mode="w+", dtype=np.float16, shape=(int(keep.sum()), part.dim))
-    dest_offset = int(header.offset)
-    del header
+    dest_offset = preallocate_npy(dest, int(keep.sum()), part.dim)
     with open(part.embeddings_path, "rb") as src, open(dest, "r+b") as out:
         out.seek(dest_offset)
         for lo in range(0, part.count, chunk):
             n = min(chunk, part.count - lo)
-            src.seek(src_offset + lo * row_bytes)
+            src.seek(part.offset + lo * row_bytes)
             block = np.frombuffer(src.read(n * row_bytes), dtype=np.float16).reshape(n, part.dim)
             out.write(np.ascontiguousarray(block[keep[lo:lo + n]]).tobytes())
 
 
-def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split: str,
+def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split: str, fingerprint: str,
                  backbone: Backbone, extra_manifest: Dict[str, Any]) -> Dict[str, Any]:
     source = dataset.splits[split]
     folder.mkdir(parents=True)
@@ -98,7 +95,7 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
         "logit_scale": round(backbone.logit_scale, 6),
         "backbone": backbone.identity,
         "preprocess": backbone.preprocess_description,
-        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(split),
+        "dataset": {"name": dataset.name, "fingerprint": fingerprint,
                     "num_classes": len(dataset.classes), "classes": dataset.classes},
         "skipped": [{"image_id": source.ids[row], "reason": reason} for row, reason in part.skipped],
         "sha256": {name: file_sha256(folder / name) for name in ("embeddings.npy", "labels.npy", "index.parquet")},
@@ -115,9 +112,11 @@ def write_image_cache(dataset: DatasetSplits, backbone: Backbone, out: str | Pat
     """Embed every split, then publish the whole cache folder at once (see the module docstring)."""
     out, scratch = Path(out), Path(scratch)
     parts: Dict[str, PartialSplit] = {}
+    fingerprints: Dict[str, str] = {}
     for split in SPLITS:
         started = time.perf_counter()
-        key = _run_key(backbone, dataset.fingerprint(split), batch_size)
+        fingerprints[split] = dataset.fingerprint(split)
+        key = _run_key(backbone, fingerprints[split], batch_size)
         parts[split] = embed_split(backbone, dataset.splits[split], scratch / split, key, batch_size=batch_size,
                                    num_workers=num_workers, skip_corrupt=skip_corrupt, desc=f"embed {split}")
         n = len(dataset.splits[split])
@@ -128,7 +127,8 @@ def write_image_cache(dataset: DatasetSplits, backbone: Backbone, out: str | Pat
     with atomic_directory(out) as tmp:
         atomic_write_json(tmp / "classes.json", {"classes": dataset.classes, "raw_classes": dataset.raw_classes})
         for split, part in parts.items():
-            manifests[split] = _write_split(tmp / split, part, dataset, split, backbone, extra_manifest or {})
+            manifests[split] = _write_split(tmp / split, part, dataset, split, fingerprints[split], backbone,
+                                            extra_manifest or {})
     shutil.rmtree(scratch, ignore_errors=True)
     return manifests
 

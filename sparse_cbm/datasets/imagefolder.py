@@ -39,19 +39,24 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
 
 class FileSource(ImageSource):
-    """Image files with labels; ids are paths relative to ``root``."""
+    """Image files with labels (imagefolder, Places365); ids are paths relative to ``root``."""
 
     def __init__(self, root: Path, files: List[tuple[str, int]]):
         self.root = Path(root)
         self.paths = [p for p, _ in files]
         self.ids = [Path(os.path.relpath(p, self.root)).as_posix() for p in self.paths]
         self.labels = np.asarray([y for _, y in files], dtype=np.int64)
+        self._fingerprint_parts: List[str] | None = None
 
     def load(self, i: int) -> Image.Image:
         return load_rgb(self.paths[i])
 
     def fingerprint_parts(self) -> List[str]:
-        return [f"{image_id}:{os.stat(path).st_size}" for image_id, path in zip(self.ids, self.paths)]
+        # stat()s every file: computed once, then shared by the train and val subsets
+        if self._fingerprint_parts is None:
+            self._fingerprint_parts = [f"{image_id}:{os.stat(path).st_size}"
+                                       for image_id, path in zip(self.ids, self.paths)]
+        return self._fingerprint_parts
 
 
 def _class_folders(split_dir: Path) -> List[str]:

@@ -6,7 +6,6 @@ and validation is carved from ``train-standard`` like for every other dataset.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, List
 
@@ -15,7 +14,7 @@ from PIL import Image
 
 from sparse_cbm.datasets.base import DatasetSplits, ImageSource, with_val_split
 from sparse_cbm.datasets.classnames import clean_class_names
-from sparse_cbm.datasets.imagefolder import load_rgb
+from sparse_cbm.datasets.imagefolder import FileSource
 from sparse_cbm.errors import DatasetError
 
 
@@ -32,21 +31,6 @@ class ArraySource(ImageSource):
 
     def fingerprint_parts(self) -> List[str]:
         return [f"shape={self.data.shape}"]
-
-
-class PathSource(ImageSource):
-    """Image files listed by a torchvision dataset (``imgs`` = [(path, label)])."""
-
-    def __init__(self, root: str, imgs: List[tuple[str, int]]):
-        self.paths = [p for p, _ in imgs]
-        self.ids = [Path(os.path.relpath(p, root)).as_posix() for p in self.paths]
-        self.labels = np.asarray([y for _, y in imgs], dtype=np.int64)
-
-    def load(self, i: int) -> Image.Image:
-        return load_rgb(self.paths[i])
-
-    def fingerprint_parts(self) -> List[str]:
-        return []
 
 
 def _open(name: str, root: str, download: bool, build: Callable):
@@ -85,5 +69,5 @@ def load_places365(root: str, download: bool, val_fraction: float, seed: int) ->
     test = _open("places365", root, download,
                  lambda: datasets.Places365(root, split="val", small=True, download=download))
     raw = list(train.classes)
-    return with_val_split("places365", clean_class_names(raw), raw, PathSource(root, train.imgs),
-                          PathSource(root, test.imgs), val_fraction, seed)
+    return with_val_split("places365", clean_class_names(raw), raw, FileSource(Path(root), train.imgs),
+                          FileSource(Path(root), test.imgs), val_fraction, seed)
