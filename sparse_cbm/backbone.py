@@ -22,7 +22,7 @@ import socket
 from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
 import open_clip
 import torch
@@ -93,6 +93,7 @@ class Backbone:
     amp: bool
     identity: Dict[str, Any]
     logit_scale: float
+    tokenizer: Callable
 
     @property
     def preprocess_description(self) -> str:
@@ -120,6 +121,16 @@ class Backbone:
         with self.autocast():
             feats = self.model.encode_image(images)
         return feats.float().cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Unnormalised text embeddings (float32, on the CPU), in order."""
+        out = []
+        for lo in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[lo:lo + batch_size])).to(self.device)
+            with self.autocast():
+                out.append(self.model.encode_text(tokens).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
 
 
 def _unreachable_reason(model_name: str, weights: str | None) -> str | None:
@@ -226,4 +237,4 @@ def load_backbone(model: str, pretrained: str, device: str = "auto", precision: 
     log.info("backbone %s (%s) on %s, %s", model_name, identity["pretrained"], torch_device,
              "mixed precision" if amp else "fp32")
     return Backbone(model=clip, preprocess=preprocess, device=torch_device, amp=amp, identity=identity,
-                    logit_scale=logit_scale)
+                    logit_scale=logit_scale, tokenizer=open_clip.get_tokenizer(model_name))

@@ -34,3 +34,11 @@ class BackboneError(SparseCbmError):
 
 class CacheMismatchError(SparseCbmError):
     """A cache made by another backbone, dataset or concept list than the reader expects."""
+
+
+class ConceptSourceError(SparseCbmError):
+    """Concepts that cannot be fetched or read: an API that is down, a bad file, a missing key."""
+
+
+class ConceptFilterError(SparseCbmError):
+    """A concept set that the filter cannot work with, for example one left empty."""

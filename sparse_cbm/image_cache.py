@@ -15,7 +15,6 @@ check it against what they expect and refuse a cache made by another backbone.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -34,11 +33,11 @@ from sparse_cbm.backbone import Backbone, file_sha256
 from sparse_cbm.datasets.base import SPLITS, DatasetSplits
 from sparse_cbm.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
+from sparse_cbm.manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def _run_key(backbone: Backbone, fingerprint: str, batch_size: int) -> str:
@@ -144,34 +143,10 @@ class ImageSplit:
         return pq.read_table(self.folder / "index.parquet").to_pandas()
 
 
-def _describe(identity: Dict[str, Any]) -> str:
-    sha = identity.get("checkpoint_sha256")
-    return f"{identity.get('model')} ({identity.get('pretrained')}{', sha256 ' + sha[:12] if sha else ''})"
-
-
-def check_backbone(manifest: Dict[str, Any], expected: Dict[str, Any], where: str | Path) -> None:
-    """Refuse a cache whose backbone differs from the one the reader expects, naming both."""
-    got = manifest.get("backbone", {})
-    keys = ("model", "pretrained", "checkpoint_sha256")
-    if any(got.get(k) != expected.get(k) for k in keys):
-        raise CacheMismatchError(
-            f"{where} was made by backbone {_describe(got)}, but this run uses {_describe(expected)}. "
-            f"Re-run `dvc repro embed_images` so that every cache comes from the same backbone.")
-
-
 def read_image_split(cache: str | Path, split: str, expect_backbone: Optional[Dict[str, Any]] = None) -> ImageSplit:
     """Open one split of the cache (embeddings memory-mapped) after checking its manifest."""
     folder = Path(cache) / split
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise CacheMismatchError(f"{folder} has no {MANIFEST}: the image cache is missing or incomplete. "
-                                 f"Run `dvc repro embed_images`.")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CacheMismatchError(f"{folder} has cache format {manifest.get('format_version')}, this version reads "
-                                 f"{FORMAT_VERSION}. Run `dvc repro -f embed_images`.")
-    if expect_backbone is not None:
-        check_backbone(manifest, expect_backbone, folder)
+    manifest = read_manifest(folder, FORMAT_VERSION, "embed_images", expect_backbone)
     embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
     labels = np.load(folder / "labels.npy")
     if embeddings.shape != (manifest["count"], manifest["dim"]) or labels.shape != (manifest["count"],):

@@ -23,12 +23,13 @@ import difflib
 import io
 import sys
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sparse_cbm.atomic import atomic_write_text
+from sparse_cbm.concepts.llm import PAPER_PROMPTS
 from sparse_cbm.datasets import DATASETS
 from sparse_cbm.errors import ParamsError
 
@@ -74,10 +75,92 @@ class BackboneParams(_Strict):
     precision: Literal["auto", "fp32", "amp"] = "auto"
 
 
+CONCEPTNET_RELATIONS = ("HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLocation", "UsedFor", "CapableOf",
+                        "RelatedTo", "Desires", "CreatedBy", "LocatedNear", "HasContext", "SimilarTo", "Synonym")
+
+
+class ConceptNetParams(_Strict):
+    url: str = "https://api.conceptnet.io"
+    relations: List[Literal[CONCEPTNET_RELATIONS]] = ["HasA", "IsA", "PartOf", "HasProperty", "MadeOf",  # type: ignore[valid-type]
+                                                      "AtLocation"]
+    limit: int = Field(200, gt=0, le=1000)
+    dump: Optional[str] = None
+
+
+class LlmParams(_Strict):
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(400, gt=0)
+    api_key_env: Optional[str] = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    prompts: Dict[str, str] = Field(default_factory=lambda: dict(PAPER_PROMPTS))
+
+    @field_validator("prompts")
+    @classmethod
+    def _label_placeholder(cls, v: Dict[str, str]) -> Dict[str, str]:
+        if not v:
+            raise ValueError("needs at least one prompt")
+        bad = [k for k, t in v.items() if "{label}" not in t]
+        if bad:
+            raise ValueError(f"prompts {', '.join(bad)} lack the placeholder {{label}} for the class name")
+        return v
+
+
+class HttpParams(_Strict):
+    timeout: float = Field(30.0, gt=0)
+    retry_seconds: float = Field(120.0, ge=0)
+
+
+class ConceptsParams(_Strict):
+    source: Literal["conceptnet", "llm", "file"] = "conceptnet"
+    file: Optional[str] = None
+    conceptnet: ConceptNetParams = ConceptNetParams()
+    llm: LlmParams = LlmParams()
+    http: HttpParams = HttpParams()
+
+
+class PresenceParams(_Strict):
+    cutoff: Optional[float] = None
+    top_k: int = Field(5, gt=0)
+
+
+class FilterParams(_Strict):
+    text_model: str = "sentence-transformers/all-mpnet-base-v2"
+    max_length: int = Field(30, gt=0)
+    class_similarity: float = Field(0.85, ge=-1.0, le=1.0)
+    concept_similarity: float = Field(0.9, ge=-1.0, le=1.0)
+    clip_mix: bool = False
+    presence: PresenceParams = PresenceParams()
+    batch_size: int = Field(256, gt=0)
+
+
+class EmbedTextParams(_Strict):
+    templates: List[str] = ["a photo of a {class}."]
+    description_template: str = "{class}, which has {concept}"
+    batch_size: int = Field(256, gt=0)
+
+    @field_validator("templates")
+    @classmethod
+    def _class_placeholder(cls, v: List[str]) -> List[str]:
+        if not v or any("{class}" not in t for t in v):
+            raise ValueError("must be a non-empty list of templates, each with the placeholder {class}")
+        return v
+
+    @field_validator("description_template")
+    @classmethod
+    def _both_placeholders(cls, v: str) -> str:
+        if "{class}" not in v or "{concept}" not in v:
+            raise ValueError("needs both placeholders {class} and {concept}")
+        return v
+
+
 class Params(_Strict):
     seed: int = 0
     dataset: DatasetParams = DatasetParams()
     backbone: BackboneParams = BackboneParams()
+    concepts: ConceptsParams = ConceptsParams()
+    filter: FilterParams = FilterParams()
+    embed_text: EmbedTextParams = EmbedTextParams()
 
 
 def default_params() -> dict:

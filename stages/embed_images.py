@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from sparse_cbm.backbone import load_backbone
-from sparse_cbm.datasets import load_dataset
 from sparse_cbm.image_cache import write_image_cache
 from sparse_cbm.params import load_params
 from sparse_cbm.runner import run_stage
+from stages.common import backbone_from, dataset_from
 
 OUT = "data/image_cache"
 SCRATCH = "data/.scratch/embed_images"
@@ -23,18 +20,12 @@ log = logging.getLogger("stages.embed_images")
 
 def main() -> None:
     params = load_params()
-    data, bb = params.dataset, params.backbone
-    torch.manual_seed(params.seed)  # fixes the weights when backbone.pretrained is 'none'
-    backbone = load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision)
-    dataset = load_dataset(
-        data.name, data.root, seed=params.seed, val_fraction=data.val_fraction, download=data.download,
-        class_names_file=data.class_names_file, shapes_n_train=data.shapes.n_train,
-        shapes_n_test=data.shapes.n_test, shapes_image_size=data.shapes.image_size,
-        shapes_class_attributes=data.shapes.class_attributes)
+    backbone = backbone_from(params)
+    dataset = dataset_from(params)
     log.info("dataset %s: %d classes", dataset.name, len(dataset.classes))
-    manifests = write_image_cache(dataset, backbone, OUT, SCRATCH, batch_size=bb.batch_size,
-                                  num_workers=bb.num_workers, skip_corrupt=data.skip_corrupt,
-                                  extra_manifest={"seed": params.seed, "val_fraction": data.val_fraction})
+    manifests = write_image_cache(dataset, backbone, OUT, SCRATCH, batch_size=params.backbone.batch_size,
+                                  num_workers=params.backbone.num_workers, skip_corrupt=params.dataset.skip_corrupt,
+                                  extra_manifest={"seed": params.seed, "val_fraction": params.dataset.val_fraction})
     for split, m in manifests.items():
         log.info("wrote %s/%s: %d x %d", OUT, split, m["count"], m["dim"])
 

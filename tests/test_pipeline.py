@@ -31,9 +31,17 @@ def project(tmp_path_factory):
     return root, first
 
 
-def test_repro_writes_the_cache(project):
+STAGES = ["concepts", "embed_images", "filter", "embed_text"]
+
+
+def test_repro_runs_every_stage_and_writes_the_caches(project):
     root, first = project
-    assert ran(first) == ["Running stage 'embed_images':"]
+    assert sorted(ran(first)) == sorted(f"Running stage '{s}':" for s in STAGES)
+    text = json.loads((root / "data/text_cache/manifest.json").read_text())
+    kept = (root / "data/filtered/concepts.txt").read_text().splitlines()
+    assert text["counts"]["concepts"] == len(kept) > 0 and text["classes"] == json.loads(
+        (root / CACHE / "classes.json").read_text())["classes"]
+    assert text["backbone"] == json.loads((root / CACHE / "test" / "manifest.json").read_text())["backbone"]
     for split in ("train", "val", "test"):
         m = json.loads((root / CACHE / split / "manifest.json").read_text())
         assert m["backbone"]["random_weights"] is True
@@ -63,7 +71,9 @@ def test_deleting_an_output_reruns_only_its_stage(project):
     assert npy_bytes(root) == before
     # ...and with the cache gone the stage really runs again, and only it
     (root / CACHE / "test" / "labels.npy").unlink()
-    shutil.rmtree(root / ".dvc" / "cache")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    md5 = lock["stages"]["embed_images"]["outs"][0]["md5"]  # the cache's record of the folder: without it,
+    (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).unlink()  # DVC cannot restore it
     rerun = dvc(["repro"], root)
     assert ran(rerun) == ["Running stage 'embed_images':"]
     assert npy_bytes(root) == before

@@ -1,0 +1,182 @@
+"""The concept filter (the paper's step 2, after Label-free CBM), vectorised.
+
+Steps, in order, each with its cutoff:
+
+1. ``length``: concepts longer than ``max_length`` characters;
+2. ``class_name``: a class's own name, in any case, with or without an article;
+3. ``class_similarity``: cosine similarity to any class name above the cutoff;
+4. ``concept_similarity``: of two concepts more similar than the cutoff, the one with
+   the lower mean similarity to all concepts (the less general one). Concepts are
+   visited from the most general down; one is dropped when a more general kept concept
+   is too close to it, so a chain a~b~c with a the most general keeps a and c;
+5. ``presence`` (optional): concepts whose presence score (mean of the top-k CLIP
+   image similarities) is below the cutoff.
+
+Similarity is a weighted sum over text spaces: the sentence-transformers model alone,
+or ``(st + 3 clip) / 4`` as in Label-free CBM. A concept is removed for every class
+it was linked to; every removal is logged with what it was too close to.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from sparse_cbm.concepts.text import class_key
+from sparse_cbm.errors import ConceptFilterError
+
+log = logging.getLogger(__name__)
+
+STEPS = ("length", "class_name", "class_similarity", "concept_similarity", "presence")
+Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-norm float32 rows
+BLOCK = 2048
+
+
+@dataclass
+class MixedSpace:
+    """Concept and class embeddings in one or more text spaces, mixed by weight."""
+
+    weights: List[float]
+    concepts: List[np.ndarray]
+    classes: List[np.ndarray]
+
+    @classmethod
+    def encode(cls, spaces: Sequence[Tuple[float, Encode]], concepts: Sequence[str],
+               classes: Sequence[str]) -> "MixedSpace":
+        return cls([w for w, _ in spaces], [enc(concepts) for _, enc in spaces],
+                   [enc(classes) for _, enc in spaces])
+
+    def subset(self, idx: np.ndarray) -> "MixedSpace":
+        return MixedSpace(self.weights, [e[idx] for e in self.concepts], self.classes)
+
+    def concept_class(self, rows: slice) -> np.ndarray:
+        return sum(w * (e[rows] @ c.T) for w, e, c in zip(self.weights, self.concepts, self.classes))
+
+    def concept_concept(self, rows: slice) -> np.ndarray:
+        return sum(w * (e[rows] @ e.T) for w, e in zip(self.weights, self.concepts))
+
+    def __len__(self) -> int:
+        return len(self.concepts[0])
+
+
+def class_similarity_matches(space: MixedSpace, cutoff: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(too_close, nearest class, its similarity) for every concept, a block of rows at a time."""
+    n = len(space)
+    nearest = np.zeros(n, dtype=np.int64)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    for lo in range(0, n, BLOCK):
+        sims = space.concept_class(slice(lo, lo + BLOCK))
+        nearest[lo:lo + BLOCK] = sims.argmax(axis=1)
+        best[lo:lo + BLOCK] = sims.max(axis=1)
+    return best > cutoff, nearest, best
+
+
+def dedupe_similar(sim_rows: Callable[[slice], np.ndarray], n: int,
+                   cutoff: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy removal of near-duplicates on a similarity matrix given by row blocks.
+
+    Returns (keep, near, near_similarity): for a dropped concept, the kept, more general
+    concept it was too close to. The matrix is never held whole: each block gives its
+    row means and its pairs above the cutoff; only concepts with such a pair are visited.
+    """
+    mean = np.zeros(n, dtype=np.float64)
+    heads, tails, values = [], [], []
+    for lo in range(0, n, BLOCK):
+        sims = np.array(sim_rows(slice(lo, lo + BLOCK)), dtype=np.float32)
+        rows = np.arange(lo, lo + len(sims))
+        mean[rows] = (sims.sum(axis=1, dtype=np.float64) - sims[np.arange(len(rows)), rows]) / max(n - 1, 1)
+        sims[np.arange(len(rows)), rows] = -np.inf
+        r, c = np.nonzero(sims > cutoff)
+        heads.append(rows[r])
+        tails.append(c)
+        values.append(sims[r, c])
+    head = np.concatenate(heads) if heads else np.zeros(0, np.int64)
+    tail = np.concatenate(tails) if tails else np.zeros(0, np.int64)
+    value = np.concatenate(values) if values else np.zeros(0, np.float32)
+
+    order = np.lexsort((np.arange(n), -mean))  # most general first; ties by position
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    by_head = np.lexsort((rank[tail], head))
+    head, tail, value = head[by_head], tail[by_head], value[by_head]
+    starts = np.searchsorted(head, np.arange(n + 1))
+
+    keep = np.ones(n, dtype=bool)
+    near = np.full(n, -1, dtype=np.int64)
+    near_sim = np.full(n, np.nan, dtype=np.float32)
+    conflicted = np.unique(head)
+    for i in conflicted[np.argsort(rank[conflicted])]:
+        nbrs, sims = tail[starts[i]:starts[i + 1]], value[starts[i]:starts[i + 1]]
+        hit = np.flatnonzero((rank[nbrs] < rank[i]) & keep[nbrs])
+        if len(hit):
+            j = hit[np.argmax(sims[hit])]
+            keep[i], near[i], near_sim[i] = False, nbrs[j], sims[j]
+    return keep, near, near_sim
+
+
+@dataclass
+class FilterResult:
+    kept: pd.DataFrame  # rows of the concept table whose concept survived
+    removed: pd.DataFrame  # concept, step, near, similarity
+    counts: Dict[str, int]
+    vocabulary: List[str]  # the kept concepts, unique, in bottleneck order
+
+
+def filter_concepts(table: pd.DataFrame, classes: Sequence[str], spaces: Sequence[Tuple[float, Encode]], *,
+                    max_length: int, class_similarity: float, concept_similarity: float,
+                    presence: Optional[Callable[[Sequence[str]], np.ndarray]] = None,
+                    presence_cutoff: Optional[float] = None) -> FilterResult:
+    """Run the steps of the module docstring on a concept table (see ``concepts.table``)."""
+    vocab = np.array(list(dict.fromkeys(table["concept"])), dtype=object)
+    alive = np.ones(len(vocab), dtype=bool)
+    removed: List[dict] = []
+    counts = {"input": len(vocab)}
+
+    def drop(step: str, mask: np.ndarray, near=None, sims=None) -> None:
+        idx = np.flatnonzero(alive)[mask]
+        for k, i in enumerate(idx):
+            removed.append({"concept": vocab[i], "step": step,
+                            "near": None if near is None else near[k],
+                            "similarity": None if sims is None else round(float(sims[k]), 6)})
+        alive[idx] = False
+        counts[step] = len(idx)
+        log.info("filter %-18s removed %5d, %5d left", step, len(idx), int(alive.sum()))
+
+    lengths = np.array([len(c) for c in vocab], dtype=np.int64)
+    drop("length", lengths[alive] > max_length)
+
+    keys = {class_key(c): c for c in reversed(classes)}
+    hit = [keys.get(c) for c in vocab[alive]]
+    drop("class_name", np.array([h is not None for h in hit], dtype=bool),
+         near=[h for h in hit if h is not None])
+
+    space = MixedSpace.encode(spaces, list(vocab[alive]), list(classes))
+    close, nearest, best = class_similarity_matches(space, class_similarity)
+    drop("class_similarity", close, near=[classes[j] for j in nearest[close]], sims=best[close])
+
+    space = space.subset(np.flatnonzero(~close))
+    keep, near, near_sim = dedupe_similar(space.concept_concept, len(space), concept_similarity)
+    survivors = vocab[alive]
+    drop("concept_similarity", ~keep, near=list(survivors[near[~keep]]), sims=near_sim[~keep])
+
+    if presence is not None and presence_cutoff is not None and alive.any():
+        scores = presence(list(vocab[alive]))
+        low = scores < presence_cutoff
+        drop("presence", low, sims=scores[low])
+    else:
+        counts["presence"] = 0
+
+    counts["kept"] = int(alive.sum())
+    if not alive.any():
+        steps = ", ".join(f"{s} {counts.get(s, 0)}" for s in STEPS)
+        raise ConceptFilterError(f"no concept survived the filter: {counts['input']} in, removed by step: {steps}. "
+                                 f"Loosen filter.max_length / class_similarity / concept_similarity "
+                                 f"(or presence.cutoff), or give more concepts.")
+    kept_set = set(vocab[alive])
+    kept = table[table["concept"].isin(kept_set)].reset_index(drop=True)
+    log_frame = pd.DataFrame(removed, columns=["concept", "step", "near", "similarity"])
+    return FilterResult(kept=kept, removed=log_frame, counts=counts, vocabulary=[c for c in vocab if c in kept_set])

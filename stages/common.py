@@ -1,0 +1,26 @@
+"""What several stages share: building the dataset and the backbone from params."""
+
+from __future__ import annotations
+
+import torch
+
+from sparse_cbm.backbone import Backbone, load_backbone
+from sparse_cbm.datasets import DatasetSplits, load_dataset
+from sparse_cbm.params import Params
+
+
+def dataset_from(params: Params) -> DatasetSplits:
+    data = params.dataset
+    return load_dataset(
+        data.name, data.root, seed=params.seed, val_fraction=data.val_fraction, download=data.download,
+        class_names_file=data.class_names_file, shapes_n_train=data.shapes.n_train,
+        shapes_n_test=data.shapes.n_test, shapes_image_size=data.shapes.image_size,
+        shapes_class_attributes=data.shapes.class_attributes)
+
+
+def backbone_from(params: Params) -> Backbone:
+    """The CLIP backbone; seeding first fixes the weights when backbone.pretrained is 'none',
+    so every stage that builds it gets the same model."""
+    bb = params.backbone
+    torch.manual_seed(params.seed)
+    return load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision)

@@ -1,0 +1,41 @@
+"""Stage embed_text: CLIP text embeddings of the kept concepts, the class prompts and the
+class descriptions ("{class}, which has {concept}").
+
+Reads ``data/filtered/`` and params ``backbone.*`` and ``embed_text.*``; writes
+``data/text_cache/`` (see ``sparse_cbm/text_cache.py``). Its manifest records the sha256
+of the concept list, and readers refuse a cache of another list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sparse_cbm.concepts.table import read_concept_table
+from sparse_cbm.params import load_params
+from sparse_cbm.runner import run_stage
+from sparse_cbm.text_cache import write_text_cache
+from stages.common import backbone_from
+
+IN = Path("data/filtered")
+OUT = "data/text_cache"
+log = logging.getLogger("stages.embed_text")
+
+
+def main() -> None:
+    params = load_params()
+    e = params.embed_text
+    classes = json.loads((IN / "classes.json").read_text(encoding="utf-8"))["classes"]
+    concepts = (IN / "concepts.txt").read_text(encoding="utf-8").splitlines()
+    pairs = read_concept_table(IN / "concepts.parquet")
+    backbone = backbone_from(params)
+    manifest = write_text_cache(OUT, backbone, classes, concepts, pairs, e.templates, e.description_template,
+                                batch_size=e.batch_size, extra_manifest={"seed": params.seed})
+    counts = manifest["counts"]
+    log.info("wrote %s: %d concepts, %d class prompts, %d descriptions, dim %d", OUT, counts["concepts"],
+             counts["class_prompts"], counts["descriptions"], manifest["dim"])
+
+
+if __name__ == "__main__":
+    run_stage("embed_text", main)
