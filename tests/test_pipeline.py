@@ -1,7 +1,6 @@
 """`dvc repro` of the offline pipeline in a temporary copy of the project."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
