@@ -1,8 +1,12 @@
 """`dvc repro` of the offline pipeline in a temporary copy of the project."""
 
 import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -135,3 +139,56 @@ def test_stage_errors_are_one_clear_line(tmp_path):
         assert "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("embed_images: error:")]
         assert len(errors) == 1
+
+
+def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
+    from tests.fake_servers import FakeServer, chat_answer, json_reply
+
+    key = f"sk-{secrets.token_hex(12)}"  # made here, so no file of the project holds it
+    seen_keys = []
+
+    def llm(method, path, body, headers):
+        seen_keys.append(headers.get("Authorization"))
+        label = body["messages"][0]["content"].split(" a ")[-1].split(".")[0]
+        return json_reply(chat_answer(f"1. {label.split()[0]} colour\n2. sharp corners\n3. paper"))
+
+    root = copy_project(tmp_path / "llm")
+    dvc(["repro"], root)
+    os.environ["SPARSE_CBM_TEST_KEY"] = key
+    try:
+        with FakeServer(llm) as srv:
+            proc = dvc(["exp", "run", "-S", "concepts.source=llm", "-S", f"concepts.llm.base_url={srv.url}/v1",
+                        "-S", "concepts.llm.api_key_env=SPARSE_CBM_TEST_KEY"], root)
+            asked = len(srv.requests)
+            assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in ("concepts", "filter", "embed_text"))
+            shutil.rmtree(root / "data" / "concepts")
+            dvc(["repro", "-f", "-s", "concepts"], root)
+            assert len(srv.requests) == asked  # every answer came from data/concept_cache
+    finally:
+        del os.environ["SPARSE_CBM_TEST_KEY"]
+    assert asked == 12 * 3 and set(seen_keys) == {f"Bearer {key}"}
+    table = pd.read_parquet(root / "data/concepts/concepts.parquet")
+    assert set(table["source"]) == {"llm"} and "sharp corners" in set(table["concept"])
+    assert len(list((root / "data/concept_cache/llm").glob("*.json"))) == 36
+    assert key not in proc.stdout + proc.stderr
+    for path in root.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_concept_stage_errors_are_one_clear_line(tmp_path):
+    root = copy_project(tmp_path / "c")
+    params = root / "params.yaml"
+    offline = yaml.safe_load(params.read_text())
+    cases = {
+        "concepts:\n  file: data/concept_files/missing.csv\n": "concepts.file: data/concept_files/missing.csv not found",
+        "concepts:\n  source: file\n  file: null\n": "concepts.file is null",
+        "concepts:\n  source: conceptnet\n  conceptnet:\n    dump: nowhere.csv.gz\n": "dump: nowhere.csv.gz not found",
+        "concepts:\n  source: llm\n  llm:\n    prompts:\n      a: no placeholder\n": "lack the placeholder {label}",
+    }
+    for override, expected in cases.items():
+        params.write_text(yaml.safe_dump(deep_merge(offline, yaml.safe_load(override))))
+        proc = run(["python", "-m", "stages.concepts"], root, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert expected in proc.stderr and "Traceback" not in proc.stderr
+        assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("concepts: error:")]) == 1
