@@ -171,3 +171,30 @@ def test_scan_dump_is_a_stream():
     found = scan_dump(lines, {"/c/en/dog"})
     assert next(found) == ("IsA", "/c/en/dog", "/c/en/animal", 1.0)
     assert len(list(lines)) == 2  # the rest was not read yet
+
+
+def test_duplicate_class_names_share_one_call(tmp_path):
+    with FakeServer(conceptnet) as srv:
+        rows = conceptnet_api_concepts(["dog", "Dog"], url=srv.url, relations=RELATIONS, limit=5,
+                                       cache_dir=tmp_path, policy=fast_policy())
+    assert len(srv.requests) == 1 and concepts_of(rows, 0) == concepts_of(rows, 1) != []
+
+
+def test_a_crash_while_storing_an_answer_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import os
+
+    real_replace = os.replace
+
+    def crash(src, dst):
+        raise KeyboardInterrupt  # as if the process was stopped between write and rename
+
+    monkeypatch.setattr(os, "replace", crash)
+    with FakeServer(conceptnet) as srv:
+        with pytest.raises(KeyboardInterrupt):
+            conceptnet_api_concepts(["dog"], url=srv.url, relations=RELATIONS, limit=5, cache_dir=tmp_path,
+                                    policy=fast_policy())
+        assert list(tmp_path.iterdir()) == []
+        monkeypatch.setattr(os, "replace", real_replace)
+        rows = conceptnet_api_concepts(["dog"], url=srv.url, relations=RELATIONS, limit=5, cache_dir=tmp_path,
+                                       policy=fast_policy())
+    assert concepts_of(rows, 0) == ["animal", "tail", "paw", "kennel"] and len(list(tmp_path.iterdir())) == 1
