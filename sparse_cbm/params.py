@@ -154,13 +154,48 @@ class EmbedTextParams(_Strict):
         return v
 
 
+class GumbelParams(_Strict):
+    tau_start: float = Field(1.0, gt=0)
+    tau_end: float = Field(0.5, gt=0)
+    schedule: Literal["constant", "linear", "exponential", "cosine"] = "exponential"
+    hard: bool = False
+    objective: Literal["paper", "released"] = "paper"
+
+
+class OptimizerParams(_Strict):
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class EarlyStoppingParams(_Strict):
+    patience: Optional[int] = Field(None, gt=0)
+
+
+class TrainParams(_Strict):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(256, gt=1)
+    ce_to_cbl: Literal["auto", True, False] = "auto"
+    log_alpha: float = 2.659
+    l1_lambda: float = Field(1e-3, ge=0)
+    gumbel: GumbelParams = GumbelParams()
+    cbl: OptimizerParams = OptimizerParams()
+    fc: OptimizerParams = OptimizerParams(lr=1e-2)
+    clip_grad_norm: Optional[float] = Field(None, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
 class Params(_Strict):
     seed: int = 0
+    loss: Literal["l1", "contrastive", "gumbel"] = "l1"
     dataset: DatasetParams = DatasetParams()
     backbone: BackboneParams = BackboneParams()
     concepts: ConceptsParams = ConceptsParams()
     filter: FilterParams = FilterParams()
     embed_text: EmbedTextParams = EmbedTextParams()
+    train: TrainParams = TrainParams()
 
 
 def default_params() -> dict:

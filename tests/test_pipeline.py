@@ -34,7 +34,7 @@ def project(tmp_path_factory):
     return root, first
 
 
-STAGES = ["concepts", "embed_images", "filter", "embed_text"]
+STAGES = ["concepts", "embed_images", "filter", "embed_text", "train"]
 
 
 def test_repro_runs_every_stage_and_writes_the_caches(project):
@@ -45,6 +45,12 @@ def test_repro_runs_every_stage_and_writes_the_caches(project):
     assert text["counts"]["concepts"] == len(kept) > 0 and text["classes"] == json.loads(
         (root / CACHE / "classes.json").read_text())["classes"]
     assert text["backbone"] == json.loads((root / CACHE / "test" / "manifest.json").read_text())["backbone"]
+    metrics = json.loads((root / "metrics/train.json").read_text())
+    assert metrics["loss"] == "l1" and 0 <= metrics["val_top1"] <= 1
+    epochs = pd.read_csv(root / "plots/train/epochs.csv")
+    assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
+    shown = dvc(["metrics", "show", "--json"], root).stdout
+    assert "val_top1" in shown
     for split in ("train", "val", "test"):
         m = json.loads((root / CACHE / split / "manifest.json").read_text())
         assert m["backbone"]["random_weights"] is True
@@ -160,7 +166,8 @@ def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
             proc = dvc(["exp", "run", "-S", "concepts.source=llm", "-S", f"concepts.llm.base_url={srv.url}/v1",
                         "-S", "concepts.llm.api_key_env=SPARSE_CBM_TEST_KEY"], root)
             asked = len(srv.requests)
-            assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in ("concepts", "filter", "embed_text"))
+            assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in ("concepts", "filter", "embed_text",
+                                                                                 "train"))
             shutil.rmtree(root / "data" / "concepts")
             dvc(["repro", "-f", "-s", "concepts"], root)
             assert len(srv.requests) == asked  # every answer came from data/concept_cache
@@ -192,3 +199,13 @@ def test_concept_stage_errors_are_one_clear_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr and "Traceback" not in proc.stderr
         assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("concepts: error:")]) == 1
+
+
+def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
+    root = copy_project(tmp_path / "loss")
+    dvc(["repro"], root)
+    proc = dvc(["exp", "run", "--set-param", "loss=gumbel"], root)
+    assert ran(proc) == ["Running stage 'train':"]
+    assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"
+    diff = dvc(["metrics", "diff", "--json"], root).stdout
+    assert "val_top1" in diff or diff.strip() in ("{}", "")

@@ -1,0 +1,106 @@
+"""Each objective against a direct transcription of its equation, values and gradients."""
+
+import math
+
+import pytest
+import torch
+
+from sparse_cbm.losses import (contrastive_loss, gumbel_contrastive_loss, gumbel_released_loss, l1_penalty,
+                               sample_gumbel, tau_at)
+
+ALPHA = math.exp(2.659)
+
+
+def transcribed_symmetric_ce(logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 written out: -1/2k sum_i [log e^{l_ii} / sum_j e^{l_ij} + log e^{l_ii} / sum_b e^{l_bi}]."""
+    B, D = logits.shape
+    k = min(B, D)
+    total = 0.0
+    for i in range(k):
+        row = sum(torch.exp(logits[i, j]) for j in range(D))
+        col = sum(torch.exp(logits[b, i]) for b in range(B))
+        total = total - torch.log(torch.exp(logits[i, i]) / row) - torch.log(torch.exp(logits[i, i]) / col)
+    return total / (2 * k)
+
+
+def value_and_grad(fn, S):
+    S = S.clone().requires_grad_(True)
+    value = fn(S)
+    value.backward()
+    return value.detach(), S.grad
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7), (8, 4)])
+def test_contrastive_matches_eq_8(shape):
+    S = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.1
+    v, g = value_and_grad(lambda s: contrastive_loss(s, ALPHA), S)
+    rv, rg = value_and_grad(lambda s: transcribed_symmetric_ce(ALPHA * s), S)
+    assert torch.allclose(v, rv) and torch.allclose(g, rg)
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (4, 9), (9, 4)])
+def test_gumbel_matches_eq_10_with_one_draw_for_both_directions(shape):
+    gen = torch.Generator().manual_seed(2)
+    S = torch.randn(shape, dtype=torch.float64, generator=gen) * 0.1
+    G = sample_gumbel(shape, gen).double()
+    tau = 0.7
+    v, g = value_and_grad(lambda s: gumbel_contrastive_loss(s, ALPHA, tau, noise=G), S)
+    rv, rg = value_and_grad(lambda s: transcribed_symmetric_ce((ALPHA * s + G) / tau), S)
+    assert torch.allclose(v, rv) and torch.allclose(g, rg)
+    # without noise given, the draw comes from the generator: same seed, same value
+    a = gumbel_contrastive_loss(S, ALPHA, tau, generator=torch.Generator().manual_seed(5))
+    b = gumbel_contrastive_loss(S, ALPHA, tau, generator=torch.Generator().manual_seed(5))
+    c = gumbel_contrastive_loss(S, ALPHA, tau, generator=torch.Generator().manual_seed(6))
+    assert a == b and a != c
+
+
+def test_hard_gumbel_is_a_straight_through_0_1_loss():
+    gen = torch.Generator().manual_seed(3)
+    S = torch.randn(5, 7, dtype=torch.float64, generator=gen)
+    G = sample_gumbel((5, 7), gen).double()
+    tau = 0.5
+    logits = (ALPHA * S + G) / tau
+    misses = ((logits[:5].argmax(1) != torch.arange(5)).double().mean()
+              + (logits[:, :5].T.argmax(1) != torch.arange(5)).double().mean()) / 2
+    v, g = value_and_grad(lambda s: gumbel_contrastive_loss(s, ALPHA, tau, hard=True, noise=G), S)
+    assert torch.isclose(v, misses)
+
+    def soft_surrogate(s):
+        z = (ALPHA * s + G) / tau
+        rows = z[:5].softmax(1)[torch.arange(5), torch.arange(5)].mean()
+        cols = z[:, :5].T.softmax(1)[torch.arange(5), torch.arange(5)].mean()
+        return -(rows + cols) / 2
+    _, rg = value_and_grad(soft_surrogate, S)
+    assert torch.allclose(g, rg)
+
+
+def test_released_objective_is_mean_negative_log_of_all_entries():
+    gen = torch.Generator().manual_seed(4)
+    S = torch.randn(4, 6, dtype=torch.float64, generator=gen)
+    G = sample_gumbel((4, 6), gen).double()
+    v, g = value_and_grad(lambda s: gumbel_released_loss(s, ALPHA, 0.8, noise=G), S)
+
+    def written_out(s):
+        z = (ALPHA * s + G) / 0.8
+        y = torch.exp(z) / torch.exp(z).sum(dim=1, keepdim=True)
+        return -torch.log(y).sum() / y.numel()
+    rv, rg = value_and_grad(written_out, S)
+    assert torch.allclose(v, rv) and torch.allclose(g, rg)
+
+
+def test_l1_penalty_is_lambda_over_d_times_the_l1_norm():
+    W = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0], [2.0, 0.0, 0.0]], requires_grad=True)
+    value = l1_penalty(W, 0.3)
+    value.backward()
+    assert torch.isclose(value, torch.tensor(0.3 / 3 * 9.5))
+    assert torch.equal(W.grad, 0.1 * torch.sign(W.detach()))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "exponential", "cosine"])
+def test_tau_schedules_start_and_end_where_asked(schedule):
+    taus = [tau_at(s, 50, 2.0, 0.1, schedule) for s in range(50)]
+    assert taus[0] == pytest.approx(2.0) and taus[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(taus, taus[1:]))
+    assert tau_at(10, 50, 2.0, 0.1, "constant") == 2.0
+    with pytest.raises(ValueError, match="unknown tau schedule"):
+        tau_at(0, 5, 1.0, 0.5, "cubic")
