@@ -33,6 +33,7 @@ from sparse_cbm.backbone import Backbone, file_sha256
 from sparse_cbm.datasets.base import SPLITS, DatasetSplits
 from sparse_cbm.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
+from sparse_cbm.rows import NpyRows
 from sparse_cbm.manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,10 @@ class ImageSplit:
 
     def index(self):
         return pq.read_table(self.folder / "index.parquet").to_pandas()
+
+    def rows(self) -> NpyRows:
+        """The embeddings read with pread, a batch at a time: bounded memory for any N."""
+        return NpyRows(self.folder / "embeddings.npy")
 
 
 def read_image_split(cache: str | Path, split: str, expect_backbone: Optional[Dict[str, Any]] = None) -> ImageSplit:

@@ -57,8 +57,8 @@ def main() -> None:
     log.info("training %s on %d images, %d concepts, %d classes (CE reaches the CBL: %s)", cfg.loss,
              train.manifest["count"], len(concepts), len(classes), cfg.ce_to_cbl)
     result = train_bottleneck(text.concept_embeddings, len(classes), train.manifest["logit_scale"],
-                              (train.embeddings, train.labels), (val.embeddings, val.labels), cfg)
-    final = {split: evaluate_split(result.model, s.embeddings, s.labels, device=cfg.device)
+                              (train.rows(), train.labels), (val.rows(), val.labels), cfg)
+    final = {split: evaluate_split(result.model, s.rows(), s.labels, device=cfg.device)
              for split, s in (("train", train), ("val", val))}
     config = {"train": dataclasses.asdict(cfg), "classes": classes, "concepts": len(concepts),
               "concept_list_sha256": concept_list_sha256(concepts), "backbone": train.manifest["backbone"],

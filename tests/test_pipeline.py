@@ -208,4 +208,4 @@ def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
     assert ran(proc) == ["Running stage 'train':"]
     assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"
     diff = dvc(["metrics", "diff", "--json"], root).stdout
-    assert "val_top1" in diff or diff.strip() in ("{}", "")
+    assert "val_top1" in diff  # HEAD has no metrics yet: every one shows as new
