@@ -187,6 +187,32 @@ class TrainParams(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+class ExplainParams(_Strict):
+    per_class: int = Field(2, ge=0)
+    max_images: int = Field(48, ge=0)
+    top: int = Field(10, gt=0)
+
+
+class LinearProbeParams(_Strict):
+    cs: List[float] = [0.01, 0.1, 1.0, 10.0]
+    max_iter: int = Field(1000, gt=0)
+
+    @field_validator("cs")
+    @classmethod
+    def _positive(cls, v: List[float]) -> List[float]:
+        if not v or any(c <= 0 for c in v):
+            raise ValueError("must be a non-empty list of positive inverse regularisation strengths")
+        return v
+
+
+class EvaluateParams(_Strict):
+    batch_size: int = Field(4096, gt=0)
+    explain: ExplainParams = ExplainParams()
+    faithfulness_k: int = Field(3, gt=0)
+    linear_probe: LinearProbeParams = LinearProbeParams()
+    map_images: int = Field(600, ge=0)
+
+
 class Params(_Strict):
     seed: int = 0
     loss: Literal["l1", "contrastive", "gumbel"] = "l1"
@@ -196,6 +222,7 @@ class Params(_Strict):
     filter: FilterParams = FilterParams()
     embed_text: EmbedTextParams = EmbedTextParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def default_params() -> dict:

@@ -1,0 +1,1 @@
+"""The report: PNG figures (matplotlib) and one page, in HTML and in Markdown."""

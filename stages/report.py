@@ -1,0 +1,102 @@
+"""Stage report: one page people would rather look at than read.
+
+Reads the evaluation (``metrics/evaluate.json``, ``data/evaluation/``), the training
+history (``plots/train/``), the filter's summary, ``params.yaml`` and the image cache's
+manifest; writes ``reports/index.html`` (self-contained: figures inlined),
+``reports/report.md`` and ``reports/figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from sparse_cbm.atomic import atomic_directory
+from sparse_cbm.report import figures
+from sparse_cbm.report.page import METHOD_LABELS, Page, Section, headline_table, method_label, pretty_json, \
+    render_html, render_markdown
+from sparse_cbm.runner import run_stage
+
+EVAL, PLOTS, OUT = Path("data/evaluation"), Path("plots/train"), "reports"
+log = logging.getLogger("stages.report")
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def build(tmp: Path) -> Page:
+    metrics = read_json("metrics/evaluate.json")
+    train_metrics = read_json("metrics/train.json")
+    summary = read_json("data/filtered/summary.json")
+    manifest = read_json("data/image_cache/test/manifest.json")
+    explanations = read_json(EVAL / "explanations.json")
+    class_concepts = read_json(EVAL / "class_concepts.json")
+    confusion = read_json(EVAL / "confusion.json")
+    fig = tmp / "figures"
+    labels = {m: method_label(m, metrics) if m == "cbm" else METHOD_LABELS[m] for m in metrics["test"]}
+    figures.headline(metrics["test"], labels, fig / "headline.png")
+    figures.training_curves(pd.read_csv(PLOTS / "steps.csv"), pd.read_csv(PLOTS / "epochs.csv"),
+                            fig / "training.png")
+    figures.confusion(confusion["matrix"], confusion["classes"], fig / "confusion.png")
+    figures.class_concepts(class_concepts, fig / "class_concepts.png")
+    figures.embedding_map(pd.read_csv(EVAL / "embedding_map.csv"), fig / "embedding_map.png")
+    panels = []
+    for k, record in enumerate(explanations):
+        panels.append(f"figures/explanation_{k:03d}.png")
+        figures.explanation(EVAL / record["thumbnail"], record, tmp / panels[-1])
+
+    random = manifest["backbone"].get("random_weights")
+    banner = ("backbone.pretrained is 'none': the CLIP backbone has RANDOM weights. Every accuracy on this page "
+              "is meaningless; this run only exercises the pipeline.") if random else None
+    removed = summary["removed_by_step"]
+    sparsity = metrics["sparsity"]
+    sections = [
+        Section("Headline (test split)", f"{metrics['dataset']} test split, {metrics['test_images']} images, "
+                f"{metrics['num_classes']} classes, {metrics['concepts']} concepts in the bottleneck.",
+                table=headline_table(metrics), figures=["figures/headline.png"]),
+        Section("Validation split", table=headline_table(metrics, "val")),
+        Section("Concept set", f"{summary['input']} candidate concepts, {summary['kept']} kept "
+                f"({summary['kept_rows']} class-concept pairs).",
+                table=[["filter step", "removed"], *[[k, v] for k, v in removed.items()]]),
+        Section("Sparsity", "Of the CBM's concept activations (test) and its final-layer weights.",
+                table=[["measure", "value"], *[[k, v] for k, v in sparsity.items()]]),
+    ]
+    if metrics.get("faithfulness"):
+        f = metrics["faithfulness"]
+        sections.append(Section(
+            "Explanation faithfulness", f"Precision of each test image's top-{f['k']} concepts against its true "
+            f"attributes (known in the shapes world).",
+            table=[["ranking", "precision"], *[[k, v] for k, v in f.items() if k != "k"]]))
+    sections += [
+        Section("Training", f"loss {train_metrics['loss']}, best epoch {train_metrics['best_epoch']} of "
+                f"{train_metrics['epochs_run']}.", figures=["figures/training.png"]),
+        Section("Confusion matrix", figures=["figures/confusion.png"]),
+        Section("Why the model decided: sample test images", "Each panel: the image, its top concepts by CBL "
+                "activation, and the concepts that contributed most (W_FC[c, m] x a_m) to the predicted class.",
+                figures=panels),
+        Section("What each class listens to", "The concepts with the largest final-layer weights per class.",
+                figures=["figures/class_concepts.png"]),
+        Section("Embedding map", "PCA of normalised CLIP embeddings (the paper's fig. 11).",
+                figures=["figures/embedding_map.png"]),
+        Section("Params", code=Path("params.yaml").read_text(encoding="utf-8")),
+        Section("Backbone manifest (test split)", code=pretty_json({k: manifest[k] for k in (
+            "backbone", "preprocess", "dataset", "count", "dim", "logit_scale") if k in manifest})),
+    ]
+    return Page(title=f"Sparse-CBM report: {metrics['dataset']}, {method_label('cbm', metrics)}", banner=banner,
+                sections=sections)
+
+
+def main() -> None:
+    with atomic_directory(OUT) as tmp:
+        page = build(tmp)
+        (tmp / "report.md").write_text(render_markdown(page), encoding="utf-8")
+        (tmp / "index.html").write_text(render_html(page, tmp), encoding="utf-8")
+    log.info("wrote %s/index.html and %s/report.md", OUT, OUT)
+
+
+if __name__ == "__main__":
+    run_stage("report", main)
