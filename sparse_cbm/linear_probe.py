@@ -19,7 +19,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sparse_cbm.batched import Predictions, predict_batches, unit_batches
+from sparse_cbm.batched import Buffers, Predictions, predict_batches, unit_batches
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class LinearProbe:
         bias = torch.as_tensor(self.model.intercept_, dtype=torch.float32)
         if coef.shape[0] == 1:  # two classes: one logit for classes_[1], zero for classes_[0]
             coef, bias = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros_like(bias), bias])
-        coef_t = coef.T.contiguous()
-        return lambda x: torch.addmm(bias, x, coef_t)
+        coef_t, buffers = coef.T.contiguous(), Buffers()
+        return lambda x: buffers.mm("scores", x, coef_t).add_(bias)
 
     def predict_topk(self, embeddings, k: int = 5, batch_size: int = 4096) -> Predictions:
         """(top-1 int64 (N,), top-k int64 (N, min(k, classes seen in train)) or None for k <= 1) labels."""

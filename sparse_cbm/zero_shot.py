@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sparse_cbm.batched import Predictions, predict_batches, unit_rows
+from sparse_cbm.batched import Buffers, Predictions, predict_batches, unit_rows
 
 
 def class_text_embeddings(prompt_emb) -> np.ndarray:
@@ -38,8 +38,8 @@ def zero_shot_scores(image_emb, class_emb) -> np.ndarray:
 
 def zero_shot_predict(image_emb, class_emb, batch_size: int = 4096, k: int = 5) -> Predictions:
     """(top-1 int64 (N,), top-k int64 (N, min(k, C)) or None for k <= 1): arg-max of cos(image, class)."""
-    classes_t = unit_rows(class_emb).T.contiguous()
-    return predict_batches(image_emb, lambda x: x @ classes_t, batch_size, k)
+    classes_t, buffers = unit_rows(class_emb).T.contiguous(), Buffers()
+    return predict_batches(image_emb, lambda x: buffers.mm("scores", x, classes_t), batch_size, k)
 
 
 def description_class_matrix(description_emb, description_class, num_classes: int) -> torch.Tensor:
@@ -64,8 +64,11 @@ def _description_scorer(description_emb, description_class, num_classes: int):
     if bool(missing.all()):
         raise ValueError("no class has a description: classification by descriptions needs at least one")
 
+    buffers, any_missing = Buffers(), bool(missing.any())
+
     def score(x: torch.Tensor) -> torch.Tensor:
-        return (x @ means).masked_fill_(missing, float("-inf"))
+        out = buffers.mm("scores", x, means)
+        return out.masked_fill_(missing, float("-inf")) if any_missing else out
     return score
 
 
