@@ -16,7 +16,7 @@ Two exact ways to compute it, a batch of images at a time (V is never held whole
 * ``direct``: V for the batch, then V @ T^T (2 d|D| + 2 |D||C| FLOPs an image);
 * ``factored`` (the default): with unit rows x (image), c_j (concept), t_m (class) and
   T_m = (c_j . t_m)_j, V_k . T_m = x_k^T (sum_j c_j c_j^T) t_m, so the numerator is one
-  product with the d x |C| matrix W = C^T T^T, precomputed once in float64 (2 d|C| FLOPs
+  product with a d x |C| matrix W = C^T T^T, precomputed once in float64 (2 d|C| FLOPs
   an image, 6x fewer at ImageNet's shape). |V_k| = sqrt(x_k^T G x_k), G = C^T C, is only
   needed for the score values: the arg-max ignores a positive per-row scale.
 
@@ -58,7 +58,7 @@ class ConceptMatrixSearch:
         T_unit = T / torch.linalg.vector_norm(T, dim=1, keepdim=True).clamp_min(1e-12)
         mean = T_unit.mean(dim=0)  # (|D|,)
         centred = T_unit - mean  # (|C|, |D|)
-        self.T = T.float()
+        self.T = T.float()  # (|C|, |D|): the class-concept matrix itself, for explanations
         self.concepts_t = concepts.T.float().contiguous()  # (d, |D|)
         self.centred_t = centred.T.float().contiguous()  # (|D|, |C|)
         self.mean = mean.float()
@@ -103,7 +103,7 @@ class ConceptMatrixSearch:
 
 
 def cms_scores(image_emb, concept_emb, class_emb) -> np.ndarray:
-    """cos(V_k, T_m) of Algorithm 1 for one (small) batch of images: float32 (B, |C|)."""
+    """cos(V_k, T_m) of Algorithm 1 for one (small) batch of images: float64 (B, |C|)."""
     return ConceptMatrixSearch(concept_emb, class_emb).scores(image_emb)
 
 
