@@ -44,6 +44,27 @@ class NpyRows:
             view[k] = np.frombuffer(self._read(int(i), 1), dtype=np.uint8)
         return out
 
+    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Read rows ``start:start + len(out)`` (fewer at the end of the file) straight into ``out``, a
+        C-order array of this file's dtype and width, with no intermediate copy; return the filled part."""
+        count = max(min(len(out), self.shape[0] - start), 0)
+        part = out[:count]
+        if part.dtype != self.dtype or part.shape[1:] != self.shape[1:] or not part.flags.c_contiguous:
+            raise ValueError(f"out must be a C-order {self.dtype} array of width {self.shape[1]}")
+        raw = memoryview(part.reshape(-1).view(np.uint8))
+        done, offset = 0, self.offset + start * self.row_bytes
+        while done < len(raw):
+            if hasattr(os, "preadv"):
+                got = os.preadv(self._fd, [raw[done:]], offset + done)
+            else:  # platforms without preadv
+                chunk = os.pread(self._fd, len(raw) - done, offset + done)
+                raw[done:done + len(chunk)] = chunk
+                got = len(chunk)
+            if got == 0:
+                raise EOFError(f"{self.path}: file ends before row {start + count}")
+            done += got
+        return part
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -22,3 +22,28 @@ def dedupe_pairwise_loop(sim: np.ndarray, cutoff: float):
             keep[i], near[i] = False, best
         seen.append(i)
     return np.array(keep), np.array(near)
+
+
+def _cos(a, b) -> float:
+    dot = sum(float(x) * float(y) for x, y in zip(a, b))
+    na = sum(float(x) ** 2 for x in a) ** 0.5
+    nb = sum(float(y) ** 2 for y in b) ** 0.5
+    return dot / (na * nb)
+
+
+def concept_matrix_search_loop(images, concepts, classes):
+    """Algorithm 1 of arXiv 2404.03323 (Concept Matrix Search), one cosine at a time, in float64:
+    V[k][j] = cos(image k, concept j), T[m][j] = cos(class m, concept j), then for every image
+    the class m with the largest cos(V[k], T[m]). Returns (predictions, scores[k][m])."""
+    V = [[_cos(image, concept) for concept in concepts] for image in images]
+    T = [[_cos(cls, concept) for concept in concepts] for cls in classes]
+    predictions, scores = [], []
+    for k in range(len(images)):
+        row = [_cos(V[k], T[m]) for m in range(len(classes))]
+        best = 0
+        for m in range(1, len(classes)):
+            if row[m] > row[best]:
+                best = m
+        predictions.append(best)
+        scores.append(row)
+    return np.array(predictions), np.array(scores)
