@@ -9,7 +9,7 @@ have, so they are false for every image.
 
 Rebuild the committed concept list with::
 
-    python -m sparse_cbm.datasets.shapes_text --out data/shapes_concepts.csv
+    python -m sparse_cbm.datasets.shapes_text --out data/concept_files/shapes_concepts.csv
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ALL_VALUES: Dict[str, Sequence[str]] = {**ATTRIBUTE_VALUES, "size": tuple(SIZES)
 DISTRACTORS = ("yellow", "orange", "purple", "hexagon", "pentagon", "heart",
                "checkered", "wooden", "wheels", "feathers", "fur", "leaves")
 DEFAULT_CLASS_ATTRIBUTES = ("shape", "colour")
-CONCEPTS_FILE = "data/shapes_concepts.csv"
+CONCEPTS_FILE = "data/concept_files/shapes_concepts.csv"
 _TEMPLATES = ("a photo of a {}.", "a {}.", "{}", "an image of a {}.", "a picture of a {}.")
 _BACKGROUND_PHRASES = ("on a {} background", "with a {} background")
 
