@@ -6,6 +6,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -34,7 +35,7 @@ def project(tmp_path_factory):
     return root, first
 
 
-STAGES = ["concepts", "embed_images", "filter", "embed_text", "train"]
+STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "report"]
 
 
 def test_repro_runs_every_stage_and_writes_the_caches(project):
@@ -166,8 +167,8 @@ def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
             proc = dvc(["exp", "run", "-S", "concepts.source=llm", "-S", f"concepts.llm.base_url={srv.url}/v1",
                         "-S", "concepts.llm.api_key_env=SPARSE_CBM_TEST_KEY"], root)
             asked = len(srv.requests)
-            assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in ("concepts", "filter", "embed_text",
-                                                                                 "train"))
+            assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in (
+                "concepts", "filter", "embed_text", "train", "evaluate", "report"))
             shutil.rmtree(root / "data" / "concepts")
             dvc(["repro", "-f", "-s", "concepts"], root)
             assert len(srv.requests) == asked  # every answer came from data/concept_cache
@@ -205,7 +206,88 @@ def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
     root = copy_project(tmp_path / "loss")
     dvc(["repro"], root)
     proc = dvc(["exp", "run", "--set-param", "loss=gumbel"], root)
-    assert ran(proc) == ["Running stage 'train':"]
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
     assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"
     diff = dvc(["metrics", "diff", "--json"], root).stdout
     assert "val_top1" in diff  # HEAD has no metrics yet: every one shows as new
+
+
+def test_report_references_existing_figures_and_the_metrics_numbers(project):
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    root, _ = project
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    md = (root / "reports/report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(linked) >= 6 and all((root / "reports" / f).is_file() for f in linked)
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.rows, self.cell, self.banner = [], [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append(attrs)
+            elif tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+            elif tag == "div" and attrs.get("class") == "banner":
+                self.banner = True
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+    page = Page()
+    page.feed((root / "reports/index.html").read_text())
+    assert not page.banner and metrics["random_weights"] is False  # real weights: no warning banner
+    assert {img["data-file"] for img in page.images} == set(linked)
+    for img in page.images:
+        data = base64.b64decode(img["src"].split(",", 1)[1])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data == (root / "reports" / img["data-file"]).read_bytes()
+    rows = {r[0]: r[1:] for r in page.rows if r and r[0].startswith(("CBM", "Concept Matrix", "zero-shot",
+                                                                       "classification by", "linear probe"))}
+    order = ["cbm", "cms", "zero_shot", "descriptions", "linear_probe"]
+    assert len(rows) == len(order)
+    for method in order:
+        label = next(k for k in rows if k.lower().startswith({"cbm": "cbm", "cms": "concept matrix",
+                                                              "zero_shot": "zero-shot", "descriptions": "classification",
+                                                              "linear_probe": "linear"}[method]))
+        top1, top5, f1 = (float(v) for v in rows[label])
+        m = metrics["test"][method]
+        assert (top1, top5, f1) == pytest.approx((m["top1"], m["top5"], m["macro_f1"]), abs=5e-5)
+    assert "CBM (l1)" in rows
+
+
+def test_offline_pipeline_measures_something_real(project):
+    root, _ = project
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    test = metrics["test"]
+    assert test["zero_shot"]["top1"] >= 0.8 and test["cbm"]["top1"] >= 0.9
+    assert test["cms"]["top1"] > 0.5 and test["descriptions"]["top1"] > 0.5  # chance is 1/12
+    assert metrics["faithfulness"]["precision_clip_score"] > 0.5
+
+
+def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
+    """The class of bug where labels and embeddings fall out of step must not pass silently."""
+    root = copy_project(tmp_path / "shuffled")
+    shutil.copytree(project[0] / "data", root / "data", dirs_exist_ok=True)
+    for split in ("train", "val", "test"):
+        path = root / CACHE / split / "labels.npy"
+        labels = np.load(path)
+        np.save(path, np.random.default_rng(0).permutation(labels))
+    for stage in ("train", "evaluate"):
+        run(["python", "-m", f"stages.{stage}"], root)
+    collapsed = json.loads((root / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
+    healthy = json.loads((project[0] / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
+    assert healthy >= 0.9 and collapsed < 0.3

@@ -27,20 +27,19 @@ def _save(fig, path: Path) -> Path:
 
 
 def headline(methods: Dict[str, Dict[str, float]], labels: Dict[str, str], path: Path) -> Path:
-    """Top-1 and top-5 test accuracy of every method, side by side."""
-    names = list(methods)
-    fig, ax = plt.subplots(figsize=(6.4, 2.6))
-    x = np.arange(len(names))
-    top1 = [methods[n]["top1"] for n in names]
-    top5 = [methods[n].get("top5", np.nan) for n in names]
-    ax.bar(x - 0.2, top1, 0.4, color=[COLOURS.get(n, "#444") for n in names], label="top-1")
-    ax.bar(x + 0.2, top5, 0.4, color=[COLOURS.get(n, "#444") for n in names], alpha=0.45, label="top-5")
-    for xi, v in zip(x, top1):
-        ax.text(xi - 0.2, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [labels[n] for n in names])
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("test accuracy")
-    ax.legend(frameon=False, loc="upper right", ncols=2)
+    """Top-1 and top-5 test accuracy of every method, one row each."""
+    names = list(methods)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 0.8))
+    y = np.arange(len(names))
+    colours = [COLOURS.get(n, "#444") for n in names]
+    ax.barh(y + 0.2, [methods[n].get("top5") or 0 for n in names], 0.4, color=colours, alpha=0.4, label="top-5")
+    ax.barh(y - 0.2, [methods[n]["top1"] for n in names], 0.4, color=colours, label="top-1")
+    for yi, n in zip(y, names):
+        ax.text(methods[n]["top1"] + 0.01, yi - 0.2, f"{methods[n]['top1']:.3f}", va="center", fontsize=8)
+    ax.set_yticks(y, [labels[n] for n in names])
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("test accuracy")
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2, fontsize=7)
     return _save(fig, path)
 
 
