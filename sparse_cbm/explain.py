@@ -47,7 +47,7 @@ def load_bottleneck(folder: str | Path, expect_concepts_sha256: Optional[str] = 
 
 @torch.no_grad()
 def predict(model: ConceptBottleneck, embeddings, batch_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-    """(top-5 class indices (N, 5), CBL activations' |mass| stats are separate) for every image, a batch at a time."""
+    """(top-1 (N,), top-5 (N, 5)) class indices of the CBM for every image, a batch at a time."""
     tops = []
     for lo in range(0, len(embeddings), batch_size):
         x = torch.from_numpy(np.asarray(embeddings[lo:lo + batch_size], dtype=np.float32))

@@ -1,0 +1,90 @@
+"""Explanations, faithfulness and the model loader's refusals, on the planted-concept simulator."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sparse_cbm.errors import CacheMismatchError
+from sparse_cbm.evaluation import embedding_map, faithfulness, sample_per_class, truth_matrix
+from sparse_cbm.explain import class_top_concepts, explain_images, load_bottleneck, predict
+from sparse_cbm.model import ConceptBottleneck
+from sparse_cbm.simulate import planted_world
+
+BACKBONE = {"model": "sparse-cbm-shapes", "pretrained": "file:shapes-clip.pt", "checkpoint_sha256": "ab" * 32}
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    w = planted_world(num_classes=3, num_concepts=12, concepts_per_class=4, dim=16, seed=0)
+    torch.manual_seed(0)
+    model = ConceptBottleneck(w.concept_text, 3, 100.0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "weights.safetensors"))
+    config = {"classes": ["a", "b", "c"], "logit_scale": 100.0, "concept_list_sha256": "1" * 64, "backbone": BACKBONE}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path, model, w
+
+
+def test_loader_round_trips_and_refuses_mismatches(saved):
+    folder, model, w = saved
+    loaded, config = load_bottleneck(folder, expect_concepts_sha256="1" * 64, expect_backbone=BACKBONE)
+    x = torch.from_numpy(w.split(10, 1)[0])
+    assert torch.equal(loaded(x)[1], model(x)[1])
+    with pytest.raises(CacheMismatchError, match="another concept list"):
+        load_bottleneck(folder, expect_concepts_sha256="2" * 64)
+    with pytest.raises(CacheMismatchError, match="sparse-cbm-shapes .* but the caches come from ViT-B-32"):
+        load_bottleneck(folder, expect_backbone={**BACKBONE, "model": "ViT-B-32", "checkpoint_sha256": None})
+    with pytest.raises(CacheMismatchError, match="dvc repro train"):
+        load_bottleneck(folder / "nowhere")
+
+
+def test_explanations_rank_and_contributions_sum_to_the_logit(saved):
+    _, model, w = saved
+    x, _, _ = w.split(4, 2)
+    concepts = [f"c{j}" for j in range(12)]
+    records = explain_images(model, x, concepts, ["a", "b", "c"], top=12)
+    with torch.no_grad():
+        S, logits = model(torch.from_numpy(x))
+    for i, r in enumerate(records):
+        assert r["predicted_index"] == int(logits[i].argmax())
+        values = [v["value"] for v in r["by_activation"]]
+        assert values == sorted(values, reverse=True) and len(values) == 12
+        total = sum(v["value"] for v in r["by_contribution"])
+        assert total == pytest.approx(float(logits[i].max()), abs=1e-2)
+    top = class_top_concepts(model, concepts, ["a", "b", "c"], top=3)
+    assert set(top) == {"a", "b", "c"} and len(top["a"]) == 3
+    top1, top5 = predict(model, x)
+    assert np.array_equal(top1, logits.argmax(1).numpy()) and top5.shape == (4, 3)
+
+
+def test_faithfulness_counts_true_attributes():
+    index = pd.DataFrame([{"shape": "circle", "colour": "red", "texture": "solid", "background": "grey", "size": "small"}])
+    concepts = ["red", "blue", "circle", "grey background", "wheels"]
+    assert truth_matrix(index, concepts).tolist() == [[True, False, True, True, False]]
+
+    class Fixed(ConceptBottleneck):
+        def concept_scores(self, x):
+            return torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]]).expand(len(x), -1)
+
+    model = Fixed(np.eye(5, dtype=np.float32), 2, 1.0)
+    with torch.no_grad():
+        model.cbl.weight.copy_(torch.eye(5).flip(1))  # activations in reverse order of psi
+        model.fc.weight.copy_(torch.ones(2, 5))
+    f = faithfulness(model, np.zeros((1, 5), dtype=np.float32), index, concepts, k=2)
+    assert f["precision_clip_score"] == 0.5  # red (true), blue (false)
+    assert f["precision_activation"] == 0.5  # wheels (false), grey background (true)
+    assert f["true_concepts_per_image"] == 3
+
+
+def test_sample_and_map_are_seeded():
+    labels = np.repeat(np.arange(3), 5)
+    a = sample_per_class(labels, 2, 100, seed=0)
+    assert len(a) == 6 and np.array_equal(a, sample_per_class(labels, 2, 100, seed=0))
+    assert np.bincount(labels[a]).tolist() == [2, 2, 2] and len(sample_per_class(labels, 2, 4, 0)) == 4
+    rng = np.random.default_rng(0)
+    points = embedding_map(rng.normal(size=(15, 8)), labels, rng.normal(size=(4, 8)), rng.normal(size=(3, 8)),
+                           list("wxyz"), ["a", "b", "c"], 10, seed=1)
+    assert points["kind"].value_counts().to_dict() == {"image": 10, "concept": 4, "class": 3}
