@@ -43,9 +43,10 @@ def contrastive_loss(S: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def sample_gumbel(shape, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-    """i.i.d. Gumbel(0, 1) noise: -log E with E ~ Exponential(1) (the same law as -log(-log U),
-    U ~ Uniform(0, 1), with one logarithm instead of two)."""
-    return torch.empty(shape, device=device).exponential_(generator=generator).log_().neg_()
+    """i.i.d. Gumbel(0, 1) noise: -log(-log U), U ~ Uniform(0, 1), computed in place (on a CPU,
+    torch draws uniforms about 5x faster than exponentials)."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return u.clamp_min_(torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
 
 
 def gumbel_contrastive_loss(S: torch.Tensor, alpha: float, tau: float, hard: bool = False,
