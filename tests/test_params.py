@@ -90,7 +90,7 @@ def test_apply_keeps_comments_and_validates(tmp_path):
     text = target.read_text()
     assert "# cifar10 | cifar100" in text
     params = load_params(target)
-    assert params.dataset.name == "shapes" and params.backbone.pretrained == "none"
+    assert params.dataset.name == "shapes" and params.backbone.pretrained == "data/pretrained/shapes-clip.pt"
     assert yaml.safe_load(text)["dataset"]["class_names_file"] is None
 
     bad = tmp_path / "bad.yaml"
