@@ -16,7 +16,7 @@ import pandas as pd
 
 from sparse_cbm.atomic import atomic_directory
 from sparse_cbm.report import figures
-from sparse_cbm.report.page import METHOD_LABELS, Page, Section, headline_table, method_label, pretty_json, \
+from sparse_cbm.report.page import Page, Section, headline_table, method_label, pretty_json, \
     render_html, render_markdown
 from sparse_cbm.runner import run_stage
 
@@ -37,7 +37,7 @@ def build(tmp: Path) -> Page:
     class_concepts = read_json(EVAL / "class_concepts.json")
     confusion = read_json(EVAL / "confusion.json")
     fig = tmp / "figures"
-    labels = {m: method_label(m, metrics) if m == "cbm" else METHOD_LABELS[m] for m in metrics["test"]}
+    labels = {m: method_label(m, metrics) for m in metrics["test"]}
     figures.headline(metrics["test"], labels, fig / "headline.png")
     figures.training_curves(pd.read_csv(PLOTS / "steps.csv"), pd.read_csv(PLOTS / "epochs.csv"),
                             fig / "training.png")
