@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sparse_cbm.backbone import TINY_MODEL, load_backbone  # noqa: E402
+from sparse_cbm.clip.backbone import TINY_MODEL, load_backbone  # noqa: E402
 from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, render  # noqa: E402
 from sparse_cbm.params import default_params, deep_merge  # noqa: E402
 

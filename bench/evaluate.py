@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.train import matmul_peak  # noqa: E402
-from sparse_cbm.cms import ConceptMatrixSearch  # noqa: E402
-from sparse_cbm.rows import NpyRows  # noqa: E402
+from sparse_cbm.classifiers.cms import ConceptMatrixSearch  # noqa: E402
+from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
-from sparse_cbm.zero_shot import classify_by_descriptions, zero_shot_predict  # noqa: E402
+from sparse_cbm.classifiers.zero_shot import classify_by_descriptions, zero_shot_predict  # noqa: E402
 
 D, C, DIM, PER_CLASS = 4751, 1000, 768, 4
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from sparse_cbm.concept_filter import class_similarity_matches, dedupe_similar, filter_concepts  # noqa: E402,E501
+from sparse_cbm.concept_filter.filter import class_similarity_matches, dedupe_similar, filter_concepts  # noqa: E402,E501
 from sparse_cbm.concepts.table import concept_table  # noqa: E402
-from sparse_cbm.text_similarity import TextEncoder  # noqa: E402
+from sparse_cbm.concept_filter.text_similarity import TextEncoder  # noqa: E402
 from tests.reference import dedupe_pairwise_loop  # noqa: E402
 
 ADJECTIVES = ("red", "green", "blue", "small", "large", "striped", "dotted", "furry", "shiny", "wooden", "metal",

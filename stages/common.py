@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sparse_cbm.backbone import Backbone, load_backbone
+from sparse_cbm.clip.backbone import Backbone, load_backbone
 from sparse_cbm.datasets import DatasetSplits, load_dataset
 from sparse_cbm.params import Params
 

@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from sparse_cbm.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.concepts.conceptnet import conceptnet_api_concepts, conceptnet_dump_concepts
 from sparse_cbm.concepts.files import read_concept_file
 from sparse_cbm.concepts.http import RetryPolicy
@@ -20,7 +20,7 @@ from sparse_cbm.concepts.llm import ChatClient, llm_concepts
 from sparse_cbm.concepts.table import SHARED, concept_table, write_concept_table
 from sparse_cbm.errors import ConceptSourceError
 from sparse_cbm.params import load_params
-from sparse_cbm.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage
 from stages.common import dataset_from
 
 OUT = "data/concepts"

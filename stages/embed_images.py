@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from sparse_cbm.image_cache import write_image_cache
+from sparse_cbm.storage.image_cache import write_image_cache
 from sparse_cbm.params import load_params
-from sparse_cbm.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage
 from stages.common import backbone_from, dataset_from
 
 OUT = "data/image_cache"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sparse_cbm.concepts.table import read_concept_table
 from sparse_cbm.params import load_params
-from sparse_cbm.runner import run_stage
-from sparse_cbm.text_cache import write_text_cache
+from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.storage.text_cache import write_text_cache
 from stages.common import backbone_from
 
 IN = Path("data/filtered")

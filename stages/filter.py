@@ -15,16 +15,16 @@ import logging
 
 import torch.nn.functional as F
 
-from sparse_cbm.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.backbone import resolve_device
-from sparse_cbm.concept_filter import filter_concepts
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.runtime.device import resolve_device
+from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
-from sparse_cbm.image_cache import read_image_split
+from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.params import load_params
-from sparse_cbm.presence import presence_scores
-from sparse_cbm.runner import run_stage
-from sparse_cbm.text_cache import concept_list_text
-from sparse_cbm.text_similarity import TextEncoder
+from sparse_cbm.concept_filter.presence import presence_scores
+from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.storage.text_cache import concept_list_text
+from sparse_cbm.concept_filter.text_similarity import TextEncoder
 from stages.common import backbone_from
 
 IN = "data/concepts"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from sparse_cbm.atomic import atomic_directory
+from sparse_cbm.runtime.atomic import atomic_directory
 from sparse_cbm.report import figures
 from sparse_cbm.report.page import Page, Section, headline_table, method_label, pretty_json, \
     render_html, render_markdown
-from sparse_cbm.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage
 
 EVAL, PLOTS, OUT = Path("data/evaluation"), Path("plots/train"), "reports"
 log = logging.getLogger("stages.report")
@@ -72,7 +72,7 @@ def build(tmp: Path) -> Page:
             f"attributes (known in the shapes world).",
             table=[["ranking", "precision"], *[[k, v] for k, v in f.items() if k != "k"]]))
     sections += [
-        Section("Training", f"loss {train_metrics['loss']}, best epoch {train_metrics['best_epoch']} of "
+        Section("Training", f"objective {train_metrics['objective']}, kept epoch {train_metrics['kept_epoch']} of "
                 f"{train_metrics['epochs_run']}.", figures=["figures/training.png"]),
         Section("Confusion matrix", figures=["figures/confusion.png"]),
         Section("Why the model decided: sample test images", "Each panel: the image, its top concepts by CBL "

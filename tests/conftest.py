@@ -41,7 +41,7 @@ def no_network(monkeypatch):
 def tiny_backbone():
     import torch
 
-    from sparse_cbm.backbone import TINY_MODEL, load_backbone
+    from sparse_cbm.clip.backbone import TINY_MODEL, load_backbone
 
     torch.manual_seed(0)
     return load_backbone(TINY_MODEL, "none", device="cpu")

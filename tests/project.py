@@ -35,8 +35,8 @@ def dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return run([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
-def copy_project(dest: Path, offline: bool = True) -> Path:
-    """A fresh git repository holding this project's files, with the offline params applied."""
+def copy_project(dest: Path) -> Path:
+    """A fresh git repository holding this project's files (the defaults run the embedded offline world)."""
     for rel in project_files():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,8 +44,6 @@ def copy_project(dest: Path, offline: bool = True) -> Path:
     run(["git", "init", "-q"], dest)
     run(["git", "config", "user.name", "test"], dest)
     run(["git", "config", "user.email", "test@example.invalid"], dest)
-    if offline:
-        run([sys.executable, "-m", "sparse_cbm.params", "apply", "params.offline.yaml"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "test project"], dest)
     return dest

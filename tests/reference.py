@@ -4,7 +4,7 @@ import numpy as np
 
 
 def dedupe_pairwise_loop(sim: np.ndarray, cutoff: float):
-    """The near-duplicate rule of sparse_cbm.concept_filter, one pair at a time: visit concepts from
+    """The near-duplicate rule of sparse_cbm.concept_filter.filter, one pair at a time: visit concepts from
     the highest mean similarity to the others down (ties by position); drop one when an earlier kept
     concept is more similar than the cutoff (the most similar such concept is named)."""
     n = len(sim)

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from sparse_cbm.backbone import TINY_MODEL, backbone_identity, describe_transform, load_backbone
+from sparse_cbm.clip.backbone import TINY_MODEL, backbone_identity, describe_transform, load_backbone
 from sparse_cbm.errors import BackboneError
+from sparse_cbm.runtime.device import DeviceError
 
 
 def test_tiny_backbone_offline(tiny_backbone):
@@ -66,5 +67,16 @@ def test_amp_needs_cuda():
         pytest.skip("a CUDA device is present")
     with pytest.raises(BackboneError, match="amp"):
         load_backbone(TINY_MODEL, "none", device="cpu", precision="amp")
-    with pytest.raises(BackboneError, match="no CUDA device"):
+    with pytest.raises(DeviceError, match="no CUDA device"):
         load_backbone(TINY_MODEL, "none", device="cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "AMP", ""])
+def test_unknown_precision_is_a_named_error_not_fp32(precision):
+    with pytest.raises(BackboneError, match=f"backbone.precision '{precision}' is not one of auto, fp32, amp"):
+        load_backbone(TINY_MODEL, "none", device="cpu", precision=precision)
+
+
+def test_unknown_device_is_a_named_error():
+    with pytest.raises(DeviceError, match="'gpu' is not one of auto, cpu, mps, cuda or cuda:N"):
+        load_backbone(TINY_MODEL, "none", device="gpu")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sparse_cbm.cms import ConceptMatrixSearch, cms_scores, concept_matrix_search
-from sparse_cbm.rows import NpyRows
+from sparse_cbm.classifiers.cms import ConceptMatrixSearch, cms_scores, concept_matrix_search
+from sparse_cbm.storage.rows import NpyRows
 from sparse_cbm.simulate import planted_world
 from tests.reference import concept_matrix_search_loop
 

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparse_cbm.concept_filter import dedupe_similar, filter_concepts
+from sparse_cbm.concept_filter.filter import dedupe_similar, filter_concepts
 from sparse_cbm.concepts.table import concept_table
 from sparse_cbm.errors import ConceptFilterError
-from sparse_cbm.text_similarity import TextEncoder
+from sparse_cbm.concept_filter.text_similarity import TextEncoder
 from tests.reference import dedupe_pairwise_loop
 
 CLASSES = ["dog", "hot dog", "car"]

@@ -9,9 +9,12 @@ import torch
 from safetensors.torch import save_file
 
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.evaluation import embedding_map, faithfulness, sample_per_class, truth_matrix
-from sparse_cbm.explain import class_top_concepts, explain_images, load_bottleneck, predict
-from sparse_cbm.model import ConceptBottleneck
+from sparse_cbm.bottleneck.checkpoint import load_bottleneck
+from sparse_cbm.bottleneck.model import ConceptBottleneck
+from sparse_cbm.classifiers.cbm import BottleneckClassifier
+from sparse_cbm.evaluation.embedding_map import embedding_map
+from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
+from sparse_cbm.evaluation.faithfulness import faithfulness, truth_matrix
 from sparse_cbm.simulate import planted_world
 
 BACKBONE = {"model": "sparse-cbm-shapes", "pretrained": "file:shapes-clip.pt", "checkpoint_sha256": "ab" * 32}
@@ -32,7 +35,7 @@ def test_loader_round_trips_and_refuses_mismatches(saved):
     folder, model, w = saved
     loaded, config = load_bottleneck(folder, expect_concepts_sha256="1" * 64, expect_backbone=BACKBONE)
     x = torch.from_numpy(w.split(10, 1)[0])
-    assert torch.equal(loaded(x)[1], model(x)[1])
+    assert torch.equal(loaded(x).logits, model(x).logits)
     with pytest.raises(CacheMismatchError, match="another concept list"):
         load_bottleneck(folder, expect_concepts_sha256="2" * 64)
     with pytest.raises(CacheMismatchError, match="sparse-cbm-shapes .* but the caches come from ViT-B-32"):
@@ -47,7 +50,7 @@ def test_explanations_rank_and_contributions_sum_to_the_logit(saved):
     concepts = [f"c{j}" for j in range(12)]
     records = explain_images(model, x, concepts, ["a", "b", "c"], top=12)
     with torch.no_grad():
-        S, logits = model(torch.from_numpy(x))
+        _, S, logits = model(torch.from_numpy(x))
     for i, r in enumerate(records):
         assert r["predicted_index"] == int(logits[i].argmax())
         values = [v["value"] for v in r["by_activation"]]
@@ -56,7 +59,7 @@ def test_explanations_rank_and_contributions_sum_to_the_logit(saved):
         assert total == pytest.approx(float(logits[i].max()), abs=1e-2)
     top = class_top_concepts(model, concepts, ["a", "b", "c"], top=3)
     assert set(top) == {"a", "b", "c"} and len(top["a"]) == 3
-    top1, top5 = predict(model, x)
+    top1, top5 = BottleneckClassifier(model, concepts).predict(x)
     assert np.array_equal(top1, logits.argmax(1).numpy()) and top5.shape == (4, 3)
 
 

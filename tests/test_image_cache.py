@@ -5,12 +5,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sparse_cbm.backbone import backbone_identity
+from sparse_cbm.clip.backbone import backbone_identity
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.datasets.base import ImageSource
-from sparse_cbm.embed import PROGRESS, embed_split
+from sparse_cbm.storage.embed import PROGRESS, embed_split
 from sparse_cbm.errors import CacheMismatchError, CorruptImageError
-from sparse_cbm.image_cache import read_image_split, write_image_cache
+from sparse_cbm.storage.image_cache import read_image_split, write_image_cache
 from tests.conftest import make_imagefolder
 
 KW = dict(batch_size=16, num_workers=0, skip_corrupt=False)
@@ -160,8 +160,8 @@ def test_empty_val_split_is_a_valid_cache(tiny_backbone, tmp_path):
 
 
 def test_compact_keeps_exactly_the_kept_rows_across_chunks(tmp_path):
-    from sparse_cbm.embed import PartialSplit
-    from sparse_cbm.image_cache import _compact
+    from sparse_cbm.storage.embed import PartialSplit
+    from sparse_cbm.storage.image_cache import _compact
 
     part = PartialSplit.open(tmp_path / "p", "k", count=10, dim=4)
     data = np.arange(40, dtype=np.float16).reshape(10, 4)

@@ -5,8 +5,16 @@ import math
 import pytest
 import torch
 
-from sparse_cbm.losses import (contrastive_loss, gumbel_contrastive_loss, gumbel_released_loss, l1_penalty,
-                               sample_gumbel, tau_at)
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from sparse_cbm.bottleneck.config import TrainParams
+from sparse_cbm.bottleneck.model import BottleneckOutput
+from sparse_cbm.bottleneck.objectives import StepContext, get_objective
+from sparse_cbm.bottleneck.objectives.contrastive import contrastive_loss
+from sparse_cbm.bottleneck.objectives.gumbel import (gumbel_contrastive_loss, gumbel_form, gumbel_released_loss,
+                                                     sample_gumbel, tau_at)
+from sparse_cbm.bottleneck.objectives.l1 import l1_penalty
 
 ALPHA = math.exp(2.659)
 
@@ -74,18 +82,63 @@ def test_hard_gumbel_is_a_straight_through_0_1_loss():
     assert torch.allclose(g, rg)
 
 
-def test_released_objective_is_mean_negative_log_of_all_entries():
+def authors_criterion_gumbel(similarity, tau=1.0, hard=False):
+    """SparseCBM's released ``criterion_gumbel`` (bottlenecks/cbm.py), transcribed: torch draws the noise."""
+    def one_direction(logits, dim):
+        return -torch.log(F.gumbel_softmax(logits, tau=tau, dim=dim, hard=hard)).mean()
+    return (one_direction(similarity, 0) + one_direction(similarity, 1)) / 2.0
+
+
+def test_released_objective_written_out_with_fixed_noise():
     gen = torch.Generator().manual_seed(4)
     S = torch.randn(4, 6, dtype=torch.float64, generator=gen)
-    G = sample_gumbel((4, 6), gen).double()
-    v, g = value_and_grad(lambda s: gumbel_released_loss(s, ALPHA, 0.8, noise=G), S)
+    G0, G1 = sample_gumbel((4, 6), gen).double(), sample_gumbel((4, 6), gen).double()
+    v, g = value_and_grad(lambda s: gumbel_released_loss(s, 0.8, noise=(G0, G1)), S)
 
     def written_out(s):
-        z = (ALPHA * s + G) / 0.8
-        y = torch.exp(z) / torch.exp(z).sum(dim=1, keepdim=True)
-        return -torch.log(y).sum() / y.numel()
+        z0, z1 = torch.exp((s + G0) / 0.8), torch.exp((s + G1) / 0.8)
+        over_batch = z0 / z0.sum(dim=0, keepdim=True)  # softmax along the batch axis
+        over_concepts = z1 / z1.sum(dim=1, keepdim=True)  # ... and along the concept axis
+        return (-torch.log(over_batch).sum() / s.numel() - torch.log(over_concepts).sum() / s.numel()) / 2
     rv, rg = value_and_grad(written_out, S)
     assert torch.allclose(v, rv) and torch.allclose(g, rg)
+
+
+def test_released_objective_mean_over_draws_equals_the_authors_code():
+    """Over many noise draws, E[ours] = E[criterion_gumbel] (alpha = 1: the training objective ignores
+    train.log_alpha). Both means come with their standard errors; they must agree within 4 of them,
+    and the one-axis objective we had before must not."""
+    S = torch.randn(8, 12, generator=torch.Generator().manual_seed(0)) * 2
+    draws = 4000
+    torch.manual_seed(1)
+    theirs = torch.stack([authors_criterion_gumbel(S, tau=0.7) for _ in range(draws)])
+    gen = torch.Generator().manual_seed(2)
+    p = TrainParams.model_validate({"log_alpha": 2.659, "gumbel": {"objective": "released"}})
+    ctx = StepContext(model=None, params=p, tau=0.7, generator=gen)
+    out = BottleneckOutput(scores=None, activations=S, logits=None)
+    ours = torch.stack([get_objective("gumbel").loss(out, ctx) for _ in range(draws)])
+    se = float((theirs.var() / draws + ours.var() / draws).sqrt())
+    assert abs(float(ours.mean() - theirs.mean())) < 4 * se
+    one_axis = torch.stack([-F.log_softmax((S + sample_gumbel(S.shape, gen)) / 0.7, dim=1).mean()
+                            for _ in range(draws)])
+    assert abs(float(one_axis.mean() - theirs.mean())) > 10 * se
+
+
+def test_released_hard_mode_is_refused_where_the_authors_code_returns_inf():
+    S = torch.randn(4, 6)
+    torch.manual_seed(0)
+    assert torch.isinf(authors_criterion_gumbel(S, hard=True))
+    with pytest.raises(ValueError, match="returns inf"):
+        gumbel_released_loss(S, 1.0, hard=True)
+    with pytest.raises(ValidationError, match="returns inf"):
+        TrainParams.model_validate({"gumbel": {"objective": "released", "hard": True}})
+
+
+def test_unknown_gumbel_form_is_a_named_error_not_a_silent_fallback():
+    with pytest.raises(ValueError, match="train.gumbel.objective 'relased'; use one of: paper, released"):
+        gumbel_form("relased")
+    with pytest.raises(ValidationError, match="'paper' or 'released'"):
+        TrainParams.model_validate({"gumbel": {"objective": "relased"}})
 
 
 def test_l1_penalty_is_lambda_over_d_times_the_l1_norm():
@@ -102,5 +155,6 @@ def test_tau_schedules_start_and_end_where_asked(schedule):
     assert taus[0] == pytest.approx(2.0) and taus[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(taus, taus[1:]))
     assert tau_at(10, 50, 2.0, 0.1, "constant") == 2.0
+    assert tau_at(0, 1, 2.0, 0.1, "constant") == 2.0
     with pytest.raises(ValueError, match="unknown tau schedule"):
         tau_at(0, 5, 1.0, 0.5, "cubic")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from sparse_cbm.metrics import classification_report, confusion_matrix
+from sparse_cbm.evaluation.metrics import classification_report, confusion_matrix
 
 
 def per_class_4_undefined(report):

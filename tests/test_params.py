@@ -1,11 +1,12 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from sparse_cbm.errors import ParamsError
-from sparse_cbm.params import apply_overrides, default_params, load_params, validate_params
+from sparse_cbm.params import apply_overrides, deep_merge, default_params, load_params, profile_path, validate_params
 from tests.conftest import REPO
 
 
@@ -14,18 +15,42 @@ def test_params_yaml_holds_exactly_the_schema_defaults():
     assert on_disk == default_params()
 
 
-def test_offline_overrides_are_valid_and_only_change_existing_keys():
-    offline = yaml.safe_load((REPO / "params.offline.yaml").read_text())
+PROFILES = sorted((REPO / "params").glob("*.yaml"))
+
+
+def test_the_paper_profiles_are_there():
+    assert {p.stem for p in PROFILES} >= {"cifar10", "cifar100", "cub", "places365", "imagenet", "released"}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
+def test_profiles_are_valid_and_only_change_existing_keys(profile):
+    overrides = yaml.safe_load(profile.read_text())
     defaults = default_params()
 
     def walk(over, base, path=""):
         for key, value in over.items():
-            assert key in base, f"params.offline.yaml has key {path}{key} that params.yaml lacks"
+            assert key in base, f"{profile.name} has key {path}{key} that params.yaml lacks"
             if isinstance(value, dict):
                 walk(value, base[key], f"{path}{key}.")
 
-    walk(offline, defaults)
-    validate_params(offline)
+    walk(overrides, defaults)
+    validate_params(deep_merge(defaults, overrides))
+
+
+def test_released_profile_is_the_authors_training_setup():
+    p = validate_params(deep_merge(default_params(), yaml.safe_load((REPO / "params/released.yaml").read_text())))
+    t = p.train
+    assert (p.loss, t.gumbel.objective, t.ce_to_cbl, t.log_alpha, t.keep) == ("gumbel", "released", True, 0.0, "final")
+    assert (t.gumbel.tau_start, t.gumbel.tau_end, t.gumbel.schedule) == (1.0, 1.0, "constant")
+    assert (t.cbl.optimizer, t.cbl.lr, t.fc.optimizer, t.fc.lr) == ("adam", 3e-4, "adam", 3e-4)
+    assert (t.batch_size, t.epochs, t.early_stopping.patience) == (128, 10, None)
+
+
+def test_profile_names_resolve_under_params_and_misspellings_are_named(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert profile_path("cifar10") == Path("params/cifar10.yaml")
+    with pytest.raises(ParamsError, match="no profile named 'cifar1'. Did you mean 'cifar10'"):
+        profile_path("cifar1")
 
 
 def test_misspelt_key_is_named_with_a_suggestion():
@@ -86,12 +111,12 @@ def test_every_error_is_reported_at_once():
 def test_apply_keeps_comments_and_validates(tmp_path):
     target = tmp_path / "params.yaml"
     target.write_text((REPO / "params.yaml").read_text())
-    apply_overrides(REPO / "params.offline.yaml", target)
+    apply_overrides(REPO / "params/cifar10.yaml", target)
     text = target.read_text()
-    assert "# cifar10 | cifar100" in text
+    assert "# shapes | cifar10 | cifar100" in text
     params = load_params(target)
-    assert params.dataset.name == "shapes" and params.backbone.pretrained == "data/pretrained/shapes-clip.pt"
-    assert yaml.safe_load(text)["dataset"]["class_names_file"] is None
+    assert params.dataset.name == "cifar10" and params.backbone.model == "ViT-L-14"
+    assert yaml.safe_load(text)["dataset"]["class_names_file"] is None and params.concepts.file is None
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("backbone:\n  batch_sise: 3\n")
@@ -104,9 +129,9 @@ def test_apply_keeps_comments_and_validates(tmp_path):
 def test_cli_check_reports_one_clear_line(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("dataset:\n  nmae: shapes\n")
-    proc = subprocess.run([sys.executable, "-m", "sparse_cbm.params", "check", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "sparse_cbm.cli", "params", "check", str(bad)],
                           capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 2 and proc.stderr.startswith("sparse-cbm params: error:")
     assert "unknown key 'dataset.nmae'" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparse_cbm.rows import NpyRows
+from sparse_cbm.storage.rows import NpyRows
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 import open_clip
 import torch
 
-from sparse_cbm.backbone import file_sha256, load_backbone
+from sparse_cbm.clip.backbone import file_sha256, load_backbone
 from sparse_cbm.datasets import load_dataset
-from sparse_cbm.shapes_clip import DEFAULT_MODEL, DEFAULT_OUT, preprocess_all, save_checkpoint, train, zero_shot
+from sparse_cbm.cli.shapes_clip import DEFAULT_MODEL, DEFAULT_OUT, preprocess_all, save_checkpoint, train, zero_shot
 from tests.conftest import REPO
 
-# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm.shapes_clip` (see README).
+# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm.cli.shapes_clip` (see README).
 CHECKPOINT_SHA256 = "78f26e93e4909863887bdf1048236cb42650cc29eeeab5291e3e60be69d84fee"
 
 

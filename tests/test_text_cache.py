@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.text_cache import concept_list_sha256, read_text_cache, write_text_cache
+from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache, write_text_cache
 
 CLASSES = ["red circle", "blue square"]
 CONCEPTS = ["red", "circle", "stripes"]

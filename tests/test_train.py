@@ -1,16 +1,15 @@
 """Training on the planted-concept simulator: isolation of gradients, determinism, and that
 every objective learns."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from sparse_cbm.model import ConceptBottleneck
+from sparse_cbm.bottleneck.config import TrainParams, resolve_ce_to_cbl
+from sparse_cbm.bottleneck.model import ConceptBottleneck
+from sparse_cbm.bottleneck.objectives import OBJECTIVES, get_objective
+from sparse_cbm.bottleneck.train import batch_losses, evaluate_split, train_bottleneck
 from sparse_cbm.simulate import planted_world
-from sparse_cbm.train import (OptimizerConfig, TrainConfig, batch_losses, evaluate_split, resolve_ce_to_cbl,
-                              train_bottleneck)
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +18,24 @@ def world():
     return w, w.split(2000, 1), w.split(500, 2), w.split(500, 3)
 
 
-def config(loss, **kw):
-    base = dict(loss=loss, epochs=10, batch_size=64, ce_to_cbl=resolve_ce_to_cbl(loss, "auto"),
-                cbl=OptimizerConfig(lr=1e-3), fc=OptimizerConfig(lr=1e-2))
-    base.update(kw)
-    return TrainConfig(**base)
+def params(**kw) -> TrainParams:
+    base = {"epochs": 10, "batch_size": 64, "cbl": {"lr": 1e-3}, "fc": {"lr": 1e-2}}
+    for key, value in kw.items():
+        if isinstance(value, dict):
+            base[key] = {**base.get(key, {}), **value}
+        else:
+            base[key] = value
+    return TrainParams.model_validate(base)
 
 
-def cbl_grad(model, x, y, cfg, with_ce):
+def fit(world, loss, **kw):
+    w, train, val, _ = world
+    return train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss=loss, params=params(**kw))
+
+
+def cbl_grad(model, x, y, loss, p, with_ce):
     model.zero_grad()
-    cbl_loss, ce, _ = batch_losses(model, x, y, cfg, 0.5, torch.Generator().manual_seed(0))
+    cbl_loss, ce, _ = batch_losses(model, x, y, loss, p, 0.5, torch.Generator().manual_seed(0))
     (cbl_loss + ce if with_ce else cbl_loss).backward()
     return model.cbl.weight.grad.clone()
 
@@ -39,10 +46,10 @@ def test_ce_reaches_w_cbl_only_when_asked(world, loss):
     torch.manual_seed(0)
     model = ConceptBottleneck(w.concept_text, 10, 100.0)
     x, y = torch.from_numpy(x[:32]), torch.from_numpy(y[:32])
-    off = config(loss, ce_to_cbl=False)
-    assert torch.equal(cbl_grad(model, x, y, off, True), cbl_grad(model, x, y, off, False))
-    on = config(loss, ce_to_cbl=True)
-    assert not torch.allclose(cbl_grad(model, x, y, on, True), cbl_grad(model, x, y, on, False))
+    off = params(ce_to_cbl=False)
+    assert torch.equal(cbl_grad(model, x, y, loss, off, True), cbl_grad(model, x, y, loss, off, False))
+    on = params(ce_to_cbl=True)
+    assert not torch.allclose(cbl_grad(model, x, y, loss, on, True), cbl_grad(model, x, y, loss, on, False))
 
 
 def test_defaults_follow_eq_11_for_l1_only():
@@ -51,25 +58,33 @@ def test_defaults_follow_eq_11_for_l1_only():
     assert resolve_ce_to_cbl("gumbel", True) is True
 
 
+def test_objectives_are_looked_up_by_name_with_a_named_error():
+    assert list(OBJECTIVES)[:3] == ["l1", "contrastive", "gumbel"]
+    with pytest.raises(ValueError, match="unknown loss 'l2'; use one of: l1, contrastive, gumbel"):
+        get_objective("l2")
+
+
 def test_same_seed_same_weights(world):
     w, train, val, _ = world
-    cfg = config("gumbel", epochs=2)
-    a = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], cfg)
-    b = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], cfg)
-    c = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], dataclasses.replace(cfg, seed=1))
+    p = params(epochs=2)
+    a = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss="gumbel", params=p)
+    b = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss="gumbel", params=p)
+    c = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss="gumbel", params=p, seed=1)
     for key, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[key])
     assert not torch.equal(a.model.cbl.weight, c.model.cbl.weight)
-    assert a.steps == b.steps and a.steps[-1]["tau"] == pytest.approx(cfg.tau_end)
+    assert a.steps == b.steps and a.steps[-1]["tau"] == pytest.approx(p.gumbel.tau_end)
 
 
-def test_early_stopping_keeps_the_best_epoch(world):
-    w, train, val, _ = world
-    result = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2],
-                              config("contrastive", epochs=30, early_stopping_patience=1, cbl=OptimizerConfig(lr=0.05)))
+def test_early_stopping_keeps_the_best_epoch_or_the_final_one(world):
+    _, _, val, _ = world
+    result = fit(world, "contrastive", epochs=30, early_stopping={"patience": 1}, cbl={"lr": 0.05})
     val_top1 = [e["val_top1"] for e in result.epochs]
-    assert len(val_top1) < 30 and result.best_epoch == int(np.argmax(val_top1)) + 1
+    assert len(val_top1) < 30 and result.kept_epoch == int(np.argmax(val_top1)) + 1
     assert evaluate_split(result.model, *val[:2])["top1"] == pytest.approx(max(val_top1))
+    final = fit(world, "contrastive", epochs=3, keep="final", cbl={"lr": 0.05})
+    assert final.kept_epoch == 3
+    assert evaluate_split(final.model, *val[:2])["top1"] == pytest.approx(final.epochs[-1]["val_top1"])
 
 
 def test_every_objective_learns_the_planted_concepts(world):
@@ -77,12 +92,11 @@ def test_every_objective_learns_the_planted_concepts(world):
 
     On this simulator l1 gives clearly sparser activations than contrastive; the Gumbel
     objectives do not (README, "Training": measured numbers), so that is not asserted."""
-    w, train, val, test = world
+    _, _, _, test = world
     results = {}
-    for name, cfg in {"l1": config("l1"), "contrastive": config("contrastive"), "gumbel": config("gumbel"),
-                      "gumbel_released": config("gumbel", gumbel_objective="released")}.items():
-        model = train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], cfg).model
-        results[name] = evaluate_split(model, *test[:2])
+    for name, (loss, kw) in {"l1": ("l1", {}), "contrastive": ("contrastive", {}), "gumbel": ("gumbel", {}),
+                             "gumbel_released": ("gumbel", {"gumbel": {"objective": "released"}})}.items():
+        results[name] = evaluate_split(fit(world, loss, **kw).model, *test[:2])
     for name, m in results.items():
         assert m["top1"] > 0.5, (name, m)
     dense = results["contrastive"]["concepts_for_90pct_mass"]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sparse_cbm.simulate import planted_world
-from sparse_cbm.zero_shot import (class_text_embeddings, classify_by_descriptions, description_scores,
+from sparse_cbm.classifiers.descriptions import classify_by_descriptions, description_scores
+from sparse_cbm.classifiers.zero_shot import (class_text_embeddings,
                                   zero_shot_predict, zero_shot_scores)
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import requests
 from tqdm import tqdm
 
-from sparse_cbm.atomic import atomic_directory
+from sparse_cbm.runtime.atomic import atomic_directory
 from sparse_cbm.concepts.http import HttpFailure, ResponseCache, RetryPolicy, open_stream, request_json
 from sparse_cbm.concepts.text import lookup_terms, normalize_concept
 from sparse_cbm.errors import ConceptSourceError

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 import requests
 
-from sparse_cbm.atomic import atomic_write_json, dumps_json
+from sparse_cbm.runtime.atomic import atomic_write_json, dumps_json
 
 log = logging.getLogger(__name__)
 

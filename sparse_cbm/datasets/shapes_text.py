@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sparse_cbm.atomic import atomic_write_text
+from sparse_cbm.runtime.atomic import atomic_write_text
 from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, class_name, class_table
 
 ATTRIBUTES = ("colour", "shape", "texture", "background", "size")

@@ -10,10 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-METHOD_LABELS = {"cbm": "CBM", "cms": "Concept Matrix Search", "zero_shot": "zero-shot CLIP",
-                 "descriptions": "classification by descriptions", "linear_probe": "linear probe"}
-
-
 def number(value: Any) -> str:
     if value is None:
         return "–"
@@ -39,12 +35,8 @@ class Page:
 
 
 def method_label(method: str, metrics: Dict[str, Any]) -> str:
-    if method != "cbm":
-        return METHOD_LABELS[method]
-    loss = metrics.get("loss", "?")
-    if loss == "gumbel":
-        loss += f", {metrics.get('gumbel_objective') or 'paper'} objective"
-    return f"CBM ({loss})"
+    """The evaluate stage's name for a method (``metrics["methods"]``), the key itself otherwise."""
+    return metrics.get("methods", {}).get(method, method)
 
 
 def headline_table(metrics: Dict[str, Any], split: str = "test") -> List[List[Any]]:

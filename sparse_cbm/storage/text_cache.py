@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
-from sparse_cbm.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.backbone import Backbone, file_sha256
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.clip.backbone import Backbone, file_sha256
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.manifest import MANIFEST, read_manifest
+from sparse_cbm.storage.manifest import MANIFEST, read_manifest
 
 FORMAT_VERSION = 1
 FILES = ("concepts.txt", "concepts.npy", "class_prompts.npy", "class_prompts.parquet", "descriptions.npy",

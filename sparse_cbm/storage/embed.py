@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from sparse_cbm.atomic import atomic_write_json
-from sparse_cbm.backbone import Backbone
+from sparse_cbm.runtime.atomic import atomic_write_json
+from sparse_cbm.clip.backbone import Backbone
 from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.errors import CorruptImageError
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from sparse_cbm.rows import NpyRows
+from sparse_cbm.storage.rows import NpyRows
 
 Predictions = Tuple[np.ndarray, Optional[np.ndarray]]  # (top-1 (N,) int64, top-k (N, k) int64 or None)
 

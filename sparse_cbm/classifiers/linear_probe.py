@@ -19,7 +19,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sparse_cbm.batched import Buffers, Predictions, predict_batches, unit_batches
+from sparse_cbm.classifiers.base import Classifier, EvaluationInputs, register
+from sparse_cbm.classifiers.batched import Buffers, Predictions, predict_batches, unit_batches
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +34,30 @@ def unit_matrix(embeddings, batch_size: int = 65536) -> np.ndarray:
 
 
 @dataclass
-class LinearProbe:
+class LinearProbe(Classifier):
     model: LogisticRegression
     C: float
     val_accuracy: Dict[float, float]  # val top-1 for every C of the grid
     iterations: Dict[float, int] = field(default_factory=dict)  # L-BFGS iterations for every C
+    label = "linear probe"
 
-    def _scorer(self):
+    def __post_init__(self):
         coef = torch.as_tensor(self.model.coef_, dtype=torch.float32)
         bias = torch.as_tensor(self.model.intercept_, dtype=torch.float32)
         if coef.shape[0] == 1:  # two classes: one logit for classes_[1], zero for classes_[0]
             coef, bias = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros_like(bias), bias])
-        coef_t, buffers = coef.T.contiguous(), Buffers()
-        return lambda x: buffers.mm("scores", x, coef_t).add_(bias)
+        self._coef_t, self._bias, self._buffers = coef.T.contiguous(), bias, Buffers()
+        self._labels = self.model.classes_.astype(np.int64)
 
-    def predict_topk(self, embeddings, k: int = 5, batch_size: int = 4096) -> Predictions:
+    @torch.inference_mode()
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of the classes seen in train (``model.classes_``, in that order)."""
+        return self._buffers.mm("scores", x, self._coef_t).add_(self._bias)
+
+    def predict(self, embeddings, batch_size: int = 4096, k: int = 5) -> Predictions:
         """(top-1 int64 (N,), top-k int64 (N, min(k, classes seen in train)) or None for k <= 1) labels."""
-        pred, top = predict_batches(embeddings, self._scorer(), batch_size, k)
-        classes = self.model.classes_.astype(np.int64)
-        return classes[pred], None if top is None else classes[top]
-
-    def predict(self, embeddings, batch_size: int = 4096) -> np.ndarray:
-        """Predicted labels, int64 (N,), read ``batch_size`` rows at a time."""
-        return self.predict_topk(embeddings, k=1, batch_size=batch_size)[0]
+        pred, top = predict_batches(embeddings, self.class_scores, batch_size, k)
+        return self._labels[pred], None if top is None else self._labels[top]
 
 
 def fit_linear_probe(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np.ndarray],
@@ -93,7 +95,7 @@ def fit_linear_probe(train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             log.warning("linear probe: C=%g did not converge in %d iterations", c, max_iter)
         probe = LinearProbe(model=model, C=c, val_accuracy=accuracy, iterations=iterations)
-        accuracy[c] = float((probe.predict(val[0]) == y_val).mean()) if len(y_val) else float("nan")
+        accuracy[c] = float((probe.predict(val[0], k=1)[0] == y_val).mean()) if len(y_val) else float("nan")
         iterations[c] = int(np.max(model.n_iter_))
         if best is None or accuracy[c] > accuracy[best.C]:
             best = probe
@@ -112,3 +114,11 @@ class _Rows:
 
     def __getitem__(self, index: slice) -> np.ndarray:
         return np.asarray(self.embeddings[self.keep[index]])
+
+
+@register("linear_probe")
+def build(inputs: EvaluationInputs) -> LinearProbe:
+    options = inputs.options.get("linear_probe", {})
+    probe = fit_linear_probe(inputs.train, inputs.val, seed=inputs.seed, **options)
+    log.info("linear probe: C = %g (val accuracy per C: %s)", probe.C, probe.val_accuracy)
+    return probe

@@ -29,12 +29,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sparse_cbm.batched import Buffers, Predictions, predict_batches, unit_rows
+from sparse_cbm.classifiers.base import Classifier, EvaluationInputs, register
+from sparse_cbm.classifiers.batched import Buffers, Predictions, predict_batches, unit_rows
 
 METHODS = ("factored", "direct")
 
 
-class ConceptMatrixSearch:
+class ConceptMatrixSearch(Classifier):
     """Algorithm 1 prepared once for a concept set and a class set.
 
     ``concept_emb`` (|D|, d) and ``class_emb`` (|C|, d): unnormalised text embeddings
@@ -48,6 +49,8 @@ class ConceptMatrixSearch:
     the T^_m over classes: V_k . t is the same for every class, and the small centred
     rows (made in float64) keep float32's error far below the gaps.
     """
+
+    label = "Concept Matrix Search"
 
     def __init__(self, concept_emb, class_emb):
         concepts = unit_rows(concept_emb).double()  # (|D|, d)
@@ -69,6 +72,11 @@ class ConceptMatrixSearch:
     @property
     def num_classes(self) -> int:
         return self.W.shape[1]
+
+    @torch.inference_mode()
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores that order the classes as cos(V_k, T_m) does (the factored form)."""
+        return x @ self.W
 
     def concept_scores(self, x: torch.Tensor) -> torch.Tensor:
         """V for a batch of unit image rows: cos(image, concept), (B, |D|)."""
@@ -114,3 +122,8 @@ def concept_matrix_search(image_emb, concept_emb, class_emb, batch_size: int = 4
     read ``batch_size`` rows at a time. ``method``: ``factored`` or ``direct`` (same result,
     see the module docstring)."""
     return ConceptMatrixSearch(concept_emb, class_emb).predict(image_emb, batch_size, k=1, method=method)[0]
+
+
+@register("cms")
+def build(inputs: EvaluationInputs) -> ConceptMatrixSearch:
+    return ConceptMatrixSearch(inputs.concept_embeddings, inputs.class_embeddings)

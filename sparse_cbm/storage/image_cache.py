@@ -28,13 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
-from sparse_cbm.atomic import atomic_directory, atomic_write_json, dumps_json
-from sparse_cbm.backbone import Backbone, file_sha256
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
+from sparse_cbm.clip.backbone import Backbone, file_sha256
 from sparse_cbm.datasets.base import SPLITS, DatasetSplits
-from sparse_cbm.embed import PartialSplit, embed_split, preallocate_npy
+from sparse_cbm.storage.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.rows import NpyRows
-from sparse_cbm.manifest import MANIFEST, read_manifest
+from sparse_cbm.storage.rows import NpyRows
+from sparse_cbm.storage.manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 

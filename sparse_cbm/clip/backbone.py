@@ -7,7 +7,7 @@
 Importing this module registers ``sparse-cbm-tiny``, a small open_clip
 architecture (width 64, 2 layers, 64 px input) that runs the whole pipeline on
 a CPU in seconds, and ``sparse-cbm-shapes`` (a small ResNet image tower), the
-architecture of the CLIP that ``python -m sparse_cbm.shapes_clip`` trains on shapes.
+architecture of the CLIP that ``python -m sparse_cbm.cli.shapes_clip`` trains on shapes.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ import torch
 from PIL import Image
 
 from sparse_cbm.errors import BackboneError
+from sparse_cbm.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 TINY_MODEL = "sparse-cbm-tiny"
 RANDOM_WEIGHTS = "none"
+PRECISIONS = ("auto", "fp32", "amp")  # auto: mixed precision on CUDA, fp32 elsewhere
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 if TINY_MODEL not in open_clip.list_models():
     open_clip.add_model_config(_CONFIG_DIR)
@@ -74,16 +76,6 @@ def backbone_identity(model: str, pretrained: str) -> Dict[str, Any]:
 def describe_transform(transform: Callable) -> str:
     """A stable text description of a preprocessing pipeline (memory addresses removed)."""
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise BackboneError(f"backbone.device is {spec!r} but no CUDA device is available; use 'auto' or 'cpu'.")
-    if spec == "mps" and not torch.backends.mps.is_available():
-        raise BackboneError("backbone.device is 'mps' but MPS is not available; use 'auto' or 'cpu'.")
-    return torch.device(spec)
 
 
 @dataclass
@@ -197,6 +189,9 @@ def _check_model_name(model: str) -> None:
 
 def load_backbone(model: str, pretrained: str, device: str = "auto", precision: str = "auto") -> Backbone:
     """Build the CLIP model and its eval preprocessing, in eval mode on ``device``."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"backbone.precision {precision!r} is not one of {', '.join(PRECISIONS)} (auto: mixed "
+                            f"precision on CUDA, fp32 elsewhere; amp: mixed precision, CUDA only).")
     torch_device = resolve_device(device)
     if precision == "amp" and torch_device.type != "cuda":
         raise BackboneError("backbone.precision 'amp' needs a CUDA device; use 'auto' or 'fp32' on the CPU.")

@@ -1,0 +1,68 @@
+"""The CBL's objectives, looked up by name (the top-level param ``loss``).
+
+Each objective is one module of this package that registers an ``Objective``: a
+function of a batch's ``BottleneckOutput`` and the step's context (the model, the
+training params, the Gumbel temperature, the random generator) that returns the
+CBL's own loss. The trainer adds the cross-entropy of the logits. Adding an
+objective is adding a module and its import line below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, NamedTuple
+
+import torch
+
+from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck
+
+if TYPE_CHECKING:
+    from sparse_cbm.bottleneck.config import TrainParams
+
+
+class StepContext(NamedTuple):
+    model: ConceptBottleneck
+    params: "TrainParams"
+    tau: float  # Gumbel temperature at this step (unused by the other objectives)
+    generator: torch.Generator
+
+
+LossFn = Callable[[BottleneckOutput, StepContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    loss: LossFn
+    ce_to_cbl: bool  # with train.ce_to_cbl: auto, does the cross-entropy's gradient reach W_CBL?
+    summary: str  # one line for the README and the report
+
+    def label(self, params: "TrainParams") -> str:
+        """How the report names the objective: the loss, and the Gumbel form where it has one."""
+        if self.name == "gumbel":
+            return f"gumbel, {params.gumbel.objective} objective"
+        return self.name
+
+
+OBJECTIVES: Dict[str, Objective] = {}
+
+
+def register(name: str, *, ce_to_cbl: bool, summary: str) -> Callable[[LossFn], LossFn]:
+    def add(fn: LossFn) -> LossFn:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = Objective(name, fn, ce_to_cbl, summary)
+        return fn
+    return add
+
+
+def get_objective(name: str) -> Objective:
+    """The objective called ``name``; a ValueError naming the known ones otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; use one of: {', '.join(OBJECTIVES)}") from None
+
+
+# the order here is the order of the README and of `loss` choices
+from sparse_cbm.bottleneck.objectives import l1, contrastive, gumbel  # noqa: E402,F401

@@ -1,0 +1,18 @@
+"""l1: cross-entropy plus a sparsity penalty on the CBL's weights (the paper's eq. 11)."""
+
+from __future__ import annotations
+
+import torch
+
+from sparse_cbm.bottleneck.objectives import register
+
+
+def l1_penalty(weight: torch.Tensor, lam: float) -> torch.Tensor:
+    """lambda / |D| * ||W_CBL||_1 (eq. 11): |D| is the number of rows of the CBL weight."""
+    return lam / weight.shape[0] * weight.abs().sum()
+
+
+@register("l1", ce_to_cbl=True, summary="CE + λ/|D|·‖W_CBL‖₁ (eq. 11); the cross-entropy must reach W_CBL, "
+                                        "or the penalty alone drives it to zero")
+def l1_objective(out, ctx) -> torch.Tensor:
+    return l1_penalty(ctx.model.cbl.weight, ctx.params.l1_lambda)

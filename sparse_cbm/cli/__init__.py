@@ -1,0 +1,2 @@
+"""The ``sparse-cbm`` command: applications built on the library (profiles, the
+reproducibility check, training the shapes CLIP)."""

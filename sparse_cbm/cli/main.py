@@ -1,0 +1,77 @@
+"""``sparse-cbm``: one command line for the applications around the pipeline.
+
+    sparse-cbm params check [params.yaml]          validate without running anything
+    sparse-cbm params apply cifar10 [released]     merge profiles from params/ into params.yaml
+    sparse-cbm verify                              rerun the pipeline in a clean checkout, compare with dvc.lock
+    sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
+
+(``python -m sparse_cbm.cli`` is the same command.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from sparse_cbm.errors import SparseCbmError
+
+
+def _params(args: argparse.Namespace) -> int:
+    from sparse_cbm.params import apply_overrides, load_params, profile_path
+
+    if args.action == "check":
+        load_params(args.path)
+        print(f"{args.path}: ok")
+        return 0
+    for profile in args.profiles:
+        path = profile_path(profile)
+        apply_overrides(path, args.to)
+        print(f"applied {path} to {args.to}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from sparse_cbm.cli.verify import verify
+
+    return verify(in_place=args.in_place, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparse-cbm", description=__doc__.split("\n\n")[0].strip("`"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    params = sub.add_parser("params", help="validate params.yaml or apply profiles to it")
+    actions = params.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="validate a params file")
+    check.add_argument("path", nargs="?", default="params.yaml")
+    apply = actions.add_parser("apply", help="merge profiles (names under params/ or YAML paths) into params.yaml, "
+                                             "keeping its comments; `git checkout params.yaml` undoes it")
+    apply.add_argument("profiles", nargs="+", metavar="PROFILE")
+    apply.add_argument("--to", default="params.yaml")
+    params.set_defaults(run=_params)
+    verify = sub.add_parser("verify", help="rerun the pipeline in a clean checkout of HEAD and say, stage by "
+                                           "stage, whether every output reproduces the committed dvc.lock")
+    verify.add_argument("--in-place", action="store_true",
+                        help="run in this checkout (which must be clean) instead of a temporary clone")
+    verify.add_argument("--keep", action="store_true", help="keep the temporary clone and print its path")
+    verify.set_defaults(run=_verify)
+    shapes = sub.add_parser("train-shapes-clip", add_help=False,
+                            help="rebuild the small CLIP of the shapes world (--help for its options)")
+    shapes.set_defaults(run=None)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train-shapes-clip"]:
+        from sparse_cbm.cli.shapes_clip import main as shapes_main
+
+        shapes_main(argv[1:])
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SparseCbmError as exc:
+        print(f"sparse-cbm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
