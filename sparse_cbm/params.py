@@ -28,8 +28,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sparse_cbm.bottleneck.config import LOSSES, TrainParams
-from sparse_cbm.clip.backbone import PRECISIONS
-from sparse_cbm.concepts.llm import PAPER_PROMPTS
+from sparse_cbm.clip import PRECISIONS
+from sparse_cbm.concepts import PAPER_PROMPTS
 from sparse_cbm.datasets import DATASETS
 from sparse_cbm.errors import ParamsError
 from sparse_cbm.runtime.atomic import atomic_write_text

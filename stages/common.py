@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from sparse_cbm.clip.backbone import Backbone, load_backbone
 from sparse_cbm.datasets import DatasetSplits, load_dataset
 from sparse_cbm.params import Params
+
+if TYPE_CHECKING:
+    from sparse_cbm.clip.backbone import Backbone
 
 
 def dataset_from(params: Params) -> DatasetSplits:
@@ -18,9 +20,14 @@ def dataset_from(params: Params) -> DatasetSplits:
         shapes_class_attributes=data.shapes.class_attributes)
 
 
-def backbone_from(params: Params) -> Backbone:
+def backbone_from(params: Params) -> "Backbone":
     """The CLIP backbone; seeding first fixes the weights when backbone.pretrained is 'none',
-    so every stage that builds it gets the same model."""
+    so every stage that builds it gets the same model. (Imported here, not at the top: the
+    stages that only need the dataset do not read the backbone's code.)"""
+    import torch
+
+    from sparse_cbm.clip.backbone import load_backbone
+
     bb = params.backbone
     torch.manual_seed(params.seed)
     return load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -29,25 +28,18 @@ import open_clip
 import torch
 from PIL import Image
 
+from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.errors import BackboneError
+from sparse_cbm.storage.manifest import file_sha256  # noqa: F401  (re-exported)
 from sparse_cbm.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 TINY_MODEL = "sparse-cbm-tiny"
 RANDOM_WEIGHTS = "none"
-PRECISIONS = ("auto", "fp32", "amp")  # auto: mixed precision on CUDA, fp32 elsewhere
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 if TINY_MODEL not in open_clip.list_models():
     open_clip.add_model_config(_CONFIG_DIR)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _looks_like_path(value: str) -> bool:

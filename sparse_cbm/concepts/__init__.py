@@ -1,1 +1,8 @@
 """Concept sources (ConceptNet, an LLM, a file) and the concept table they fill."""
+
+# the paper's three prompts for an LLM ({label} is the class name): the default of concepts.llm.prompts
+PAPER_PROMPTS = {
+    "features": "List the most important features for recognizing something as a {label}. Write them one by one.",
+    "around": "List the things most commonly seen around a {label}. Write them one by one.",
+    "generalization": "Give a generalization for the word {label}. Answer with a single sentence.",
+}

@@ -17,17 +17,13 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import requests
 from tqdm import tqdm
 
+from sparse_cbm.concepts import PAPER_PROMPTS  # noqa: F401  (re-exported)
 from sparse_cbm.concepts.http import HttpFailure, ResponseCache, RetryPolicy, request_json
 from sparse_cbm.concepts.text import normalize_concept
 from sparse_cbm.errors import ConceptSourceError
 
 log = logging.getLogger(__name__)
 
-PAPER_PROMPTS = {
-    "features": "List the most important features for recognizing something as a {label}. Write them one by one.",
-    "around": "List the things most commonly seen around a {label}. Write them one by one.",
-    "generalization": "Give a generalization for the word {label}. Answer with a single sentence.",
-}
 FALLBACK = "Use concepts.source: conceptnet or file, or fix concepts.llm.base_url / model."
 
 _MARKER = re.compile(r"^\s*(?:[-*•·–—+>]|\(?\d{1,3}[.)\]:]|\(?[a-zA-Z][.)](?=\s))\s*")

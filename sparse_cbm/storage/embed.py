@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
 import torch
@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sparse_cbm.runtime.atomic import atomic_write_json
-from sparse_cbm.clip.backbone import Backbone
 from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.errors import CorruptImageError
+
+if TYPE_CHECKING:
+    from sparse_cbm.clip.backbone import Backbone
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -29,12 +29,14 @@ import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
-from sparse_cbm.clip.backbone import Backbone, file_sha256
 from sparse_cbm.datasets.base import SPLITS, DatasetSplits
 from sparse_cbm.storage.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.storage.rows import NpyRows
-from sparse_cbm.storage.manifest import MANIFEST, read_manifest
+from sparse_cbm.storage.manifest import MANIFEST, file_sha256, read_manifest
+
+if TYPE_CHECKING:
+    from sparse_cbm.clip.backbone import Backbone
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -9,6 +10,14 @@ from typing import Any, Dict, Optional
 from sparse_cbm.errors import CacheMismatchError
 
 MANIFEST = "manifest.json"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def describe_backbone(identity: Dict[str, Any]) -> str:

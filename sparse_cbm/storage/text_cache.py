@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.clip.backbone import Backbone, file_sha256
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.storage.manifest import MANIFEST, read_manifest
+from sparse_cbm.storage.manifest import MANIFEST, file_sha256, read_manifest
+
+if TYPE_CHECKING:
+    from sparse_cbm.clip.backbone import Backbone
 
 FORMAT_VERSION = 1
 FILES = ("concepts.txt", "concepts.npy", "class_prompts.npy", "class_prompts.parquet", "descriptions.npy",
