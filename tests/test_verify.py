@@ -1,0 +1,307 @@
+"""`sparse-cbm verify`: the comparison on synthetic locks (fast), then the command on a real
+committed project (marker `pipeline`: one full `dvc repro` to set it up, one in verify's clone)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparse_cbm.cli.verify import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
+                                   compare_locks, compare_metrics, summary, table, tolerances)
+from tests.conftest import REPO
+
+METRICS = {"test": {"cbm": {"top1": 0.9375, "top5": 1.0}}, "loss": "l1", "concepts": 28}
+
+
+def lock(**stages):
+    """{stage: {path: md5}} -> a dvc.lock dict."""
+    return {"schema": "2.0", "stages": {
+        name: {"cmd": f"python -m stages.{name}",
+               "outs": [{"path": p, "hash": "md5", "md5": m, "size": 1} for p, m in sorted(outs.items())]}
+        for name, outs in stages.items()}}
+
+
+def reader(files):
+    return lambda path: None if files.get(path) is None else json.dumps(files[path])
+
+
+def metrics_with(top1):
+    m = json.loads(json.dumps(METRICS))
+    m["test"]["cbm"]["top1"] = top1
+    return m
+
+
+COMMITTED = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "b.dir", "metrics/train.json": "c"})
+TOL = {"train": Tolerance(("metrics/train.json",), 0.01)}
+
+
+def compare(new, committed=COMMITTED, tol=TOL, old_metrics=METRICS, new_metrics=METRICS):
+    return compare_locks(committed, new, tol, reader({"metrics/train.json": old_metrics}),
+                         reader({"metrics/train.json": new_metrics}))
+
+
+def by_output(rows):
+    return {r.output: r for r in rows}
+
+
+def test_equal_hashes_reproduce():
+    rows = compare(COMMITTED)
+    assert [(r.stage, r.output, r.status) for r in rows] == [
+        ("concepts", "data/concepts", REPRODUCED), ("train", "data/model", REPRODUCED),
+        ("train", "metrics/train.json", REPRODUCED)]
+    assert summary(rows) == "3 outputs reproduced exactly, 0 within tolerance, 0 failed"
+
+
+def test_a_differing_output_without_tolerance_fails_naming_the_stage():
+    rows = compare(lock(concepts={"data/concepts": "x.dir"}, train={"data/model": "b.dir", "metrics/train.json": "c"}))
+    row = by_output(rows)["data/concepts"]
+    assert row.failed and row.stage == "concepts" and "no meta.reproduce tolerance" in row.detail
+    assert summary(rows).endswith("1 failed: data/concepts (concepts)")
+    assert re.search(r"^concepts\s+data/concepts\s+FAILED \(hash differs", table(rows), re.M)
+
+
+def test_a_differing_output_with_tolerance_is_judged_by_its_metrics():
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "other"})
+    within = by_output(compare(new, new_metrics=metrics_with(0.9400)))
+    assert within["data/model"].status == within["metrics/train.json"].status == WITHIN
+    assert within["data/model"].detail == "compared by metrics/train.json, atol 0.01, largest difference 0.0025"
+    rows = compare(new, new_metrics=metrics_with(0.9))
+    beyond = by_output(rows)["data/model"]
+    assert beyond.failed and beyond.stage == "train"
+    assert "metrics/train.json: test.cbm.top1: 0.9375 committed, 0.9 now" in beyond.detail
+    assert "2 failed: data/model (train), metrics/train.json (train)" in summary(rows)
+
+
+def test_the_summary_lists_the_outputs_compared_by_their_metrics():
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
+    rows = compare(new, new_metrics=metrics_with(0.9376))
+    assert summary(rows) == ("2 outputs reproduced exactly, 1 within tolerance "
+                             "(compared by their metrics: data/model (train)), 0 failed")
+    assert "within tolerance (compared by metrics/train.json, atol 0.01" in table(rows)
+
+
+@pytest.mark.parametrize("new_metrics, expected", [
+    ({**METRICS, "loss": "gumbel"}, "loss: 'l1' committed, 'gumbel' now"),
+    ({**METRICS, "extra": 1}, "extra not in the committed file"),
+    ({k: v for k, v in METRICS.items() if k != "concepts"}, "concepts missing from the new run"),
+    (None, "metrics/train.json: no new version"),
+    ({**METRICS, "concepts": float("nan")}, "concepts: 28 committed, nan now"),
+])
+def test_tolerance_needs_equal_keys_and_non_numeric_values(new_metrics, expected):
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
+    row = by_output(compare(new, new_metrics=new_metrics))["data/model"]
+    assert row.failed and expected in row.detail
+
+
+def test_compare_metrics_nan_equals_nan_and_reports_the_largest_difference():
+    assert compare_metrics({"a": float("nan"), "b": [1, 2.0]}, {"a": float("nan"), "b": [1, 2.5]}, 1.0) == (0.5, [])
+    assert compare_metrics({"a": True}, {"a": 1}, 1.0)[1] == ["a: True committed, 1 now"]
+
+
+def test_stages_missing_from_either_lock_fail():
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "b.dir", "metrics/train.json": "c"},
+               extra={"extra.txt": "d"})
+    rows = compare(new)
+    assert [(r.stage, r.status) for r in rows if r.failed] == [("extra", FAILED)]
+    assert "missing from the committed dvc.lock" in rows[-1].detail
+    rows = compare(lock(concepts={"data/concepts": "a.dir"}))
+    assert [(r.stage, r.failed) for r in rows] == [("concepts", False), ("train", True)]
+
+
+def test_tolerances_are_read_from_the_meta_of_dvc_yaml():
+    declared = tolerances(yaml.safe_load((REPO / "dvc.yaml").read_text()))
+    assert "concepts" not in declared
+    assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"), 0.01)
+    assert {s: t.metrics for s, t in declared.items() if s != "train"} == {
+        s: ("metrics/evaluate.json",) for s in ("embed_images", "filter", "embed_text", "evaluate", "report")}
+    assert tolerances({"stages": {"s": {"do": {"meta": {"reproduce": {"metrics": "m.json", "atol": 0}}}}}}) == {
+        "s": Tolerance(("m.json",), 0.0)}
+    for bad in ({"metrics": [], "atol": 0.1}, {"metrics": ["m.json"], "atol": -1}, {"metrics": ["m.json"]},
+                {"metrics": ["m.json"], "atol": 0.1, "rtol": 0.1}):
+        with pytest.raises(VerifyError, match="stage s: meta.reproduce"):
+            tolerances({"stages": {"s": {"meta": {"reproduce": bad}}}})
+
+
+# `dvc status --json` of a fresh clone (DVC 3.67): every cached output "not in cache", every
+# dependency made by another stage "deleted"
+FRESH = {
+    "concepts": [{"changed outs": {"data/concepts": "not in cache"}}],
+    "train": [{"changed deps": {"data/filtered/concepts.txt": "deleted"}},
+              {"changed outs": {"data/model": "not in cache"}}],
+    "evaluate": [{"changed deps": {"data/model": "deleted"}}, {"changed outs": {"data/evaluation": "not in cache"}}],
+}
+STATUS_LOCK = {"stages": {
+    "concepts": {"outs": [{"path": "data/concepts", "md5": "a"}]},
+    "filter": {"outs": [{"path": "data/filtered", "md5": "f"}]},
+    "train": {"outs": [{"path": "data/model", "md5": "b"}, {"path": "metrics/train.json", "md5": "c"}],
+              "params": {"params.yaml": {"seed": 0, "train": {"epochs": 20, "fc": {"lr": 0.01}}}}},
+    "evaluate": {"outs": [{"path": "data/evaluation", "md5": "e"}, {"path": "metrics/evaluate.json", "md5": "m"}]},
+    "report": {"outs": [{"path": "reports", "md5": "r"}]},
+}}
+STAGES = ["concepts", "filter", "train", "evaluate", "report"]
+PARAMS_NOW = {"seed": 0, "train": {"epochs": 3, "fc": {"lr": 0.01}}}
+
+
+def status_rows(status, stages=STAGES):
+    return check_status(status, stages, STATUS_LOCK, lambda p: p.startswith("metrics/"), lambda f: PARAMS_NOW)
+
+
+def test_a_fresh_clone_of_a_current_lock_passes_the_status_check():
+    assert status_rows(FRESH) == []
+    assert status_rows({"concepts": ["always changed"]}) == []
+
+
+def test_a_param_changed_without_rerunning_names_the_stage_and_the_param():
+    status = {**FRESH, "train": [{"changed deps": {"data/model": "deleted", "params.yaml": {"train": "modified"}}}],
+              "report": [{"changed deps": {"params.yaml": "modified", "metrics/evaluate.json": "modified"}}]}
+    rows = status_rows(status)
+    assert [(r.stage, r.output) for r in rows] == [("train", "param train.epochs"), ("report", "params.yaml")]
+    assert rows[0].detail == "changed since the committed dvc.lock: 20 in dvc.lock, 3 now"
+    assert rows[1].detail == "dependency modified since the committed dvc.lock"
+
+
+def test_a_new_or_removed_param_is_named_with_its_values():
+    status = {"train": [{"changed deps": {"params.yaml": {"train": "modified", "loss": "new"}}}]}
+    now = {"seed": 0, "loss": "l1", "train": {"epochs": 20, "fc": {}, "keep": "best"}}
+    rows = check_status(status, ["train"], STATUS_LOCK, lambda p: False, lambda f: now)
+    assert [(r.output, r.detail.split(": ", 1)[1]) for r in rows] == [
+        ("param train.fc.lr", "0.01 in dvc.lock, absent now"), ("param train.keep", "absent in dvc.lock, \"best\" now"),
+        ("param loss", "absent in dvc.lock, \"l1\" now")]
+
+
+def test_an_edited_committed_output_a_changed_command_and_a_missing_stage_fail():
+    status = {**FRESH, "evaluate": [{"changed outs": {"data/evaluation": "not in cache",
+                                                      "metrics/evaluate.json": "modified"}}],
+              "concepts": [{"changed deps": {"stages/concepts.py": "modified"}}, "changed command"]}
+    rows = status_rows(status, STAGES + ["extra"])
+    assert [(r.stage, r.output) for r in rows] == [
+        ("concepts", "stages/concepts.py"), ("concepts", "cmd"), ("evaluate", "metrics/evaluate.json"),
+        ("extra", "(all)")]
+    assert "committed output modified" in rows[2].detail and "missing from the committed dvc.lock" in rows[3].detail
+
+
+def test_ci_runs_verify_after_the_readme_test_command():
+    lines = (REPO / ".ci/run").read_text().splitlines()
+    test = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && DVC_NO_ANALYTICS=1 pytest'
+    assert lines[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in lines
+    assert lines.index(test) < lines.index("python -m sparse_cbm.cli verify")
+
+
+def test_the_example_workflow_runs_sparse_cbm_verify():
+    workflow = yaml.safe_load((REPO / ".github/workflows/reproduce.yml").read_text())
+    steps = workflow["jobs"]["verify"]["steps"]
+    assert workflow[True] == {"push": None, "pull_request": None, "workflow_dispatch": None}  # YAML 1.1 reads `on` as True
+    assert steps[0]["uses"].startswith("actions/checkout@") and steps[0]["with"]["fetch-depth"] == 0
+    assert steps[1]["with"]["python-version"] == "3.11"
+    assert [s.get("run") for s in steps[2:]] == ["pip install -e .", "sparse-cbm verify"]
+    assert workflow["jobs"]["verify"]["env"]["DVC_NO_ANALYTICS"] == "1"
+
+
+# ---------------------------------------------------------------- the command on a real project
+
+def _project():
+    from tests.project import copy_project, dvc, run
+
+    return copy_project, dvc, run
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """A project whose dvc.lock, metrics and plots come from its own `dvc repro`, committed."""
+    copy_project, dvc, run = _project()
+    root = copy_project(tmp_path_factory.mktemp("verify"))
+    dvc(["repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "pipeline results", "--allow-empty"], root)
+    return root
+
+
+def verify(root: Path, *args: str):
+    _, _, run = _project()
+    return run([sys.executable, "-m", "sparse_cbm.cli", "verify", *args], root, check=False)
+
+
+def set_epochs(params: Path, epochs: int) -> None:
+    text = params.read_text()
+    params.write_text(text.replace("\n  epochs: 20\n", f"\n  epochs: {epochs}\n"))
+    assert params.read_text() != text
+
+
+def changed_clone(committed: Path, dest: Path, edit) -> Path:
+    """A clone of the committed project with one more commit made by ``edit(root)``, not rerun."""
+    _, _, run = _project()
+    run(["git", "clone", "-q", str(committed), str(dest)], committed.parent)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["git", "config", "user.email", "test@example.invalid"], dest)
+    edit(dest)
+    run(["git", "commit", "-qam", "changed without rerunning"], dest)
+    return dest
+
+
+@pytest.mark.pipeline
+def test_verify_reruns_and_every_output_reproduces(committed):
+    proc = verify(committed)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    outs = [(s, o["path"]) for s, v in yaml.safe_load((committed / "dvc.lock").read_text())["stages"].items()
+            for o in v["outs"]]
+    assert {s for s, _ in outs} == {"concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "report"}
+    for stage, path in outs:
+        assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
+        assert f"  running {stage}\n" in out
+    assert f"{len(outs)} outputs reproduced exactly, 0 within tolerance, 0 failed" in out
+    assert "warning" not in proc.stderr
+    _, _, run = _project()
+    assert run(["git", "status", "--porcelain"], committed).stdout == ""  # it ran in a clone
+
+
+@pytest.mark.pipeline
+def test_a_param_changed_without_rerunning_fails_before_running(committed, tmp_path):
+    def edit(root):
+        params = root / "params.yaml"
+        set_epochs(params, 3)
+
+    root = changed_clone(committed, tmp_path / "p", edit)
+    proc = verify(root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^train\s+param train\.epochs\s+FAILED \(changed since the committed dvc\.lock: "
+                     r"20 in dvc\.lock, 3 now\)$", proc.stdout, re.M), proc.stdout
+    assert "the pipeline was not run" in proc.stdout and "running" not in proc.stdout
+
+
+@pytest.mark.pipeline
+def test_an_edited_committed_result_fails_naming_its_stage(committed, tmp_path):
+    def edit(root):
+        path = root / "metrics/evaluate.json"
+        text = path.read_text()
+        top1 = json.loads(text)["test"]["cbm"]["top1"]
+        path.write_text(text.replace(f'"top1": {top1},', f'"top1": {round(1 - top1 / 2, 4)},', 1))
+        assert path.read_text() != text
+
+    root = changed_clone(committed, tmp_path / "m", edit)
+    proc = verify(root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^evaluate\s+metrics/evaluate\.json\s+FAILED \(committed output modified", proc.stdout, re.M)
+    assert "1 problem in 1 stage (evaluate)" in proc.stdout and "running" not in proc.stdout
+
+
+@pytest.mark.pipeline
+def test_in_place_refuses_a_dirty_checkout_and_a_clone_warns(committed, tmp_path):
+    _, _, run = _project()
+    root = tmp_path / "d"
+    run(["git", "clone", "-q", str(committed), str(root)], tmp_path)
+    (root / "stages/concepts.py").write_text((root / "stages/concepts.py").read_text() + "\n# uncommitted\n")
+    proc = verify(root, "--in-place")
+    assert proc.returncode == 2 and "--in-place needs a clean checkout" in proc.stderr
+    params = root / "params.yaml"
+    set_epochs(params, 3)  # uncommitted: not seen
+    (root / "metrics/evaluate.json").write_text("{}")
+    run(["git", "add", "metrics"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], root)
+    proc = verify(root)
+    assert "has uncommitted changes; they are not verified" in proc.stderr
+    assert proc.returncode == 1 and "param train.epochs" not in proc.stdout
+    assert re.search(r"^evaluate\s+metrics/evaluate\.json\s+FAILED", proc.stdout, re.M)
