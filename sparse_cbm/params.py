@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sparse_cbm.bottleneck.config import LOSSES, TrainParams
 from sparse_cbm.clip import PRECISIONS
-from sparse_cbm.concepts import PAPER_PROMPTS
+from sparse_cbm.concepts import PAPER_PROMPTS, SOURCES as CONCEPT_SOURCES
 from sparse_cbm.datasets import DATASETS
 from sparse_cbm.errors import ParamsError
 from sparse_cbm.runtime.atomic import atomic_write_text
@@ -37,14 +37,16 @@ from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel as _Strict
 
 SHAPES_CLASS_ATTRIBUTES = ("shape", "colour", "texture", "background")
+SHAPES_PRESETS = ("attributes", "easy")
 PROFILES_DIR = Path("params")
 
 
 class ShapesParams(_Strict):
     """The procedural ``shapes`` dataset, made from the top-level seed."""
 
-    n_train: int = Field(480, gt=0)
-    n_test: int = Field(240, gt=0)
+    preset: Literal[SHAPES_PRESETS] = "attributes"  # type: ignore[valid-type]
+    n_train: int = Field(6000, gt=0)
+    n_test: int = Field(2400, gt=0)
     image_size: int = Field(64, ge=16, le=1024)
     class_attributes: List[Literal[SHAPES_CLASS_ATTRIBUTES]] = ["shape", "colour"]  # type: ignore[valid-type]
 
@@ -111,12 +113,17 @@ class HttpParams(_Strict):
     retry_seconds: float = Field(120.0, ge=0)
 
 
+class AttributeSourceParams(_Strict):
+    class_share: float = Field(0.6, gt=0.0, le=1.0)
+
+
 class ConceptsParams(_Strict):
-    source: Literal["conceptnet", "llm", "file"] = "file"
-    file: Optional[str] = "data/concept_files/shapes_concepts.csv"
+    source: Literal[CONCEPT_SOURCES] = "file"  # type: ignore[valid-type]
+    file: Optional[str] = "data/concept_files/shapes_attributes_concepts.csv"
     conceptnet: ConceptNetParams = ConceptNetParams()
     llm: LlmParams = LlmParams()
     http: HttpParams = HttpParams()
+    attributes: AttributeSourceParams = AttributeSourceParams()
 
 
 class PresenceParams(_Strict):
@@ -172,12 +179,30 @@ class LinearProbeParams(_Strict):
         return v
 
 
+class ConceptQualityParams(_Strict):
+    k: int = Field(3, gt=0)
+    intervention_max_k: int = Field(10, ge=5)
+    deletion_steps: int = Field(20, gt=0)
+
+
 class EvaluateParams(_Strict):
     batch_size: int = Field(4096, gt=0)
     explain: ExplainParams = ExplainParams()
-    faithfulness_k: int = Field(3, gt=0)
+    concept_quality: ConceptQualityParams = ConceptQualityParams()
     linear_probe: LinearProbeParams = LinearProbeParams()
     map_images: int = Field(600, ge=0)
+
+
+class CompareParams(_Strict):
+    losses: List[Literal[LOSSES]] = list(LOSSES)  # type: ignore[valid-type]
+    random_control: bool = True
+
+    @field_validator("losses")
+    @classmethod
+    def _non_empty_unique(cls, v: list) -> list:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must be a non-empty list of distinct losses from {list(LOSSES)}")
+        return v
 
 
 class Params(_Strict):
@@ -190,6 +215,7 @@ class Params(_Strict):
     embed_text: EmbedTextParams = EmbedTextParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
 
 
 def default_params() -> dict:

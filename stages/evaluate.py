@@ -1,10 +1,11 @@
-"""Stage evaluate: the trained CBM against the training-free CLIP classifiers, with explanations.
+"""Stage evaluate: the trained CBM against the training-free CLIP classifiers, its explanations, and,
+where the dataset annotates attributes, whether its concepts are true.
 
 Reads the caches, the trained model, ``data/filtered/concepts.txt``, the dataset (for
-thumbnails) and params ``seed``, ``dataset.*``, ``evaluate.*``; writes
-``metrics/evaluate.json`` (for ``dvc metrics``) and ``data/evaluation/``: per-class
-results, the confusion matrix, explanations of sampled test images with thumbnails,
-each class's top-weighted concepts, and a PCA map of the embeddings.
+thumbnails) and params ``seed``, ``dataset.*``, ``evaluate.*``; writes ``metrics/evaluate.json``
+(``dvc metrics``), ``plots/evaluate/`` (intervention and deletion curves, ``dvc plots``) and
+``data/evaluation/``: per-class results, the confusion matrix, per-concept AUROC, explanations of
+sampled test images with thumbnails, each class's top-weighted concepts, a PCA map.
 """
 
 from __future__ import annotations
@@ -20,27 +21,26 @@ from sparse_cbm.bottleneck.checkpoint import load_bottleneck
 from sparse_cbm.bottleneck.sparsity import fraction_below
 from sparse_cbm.bottleneck.train import evaluate_split
 from sparse_cbm.classifiers import EvaluationInputs, build_classifiers
+from sparse_cbm.classifiers.clip_scores import ClipConceptScores
 from sparse_cbm.classifiers.zero_shot import class_text_embeddings
+from sparse_cbm.evaluation.concept_quality import assess_scorers
 from sparse_cbm.evaluation.embedding_map import embedding_map
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
-from sparse_cbm.evaluation.faithfulness import faithfulness
 from sparse_cbm.evaluation.metrics import classification_report
 from sparse_cbm.params import load_params
-from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
 from stages.common import dataset_from
 
 IMAGES, TEXT, MODEL, OUT = "data/image_cache", "data/text_cache", "data/model", "data/evaluation"
-CONCEPTS, METRICS = Path("data/filtered/concepts.txt"), Path("metrics/evaluate.json")
+CONCEPTS, METRICS, PLOTS = Path("data/filtered/concepts.txt"), Path("metrics/evaluate.json"), Path("plots/evaluate")
 SUMMARY = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")
 log = logging.getLogger("stages.evaluate")
 
 
-def main() -> None:
-    params = load_params()
-    e = params.evaluate
+def load_inputs(params):
     splits = {s: read_image_split(IMAGES, s) for s in ("train", "val", "test")}
     backbone = splits["train"].manifest["backbone"]
     for s in ("val", "test"):
@@ -49,18 +49,24 @@ def main() -> None:
     text = read_text_cache(TEXT, expect_backbone=backbone, expect_concepts_sha256=concept_list_sha256(concepts))
     model, config = load_bottleneck(MODEL, expect_concepts_sha256=concept_list_sha256(concepts),
                                     expect_backbone=backbone)
-    classes = config["classes"]
     rows = {s: split.rows() for s, split in splits.items()}
-    class_emb = class_text_embeddings(text.class_prompt_embeddings)
     inputs = EvaluationInputs(
-        concepts=concepts, classes=classes, concept_embeddings=text.concept_embeddings, class_embeddings=class_emb,
+        concepts=concepts, classes=config["classes"], concept_embeddings=text.concept_embeddings,
+        class_embeddings=class_text_embeddings(text.class_prompt_embeddings),
         description_embeddings=text.description_embeddings,
         description_class=text.descriptions["class_index"].to_numpy(np.int64),
         train=(rows["train"], splits["train"].labels), val=(rows["val"], splits["val"].labels),
         bottlenecks={"cbm": (model, f"CBM ({config['objective']})")},
-        options={"linear_probe": e.linear_probe.model_dump()}, seed=params.seed)
-    classifiers = build_classifiers(inputs)
+        options={"linear_probe": params.evaluate.linear_probe.model_dump()}, seed=params.seed)
+    return splits, rows, text, model, config, inputs
 
+
+def main() -> None:
+    params = load_params()
+    e = params.evaluate
+    splits, rows, text, model, config, inputs = load_inputs(params)
+    classes = inputs.classes
+    classifiers = build_classifiers(inputs)
     results, reports = {}, {}
     for s in ("val", "test"):
         reports[s] = {name: classification_report(splits[s].labels, *clf.predict(rows[s], e.batch_size),
@@ -68,42 +74,67 @@ def main() -> None:
                       for name, clf in classifiers.items()}
         results[s] = {name: {k: r[k] for k in SUMMARY} for name, r in reports[s].items()}
     results["test"]["linear_probe"]["C"] = classifiers["linear_probe"].C
-    test = reports["test"]
-    table = pd.DataFrame({"class": classes, "test_images": [r["support"] for r in test["cbm"]["per_class"]],
-                          **{m: [r["accuracy"] for r in rep["per_class"]] for m, rep in test.items()}})
-    missing = [name for name, r in zip(classes, test["cbm"]["per_class"]) if not r["support"]]
+    missing = [name for name, r in zip(classes, reports["test"]["cbm"]["per_class"]) if not r["support"]]
     if missing:
         log.warning("classes with no test images (reported, not scored): %s", ", ".join(missing))
-
     cbm_test = evaluate_split(model, rows["test"], splits["test"].labels, device="cpu")
-    sparsity = {"cbl_concepts_for_90pct_mass": cbm_test["concepts_for_90pct_mass"],
-                "cbl_fraction_below_1pct": cbm_test["fraction_below_1pct"],
-                "fc_fraction_below_1pct": fraction_below(model.fc.weight.detach())}
-    index = splits["test"].index()
     metrics = {"dataset": splits["test"].manifest["dataset"]["name"], "loss": config["loss"],
                "objective": config["objective"], "methods": {name: clf.label for name, clf in classifiers.items()},
-               "num_classes": len(classes), "concepts": len(concepts), "test_images": int(len(splits["test"].labels)),
-               "random_weights": bool(backbone.get("random_weights")), "classes_without_test_images": missing,
-               "val": results["val"], "test": results["test"],
-               "sparsity": {k: round(float(v), 4) for k, v in sparsity.items()}}
-    if "shape" in index.columns:
-        metrics["faithfulness"] = faithfulness(model, rows["test"], index, concepts, e.faithfulness_k)
-    write_outputs(params, model, splits["test"], rows["test"], concepts, classes, class_emb, text, test, table)
+               "num_classes": len(classes), "concepts": len(inputs.concepts),
+               "test_images": int(len(splits["test"].labels)),
+               "random_weights": bool(splits["train"].manifest["backbone"].get("random_weights")),
+               "classes_without_test_images": missing, "val": results["val"], "test": results["test"],
+               "sparsity": {"cbl_concepts_for_90pct_mass": round(cbm_test["concepts_for_90pct_mass"], 4),
+                            "cbl_fraction_below_1pct": round(cbm_test["fraction_below_1pct"], 4),
+                            "fc_fraction_below_1pct": round(fraction_below(model.fc.weight.detach()), 4)}}
+    scorers = {"clip_scores": ClipConceptScores(text.concept_embeddings, inputs.concepts,
+                                                splits["train"].manifest["logit_scale"]),
+               "cbm": classifiers["cbm"]}
+    annotations = splits["test"].annotations()
+    quality = None
+    if annotations is not None:
+        quality = assess_scorers(scorers, rows["test"], splits["test"].labels, annotations,
+                                 splits["test"].attributes, train_embeddings=rows["train"],
+                                 batch_size=e.batch_size, seed=params.seed, k=e.concept_quality.k,
+                                 max_k=e.concept_quality.intervention_max_k,
+                                 deletion_steps=e.concept_quality.deletion_steps)
+        metrics["concept_quality"] = {"models": {n: s.label for n, s in scorers.items()}, **quality["summary"]}
+    write_plots(quality)
+    write_outputs(params, scorers, splits["test"], rows["test"], inputs, reports["test"], quality)
     atomic_write_json(METRICS, metrics)
     log.info("test top-1: %s", ", ".join(f"{m} {r['top1']:.4f}" for m, r in results["test"].items()))
 
 
-def write_outputs(params, model, test_split, test_rows, concepts, classes, class_emb, text, test, table) -> None:
-    """data/evaluation/: per-class table, confusion, explanations with thumbnails, class concepts, PCA map."""
-    e = params.evaluate
+def write_plots(quality) -> None:
+    """The intervention and deletion curves (DVC plots); only their x column without annotations."""
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    for name, x in (("intervention", "k"), ("deletion", "step")):
+        frame = None if quality is None else quality[name]
+        frame = pd.DataFrame({x: []}) if frame is None else frame
+        atomic_write_text(PLOTS / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+
+
+def write_outputs(params, scorers, test_split, test_rows, inputs, test_reports, quality) -> None:
+    """data/evaluation/: per-class table, confusion, AUROC per concept, explanations with thumbnails,
+    class concepts, PCA map."""
+    e, classes, cbm = params.evaluate, inputs.classes, scorers["cbm"]
     index = test_split.index()
     sample = sample_per_class(test_split.labels, e.explain.per_class, e.explain.max_images, params.seed)
-    explanations = explain_images(model, test_rows[sample], concepts, classes, top=e.explain.top)
+    annotations = test_split.annotations()
+    truth = None if annotations is None else \
+        [[a.concept for a, on in zip(test_split.attributes, annotations[r]) if on] for r in sample]
+    explanations = explain_images(cbm, test_rows[sample], classes, top=e.explain.top,
+                                  clip_scores=scorers["clip_scores"], true_concepts=truth)
     source = dataset_from(params).splits["test"]
     position = {image_id: k for k, image_id in enumerate(source.ids)}
+    table = pd.DataFrame({"class": classes, "test_images": [r["support"] for r in test_reports["cbm"]["per_class"]],
+                          **{m: [r["accuracy"] for r in rep["per_class"]] for m, rep in test_reports.items()}})
     with atomic_directory(OUT) as tmp:
         table.to_csv(tmp / "per_class.csv", index=False, float_format="%.4f")
-        atomic_write_json(tmp / "confusion.json", {"classes": classes, "matrix": test["cbm"]["confusion_matrix"]})
+        atomic_write_json(tmp / "confusion.json", {"classes": classes,
+                                                   "matrix": test_reports["cbm"]["confusion_matrix"]})
+        if quality is not None:
+            quality["auroc"].to_csv(tmp / "concept_auroc.csv", index=False, float_format="%.4f")
         (tmp / "thumbnails").mkdir()
         for k, (row, record) in enumerate(zip(sample, explanations)):
             image_id = str(index["image_id"][row])
@@ -111,9 +142,11 @@ def write_outputs(params, model, test_split, test_rows, concepts, classes, class
             source.load(position[image_id]).convert("RGB").resize((96, 96)).save(tmp / thumb)
             record.update(image_id=image_id, thumbnail=thumb, **{"class": classes[int(test_split.labels[row])]})
         atomic_write_json(tmp / "explanations.json", explanations)
-        atomic_write_json(tmp / "class_concepts.json", class_top_concepts(model, concepts, classes, e.explain.top))
-        embedding_map(test_rows, test_split.labels, text.concept_embeddings, class_emb, concepts, classes,
-                      e.map_images, params.seed).to_csv(tmp / "embedding_map.csv", index=False, float_format="%.5f")
+        atomic_write_json(tmp / "class_concepts.json",
+                          class_top_concepts(cbm.model.fc.weight, inputs.concepts, classes, e.explain.top))
+        embedding_map(test_rows, test_split.labels, inputs.concept_embeddings, inputs.class_embeddings,
+                      inputs.concepts, classes, e.map_images, params.seed).to_csv(
+            tmp / "embedding_map.csv", index=False, float_format="%.5f")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Stage report: one page people would rather look at than read.
 
-Reads the evaluation (``metrics/evaluate.json``, ``data/evaluation/``), the training
-history (``plots/train/``), the filter's summary, ``params.yaml`` and the image cache's
-manifest; writes ``reports/index.html`` (self-contained: figures inlined),
+Reads the evaluation (``metrics/evaluate.json``, ``data/evaluation/``, ``plots/evaluate/``),
+the comparison of objectives (``metrics/compare.json``), the training history
+(``plots/train/``), the filter's summary, ``params.yaml`` and the image cache's manifest; writes ``reports/index.html`` (self-contained: figures inlined),
 ``reports/report.md`` and ``reports/figures/*.png``.
 """
 
@@ -18,9 +18,11 @@ from sparse_cbm.runtime.atomic import atomic_directory
 from sparse_cbm.report import figures
 from sparse_cbm.report.page import Page, Section, headline_table, method_label, pretty_json, \
     render_html, render_markdown
+from sparse_cbm.report.trust import trust_sections
 from sparse_cbm.runtime.runner import run_stage
 
 EVAL, PLOTS, OUT = Path("data/evaluation"), Path("plots/train"), "reports"
+EVAL_PLOTS, COMPARE = Path("plots/evaluate"), Path("metrics/compare.json")
 log = logging.getLogger("stages.report")
 
 
@@ -42,7 +44,7 @@ def build(tmp: Path) -> Page:
     figures.training_curves(pd.read_csv(PLOTS / "steps.csv"), pd.read_csv(PLOTS / "epochs.csv"),
                             fig / "training.png")
     figures.confusion(confusion["matrix"], confusion["classes"], fig / "confusion.png")
-    figures.class_concepts(class_concepts, fig / "class_concepts.png")
+    figures.class_concepts(class_concepts["classes"], fig / "class_concepts.png")
     figures.embedding_map(pd.read_csv(EVAL / "embedding_map.csv"), fig / "embedding_map.png")
     panels = []
     for k, record in enumerate(explanations):
@@ -65,20 +67,16 @@ def build(tmp: Path) -> Page:
         Section("Sparsity", "Of the CBM's concept activations (test) and its final-layer weights.",
                 table=[["measure", "value"], *[[k, v] for k, v in sparsity.items()]]),
     ]
-    if metrics.get("faithfulness"):
-        f = metrics["faithfulness"]
-        sections.append(Section(
-            "Explanation faithfulness", f"Precision of each test image's top-{f['k']} concepts against its true "
-            f"attributes (known in the shapes world).",
-            table=[["ranking", "precision"], *[[k, v] for k, v in f.items() if k != "k"]]))
+    sections += trust_sections(metrics, read_json(COMPARE), EVAL, EVAL_PLOTS, tmp)
     sections += [
         Section("Training", f"objective {train_metrics['objective']}, kept epoch {train_metrics['kept_epoch']} of "
                 f"{train_metrics['epochs_run']}.", figures=["figures/training.png"]),
         Section("Confusion matrix", figures=["figures/confusion.png"]),
-        Section("Why the model decided: sample test images", "Each panel: the image, its top concepts by CBL "
-                "activation, and the concepts that contributed most (W_FC[c, m] x a_m) to the predicted class.",
-                figures=panels),
-        Section("What each class listens to", "The concepts with the largest final-layer weights per class.",
+        Section("Why the model decided: sample test images", "Each panel: the image (and, where the dataset "
+                "annotates them, its true attributes), then its top concepts ranked by CBL activation, by "
+                "contribution to the predicted class (weight x activation) and by CLIP's own score. Where the truth "
+                "is known, the bars of concepts true of the image are green and ticked.", figures=panels),
+        Section("What each class listens to", f"The concepts of each class ranked by {class_concepts['ranking']}.",
                 figures=["figures/class_concepts.png"]),
         Section("Embedding map", "PCA of normalised CLIP embeddings (the paper's fig. 11).",
                 figures=["figures/embedding_map.png"]),

@@ -153,7 +153,7 @@ def test_truncated_and_non_image_files_name_the_file(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(DatasetError, match="valid names: cifar10, cifar100, places365, imagefolder, shapes"):
+    with pytest.raises(DatasetError, match="valid names: cifar10, cifar100, places365, imagefolder, cub, shapes"):
         load_dataset("mnist")
 
 

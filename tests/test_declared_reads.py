@@ -34,7 +34,7 @@ from tests.project import copy_project, dvc, env
 
 pytestmark = pytest.mark.pipeline
 
-STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "report"]
+STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "compare", "report"]
 IGNORED_TOP = {".git", ".dvc", "tests"}  # git and DVC internals; the tracer itself
 
 

@@ -1,4 +1,4 @@
-"""Explanations, faithfulness and the model loader's refusals, on the planted-concept simulator."""
+"""Explanations and the model loader's refusals, on the planted-concept simulator."""
 
 import json
 
@@ -13,8 +13,8 @@ from sparse_cbm.bottleneck.checkpoint import load_bottleneck
 from sparse_cbm.bottleneck.model import ConceptBottleneck
 from sparse_cbm.classifiers.cbm import BottleneckClassifier
 from sparse_cbm.evaluation.embedding_map import embedding_map
+from sparse_cbm.classifiers.clip_scores import ClipConceptScores
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
-from sparse_cbm.evaluation.faithfulness import faithfulness, truth_matrix
 from sparse_cbm.simulate import planted_world
 
 BACKBONE = {"model": "sparse-cbm-shapes", "pretrained": "file:shapes-clip.pt", "checkpoint_sha256": "ab" * 32}
@@ -44,42 +44,30 @@ def test_loader_round_trips_and_refuses_mismatches(saved):
         load_bottleneck(folder / "nowhere")
 
 
-def test_explanations_rank_and_contributions_sum_to_the_logit(saved):
+def test_explanations_rank_name_their_ranking_and_contributions_sum_to_the_logit(saved):
     _, model, w = saved
     x, _, _ = w.split(4, 2)
     concepts = [f"c{j}" for j in range(12)]
-    records = explain_images(model, x, concepts, ["a", "b", "c"], top=12)
+    clf = BottleneckClassifier(model, concepts)
+    records = explain_images(clf, x, ["a", "b", "c"], top=12, clip_scores=ClipConceptScores(w.concept_text, concepts),
+                             true_concepts=[["c1"], [], ["c2", "c3"], ["c0"]])
     with torch.no_grad():
-        _, S, logits = model(torch.from_numpy(x))
+        out = model(torch.from_numpy(x))
     for i, r in enumerate(records):
-        assert r["predicted_index"] == int(logits[i].argmax())
+        assert r["predicted_index"] == int(out.logits[i].argmax())
         values = [v["value"] for v in r["by_activation"]]
         assert values == sorted(values, reverse=True) and len(values) == 12
         total = sum(v["value"] for v in r["by_contribution"])
-        assert total == pytest.approx(float(logits[i].max()), abs=1e-2)
-    top = class_top_concepts(model, concepts, ["a", "b", "c"], top=3)
-    assert set(top) == {"a", "b", "c"} and len(top["a"]) == 3
-    top1, top5 = BottleneckClassifier(model, concepts).predict(x)
-    assert np.array_equal(top1, logits.argmax(1).numpy()) and top5.shape == (4, 3)
-
-
-def test_faithfulness_counts_true_attributes():
-    index = pd.DataFrame([{"shape": "circle", "colour": "red", "texture": "solid", "background": "grey", "size": "small"}])
-    concepts = ["red", "blue", "circle", "grey background", "wheels"]
-    assert truth_matrix(index, concepts).tolist() == [[True, False, True, True, False]]
-
-    class Fixed(ConceptBottleneck):
-        def concept_scores(self, x):
-            return torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]]).expand(len(x), -1)
-
-    model = Fixed(np.eye(5, dtype=np.float32), 2, 1.0)
-    with torch.no_grad():
-        model.cbl.weight.copy_(torch.eye(5).flip(1))  # activations in reverse order of psi
-        model.fc.weight.copy_(torch.ones(2, 5))
-    f = faithfulness(model, np.zeros((1, 5), dtype=np.float32), index, concepts, k=2)
-    assert f["precision_clip_score"] == 0.5  # red (true), blue (false)
-    assert f["precision_activation"] == 0.5  # wheels (false), grey background (true)
-    assert f["true_concepts_per_image"] == 3
+        assert total == pytest.approx(float(out.logits[i].max()), abs=1e-2)
+        assert set(r["rankings"]) == {"by_activation", "by_contribution", "by_clip_score"}
+        assert r["rankings"]["by_contribution"] == "weight x activation, for the predicted class"
+        assert r["rankings"]["by_activation"] == "activation"
+    assert records[2]["true_concepts"] == ["c2", "c3"]
+    top = class_top_concepts(model.fc.weight, concepts, ["a", "b", "c"], top=3)
+    assert top["ranking"] == "final-layer weight" and set(top["classes"]) == {"a", "b", "c"}
+    assert len(top["classes"]["a"]) == 3
+    top1, top5 = clf.predict(x)
+    assert np.array_equal(top1, out.logits.argmax(1).numpy()) and top5.shape == (4, 3)
 
 
 def test_sample_and_map_are_seeded():

@@ -115,7 +115,8 @@ def test_tolerances_are_read_from_the_meta_of_dvc_yaml():
     declared = tolerances(yaml.safe_load((REPO / "dvc.yaml").read_text()))
     assert "concepts" not in declared
     assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"), 0.01)
-    assert {s: t.metrics for s, t in declared.items() if s != "train"} == {
+    assert declared["compare"] == Tolerance(("metrics/compare.json",), 0.01)
+    assert {s: t.metrics for s, t in declared.items() if s not in ("train", "compare")} == {
         s: ("metrics/evaluate.json",) for s in ("embed_images", "filter", "embed_text", "evaluate", "report")}
     assert tolerances({"stages": {"s": {"do": {"meta": {"reproduce": {"metrics": "m.json", "atol": 0}}}}}}) == {
         "s": Tolerance(("m.json",), 0.0)}

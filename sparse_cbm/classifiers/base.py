@@ -39,14 +39,33 @@ class Classifier(abc.ABC):
         return predict_batches(embeddings, self.class_scores, batch_size, k)
 
 
-class ConceptClassifier(Classifier):
-    """A classifier that decides through named concepts."""
+class ConceptScorer(abc.ABC):
+    """Anything that gives every image an activation per named concept (CLIP's own scores, a CBM's
+    bottleneck): what the concept-quality metrics read."""
 
     concepts: list
+    label: str = ""
 
     @abc.abstractmethod
     def concept_activations(self, x: torch.Tensor) -> torch.Tensor:
         """(B, |D|) activation of every concept for a batch of unit-norm image embeddings."""
+
+
+class ConceptClassifier(Classifier, ConceptScorer):
+    """A classifier that decides through named concepts: logits = decide(activations), and each
+    concept's contribution to a class can be read off (what interventions and deletions act on)."""
+
+    @abc.abstractmethod
+    def decide(self, activations: torch.Tensor) -> torch.Tensor:
+        """(B, |C|) logits from (B, |D|) concept activations."""
+
+    @abc.abstractmethod
+    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """(B, |D|) contribution of every concept to class ``classes[i]`` of image i: the logit is their
+        sum (plus the class's bias, if the final layer has one)."""
+
+    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decide(self.concept_activations(x))
 
 
 @dataclass

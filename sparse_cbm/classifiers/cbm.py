@@ -13,12 +13,17 @@ class BottleneckClassifier(ConceptClassifier):
         self.model, self.concepts, self.label = model.eval(), list(concepts), label
 
     @torch.inference_mode()
-    def class_scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).logits
-
-    @torch.inference_mode()
     def concept_activations(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).activations
+
+    @torch.inference_mode()
+    def decide(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.model.fc(activations)
+
+    @torch.inference_mode()
+    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """W_FC[c, m] * a_m: the FC has no bias, so they sum to the logit of c."""
+        return self.model.fc.weight[classes] * activations
 
 
 @register("cbm")

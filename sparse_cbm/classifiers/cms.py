@@ -124,6 +124,27 @@ def concept_matrix_search(image_emb, concept_emb, class_emb, batch_size: int = 4
     return ConceptMatrixSearch(concept_emb, class_emb).predict(image_emb, batch_size, k=1, method=method)[0]
 
 
+class DescribedConceptMatrixSearch(ConceptMatrixSearch):
+    label = "Concept Matrix Search (classes as their descriptions)"
+
+
 @register("cms")
 def build(inputs: EvaluationInputs) -> ConceptMatrixSearch:
+    """Algorithm 1 as the paper has it: T from the class names' prompt embeddings."""
     return ConceptMatrixSearch(inputs.concept_embeddings, inputs.class_embeddings)
+
+
+@register("cms_descriptions")
+def build_described(inputs: EvaluationInputs):
+    """Algorithm 1 with each class's text the mean of its descriptions ("{class}, which has {concept}")
+    instead of its name alone (a class without descriptions keeps its name). Where class names tell
+    CLIP nothing (invented names, rare species), the paper's T carries no information and only this
+    form can use what the concept set knows about each class. None when no class has descriptions."""
+    if not len(inputs.description_class):
+        return None
+    from sparse_cbm.classifiers.descriptions import description_class_matrix
+
+    means = description_class_matrix(inputs.description_embeddings, inputs.description_class,
+                                     len(inputs.classes)).T.numpy()  # (|C|, d), zero rows without descriptions
+    described = np.where((np.abs(means).sum(axis=1) > 0)[:, None], means, inputs.class_embeddings)
+    return DescribedConceptMatrixSearch(inputs.concept_embeddings, described)

@@ -1,4 +1,6 @@
-"""Concept sources (ConceptNet, an LLM, a file) and the concept table they fill."""
+"""Concept sources (ConceptNet, an LLM, a file, a dataset's annotations) and the concept table they fill."""
+
+SOURCES = ("conceptnet", "llm", "file", "attributes")  # concepts.source; implemented in sources.py
 
 # the paper's three prompts for an LLM ({label} is the class name): the default of concepts.llm.prompts
 PAPER_PROMPTS = {

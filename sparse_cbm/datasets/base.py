@@ -6,7 +6,7 @@ import abc
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -14,6 +14,19 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+ANNOTATION_PREFIX = "attr:"  # index.parquet column of an annotated attribute: attr:<name>
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """An annotated attribute of a dataset: its own id and the concept phrase that names it.
+
+    shapes: ``colour::red`` -> "red"; CUB: ``has_wing_color::blue`` -> "blue wing". A
+    bottleneck concept is matched to an attribute when its normalised text equals the phrase.
+    """
+
+    name: str
+    concept: str
 
 
 class ImageSource(abc.ABC):
@@ -34,8 +47,13 @@ class ImageSource(abc.ABC):
         """Decode image ``i``. Raise CorruptImageError naming the file when it cannot be read."""
 
     def extra_columns(self) -> Dict[str, list]:
-        """Extra per-image columns for the cache index (for example known attributes)."""
+        """Extra per-image columns for the cache index (for example where an object lies)."""
         return {}
+
+    def annotations(self) -> Optional[np.ndarray]:
+        """(N, A) bool: which of the dataset's attributes (``DatasetSplits.attributes``) each image
+        shows; None for a dataset without annotations."""
+        return None
 
     @abc.abstractmethod
     def fingerprint_parts(self) -> List[str]:
@@ -58,6 +76,10 @@ class SubsetSource(ImageSource):
     def extra_columns(self) -> Dict[str, list]:
         return {k: [v[i] for i in self.indices] for k, v in self.parent.extra_columns().items()}
 
+    def annotations(self) -> Optional[np.ndarray]:
+        parent = self.parent.annotations()
+        return None if parent is None else parent[self.indices]
+
     def fingerprint_parts(self) -> List[str]:
         return self.parent.fingerprint_parts() + ["subset", hashlib.sha256(self.indices.tobytes()).hexdigest()]
 
@@ -70,6 +92,7 @@ class DatasetSplits:
     classes: List[str]
     raw_classes: List[str]
     splits: Dict[str, ImageSource] = field(default_factory=dict)
+    attributes: List[Attribute] = field(default_factory=list)  # annotated attributes, in column order
 
     def fingerprint(self, split: str) -> str:
         """sha256 over the dataset name, class names, ids, labels and the source's own parts."""
@@ -111,9 +134,11 @@ def carve_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.nd
 
 
 def with_val_split(name: str, classes: List[str], raw_classes: List[str], train: ImageSource,
-                   test: ImageSource, val_fraction: float, seed: int) -> DatasetSplits:
+                   test: ImageSource, val_fraction: float, seed: int,
+                   attributes: Sequence[Attribute] = ()) -> DatasetSplits:
     train_idx, val_idx = carve_val(train.labels, val_fraction, seed)
     splits = {"train": train.subset(train_idx), "val": train.subset(val_idx), "test": test}
     for split, src in splits.items():
         log.info("%s %s: %d images", name, split, len(src))
-    return DatasetSplits(name=name, classes=classes, raw_classes=raw_classes, splits=splits)
+    return DatasetSplits(name=name, classes=classes, raw_classes=raw_classes, splits=splits,
+                         attributes=list(attributes))

@@ -1,27 +1,36 @@
 """``shapes``: a procedural dataset made from a seed, for offline runs and tests.
 
 Every image is a coloured, textured shape on a background, with a size and a
-position. A class is a combination of some attributes (``class_attributes``,
-by default shape x colour: "red circle", "blue star", ...); the other attributes
-vary freely inside each class. All attributes of every image are known and go
-into the cache index, so methods can be checked against ground truth.
+position. What a class is depends on the world (``preset``):
 
-Images are drawn on demand from ``(seed, split, index)``: the same seed gives the
-same pixels, in any order and in any worker process.
+* ``attributes`` (the default): 20 classes with invented names ("blicket", "dax"),
+  each defined by a rule over two attributes ("star and red, any texture, any size";
+  "red on a pink background, any shape"), rules overlapping in their attributes as
+  CUB's species do in theirs. No image satisfies two rules, so the class is a function
+  of the attributes; the class name tells CLIP nothing (``sparse_cbm.datasets.shapes_rules``).
+* ``easy``: a class is a combination of some attributes (``class_attributes``, by
+  default shape x colour: "red circle"); its name says what it is.
+
+Every image carries binary annotations of all 16 attribute values (shape, colour,
+texture, background, size), like CUB's 312, and its position, so methods can be
+checked against ground truth. Images are drawn on demand from ``(seed, split,
+index)``: the same seed gives the same pixels, in any order and in any process.
 """
 
 from __future__ import annotations
 
+import abc
 import itertools
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sparse_cbm.datasets.base import DatasetSplits, ImageSource, with_val_split
+from sparse_cbm.datasets.base import Attribute, DatasetSplits, ImageSource, with_val_split
 
 GENERATOR_VERSION = "shapes-v1"
+PRESETS = ("attributes", "easy")
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {"red": (215, 40, 40), "green": (40, 165, 60), "blue": (45, 80, 220)}
 TEXTURES = ("solid", "striped", "dotted")
@@ -30,8 +39,25 @@ SIZES = {"small": 0.22, "large": 0.34}
 ATTRIBUTE_VALUES: Dict[str, Sequence[str]] = {
     "shape": SHAPES, "colour": tuple(COLOURS), "texture": TEXTURES, "background": tuple(BACKGROUNDS),
 }
+ATTRIBUTES = ("colour", "shape", "texture", "background", "size")  # every annotated attribute, in this order
+ALL_VALUES: Dict[str, Sequence[str]] = {**ATTRIBUTE_VALUES, "size": tuple(SIZES)}
 _SPLIT_CODES = {"train": 0, "test": 1}
 _SUPERSAMPLE = 2
+
+
+def concept(attribute: str, value: str) -> str:
+    """The concept phrase of one attribute value: "red", "circle", "grey background"."""
+    return f"{value} background" if attribute == "background" else str(value)
+
+
+def annotated_attributes() -> List[Attribute]:
+    """The 16 annotated attributes of every shapes image, attribute by attribute."""
+    return [Attribute(f"{a}::{v}", concept(a, v)) for a in ATTRIBUTES for v in ALL_VALUES[a]]
+
+
+def annotation_row(attrs: Dict[str, object]) -> List[bool]:
+    """One image's annotations, in the order of ``annotated_attributes``."""
+    return [attrs[a] == v for a in ATTRIBUTES for v in ALL_VALUES[a]]
 
 
 def class_table(class_attributes: Sequence[str]) -> List[Dict[str, str]]:
@@ -93,30 +119,67 @@ def render(attrs: Dict[str, object], size: int, rng: np.random.Generator) -> Ima
     return background.resize((size, size), Image.LANCZOS)
 
 
+class ShapesWorld(abc.ABC):
+    """What the classes of a shapes world are, and how an image of a class is drawn."""
+
+    name: str
+    classes: List[str]
+
+    @abc.abstractmethod
+    def attributes(self, label: int, rng: np.random.Generator) -> Dict[str, object]:
+        """Shape, colour, texture, background and size of one image of class ``label``."""
+
+
+class CombinationWorld(ShapesWorld):
+    """The ``easy`` preset: a class is a combination of ``class_attributes``, named after it."""
+
+    def __init__(self, class_attributes: Sequence[str]):
+        self.class_attributes = list(class_attributes)
+        self.table = class_table(self.class_attributes)
+        self.classes = [class_name(c) for c in self.table]
+        self.name = f"combinations:{','.join(self.class_attributes)}"
+
+    def attributes(self, label: int, rng: np.random.Generator) -> Dict[str, object]:
+        attrs: Dict[str, object] = dict(self.table[label])
+        for name, values in ATTRIBUTE_VALUES.items():
+            pick = values[int(rng.integers(len(values)))]
+            attrs.setdefault(name, pick)
+        attrs["size"] = ("small", "large")[int(rng.integers(2))]
+        return attrs
+
+
+def make_world(preset: str, class_attributes: Sequence[str]) -> ShapesWorld:
+    if preset == "easy":
+        return CombinationWorld(class_attributes)
+    if preset == "attributes":
+        from sparse_cbm.datasets.shapes_rules import RuleWorld
+        return RuleWorld()
+    raise ValueError(f"unknown shapes preset {preset!r}; use one of: {', '.join(PRESETS)}")
+
+
 class ShapesSource(ImageSource):
-    def __init__(self, split: str, n: int, seed: int, image_size: int, class_attributes: Sequence[str]):
+    def __init__(self, split: str, n: int, seed: int, image_size: int, world: ShapesWorld | Sequence[str]):
         self.split = split
         self.seed = seed
         self.image_size = image_size
-        self.class_attributes = list(class_attributes)
-        self.classes = class_table(self.class_attributes)
-        k = len(self.classes)
+        self.world = world if isinstance(world, ShapesWorld) else CombinationWorld(world)
+        k = len(self.world.classes)
         order_rng = np.random.default_rng([seed, _SPLIT_CODES[split], 1_000_003])
         self.labels = order_rng.permutation(np.arange(n) % k).astype(np.int64)
         self.ids = [f"shapes/{split}/{i:06d}" for i in range(n)]
         self.attributes = [self._attributes(i) for i in range(n)]
+
+    @property
+    def classes(self) -> List[str]:
+        return self.world.classes
 
     def _rng(self, i: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLIT_CODES[self.split], i, stream])
 
     def _attributes(self, i: int) -> Dict[str, object]:
         rng = self._rng(i, 0)
-        attrs: Dict[str, object] = dict(self.classes[self.labels[i]])
-        for name, values in ATTRIBUTE_VALUES.items():
-            pick = values[int(rng.integers(len(values)))]
-            attrs.setdefault(name, pick)
-        attrs["size"] = ("small", "large")[int(rng.integers(2))]
-        margin = SIZES[attrs["size"]] * 1.15
+        attrs = self.world.attributes(int(self.labels[i]), rng)
+        margin = SIZES[str(attrs["size"])] * 1.15
         attrs["x"] = round(float(rng.uniform(margin, 1 - margin)), 4)
         attrs["y"] = round(float(rng.uniform(margin, 1 - margin)), 4)
         return attrs
@@ -128,14 +191,20 @@ class ShapesSource(ImageSource):
         keys = ["shape", "colour", "texture", "background", "size", "x", "y"]
         return {k: [a[k] for a in self.attributes] for k in keys}
 
+    def annotations(self) -> Optional[np.ndarray]:
+        return np.array([annotation_row(a) for a in self.attributes], dtype=bool).reshape(len(self), -1)
+
     def fingerprint_parts(self) -> List[str]:
-        return [GENERATOR_VERSION, f"seed={self.seed}", f"size={self.image_size}",
-                f"class_attributes={','.join(self.class_attributes)}"]
+        if isinstance(self.world, CombinationWorld):  # the easy world's fingerprint as it always was
+            return [GENERATOR_VERSION, f"seed={self.seed}", f"size={self.image_size}",
+                    f"class_attributes={','.join(self.world.class_attributes)}"]
+        return [GENERATOR_VERSION, self.world.name, f"seed={self.seed}", f"size={self.image_size}"]
 
 
 def load_shapes(n_train: int, n_test: int, image_size: int, class_attributes: Sequence[str],
-                val_fraction: float, seed: int) -> DatasetSplits:
-    train = ShapesSource("train", n_train, seed, image_size, class_attributes)
-    test = ShapesSource("test", n_test, seed, image_size, class_attributes)
-    names = [class_name(c) for c in train.classes]
-    return with_val_split("shapes", names, names, train, test, val_fraction, seed)
+                val_fraction: float, seed: int, preset: str = "easy") -> DatasetSplits:
+    world = make_world(preset, class_attributes)
+    train = ShapesSource("train", n_train, seed, image_size, world)
+    test = ShapesSource("test", n_test, seed, image_size, world)
+    return with_val_split("shapes", list(world.classes), list(world.classes), train, test, val_fraction, seed,
+                          attributes=annotated_attributes())

@@ -23,21 +23,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from sparse_cbm.runtime.atomic import atomic_write_text
-from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, class_name, class_table
-
-ATTRIBUTES = ("colour", "shape", "texture", "background", "size")
-ALL_VALUES: Dict[str, Sequence[str]] = {**ATTRIBUTE_VALUES, "size": tuple(SIZES)}
+from sparse_cbm.datasets.shapes import ALL_VALUES, ATTRIBUTE_VALUES, ATTRIBUTES, class_name, class_table, concept
 DISTRACTORS = ("yellow", "orange", "purple", "hexagon", "pentagon", "heart",
                "checkered", "wooden", "wheels", "feathers", "fur", "leaves")
 DEFAULT_CLASS_ATTRIBUTES = ("shape", "colour")
 CONCEPTS_FILE = "data/concept_files/shapes_concepts.csv"
 _TEMPLATES = ("a photo of a {}.", "a {}.", "{}", "an image of a {}.", "a picture of a {}.")
 _BACKGROUND_PHRASES = ("on a {} background", "with a {} background")
-
-
-def concept(attribute: str, value: str) -> str:
-    """The concept phrase of one attribute value: "red", "circle", "grey background"."""
-    return f"{value} background" if attribute == "background" else str(value)
 
 
 def attribute_concepts() -> List[str]:

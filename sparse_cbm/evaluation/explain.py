@@ -1,19 +1,25 @@
-"""Explaining a trained bottleneck's decisions.
+"""Explaining a concept classifier's decisions, each explanation naming how it ranks.
 
-For an image: the concepts with the largest CBL activations, the concepts with the
-largest raw CLIP scores (psi), and the concepts that contributed most to the decision,
-W_FC[c, m] * a_m for the predicted class c. For a class: the concepts with the largest
-FC weights.
+For an image: its concepts ranked by **activation** (the bottleneck's value a_m), by **CLIP
+score** (psi, what CLIP itself says, when the scorer has it) and by **contribution** to the
+predicted class c (weight x activation, W[c, m] * a_m, which sum to the logit). For a class:
+its concepts ranked by final-layer **weight**. Every record says which ranking each list uses
+(``rankings``), so no reader has to guess (LaBo's issue #11 is about exactly that).
+Where the dataset annotates attributes, a record also lists the image's true ones.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from sparse_cbm.bottleneck.model import ConceptBottleneck
+from sparse_cbm.classifiers.base import ConceptClassifier, ConceptScorer
+from sparse_cbm.classifiers.batched import unit_rows
+
+RANKINGS = {"by_activation": "activation", "by_clip_score": "CLIP score (logit scale x cosine)",
+            "by_contribution": "weight x activation, for the predicted class", "by_weight": "final-layer weight"}
 
 
 def _ranked(values: torch.Tensor, names: Sequence[str], top: int) -> List[Dict[str, Any]]:
@@ -21,42 +27,39 @@ def _ranked(values: torch.Tensor, names: Sequence[str], top: int) -> List[Dict[s
     return [{"concept": names[int(j)], "value": round(float(values[j]), 4)} for j in order]
 
 
-@torch.no_grad()
-def explain_images(model: ConceptBottleneck, image_embeddings: np.ndarray, concepts: Sequence[str],
-                   classes: Sequence[str], top: int = 10) -> List[Dict[str, Any]]:
-    """Per image: predicted class, top concepts by CBL activation, by raw CLIP score, and by
-    contribution W_FC[c, m] * a_m to the predicted class c."""
-    x = torch.from_numpy(np.asarray(image_embeddings, dtype=np.float32))
-    psi, S, logits = model(x)
+@torch.inference_mode()
+def explain_images(classifier: ConceptClassifier, image_embeddings: np.ndarray, classes: Sequence[str],
+                   top: int = 10, clip_scores: Optional[ConceptScorer] = None,
+                   true_concepts: Optional[List[List[str]]] = None) -> List[Dict[str, Any]]:
+    """Per image: predicted class, top concepts by activation, by contribution to the predicted class,
+    by CLIP score (``clip_scores`` given), and its true annotated concepts (``true_concepts`` given)."""
+    x = unit_rows(image_embeddings)
+    S = classifier.concept_activations(x)
+    pred = classifier.decide(S).argmax(dim=1)
+    contrib = classifier.contributions(S, pred)
+    psi = clip_scores.concept_activations(x) if clip_scores is not None else None
+    names = classifier.concepts
     out = []
     for i in range(len(x)):
-        c = int(logits[i].argmax())
-        contributions = model.fc.weight[c] * S[i]
-        out.append({"predicted": classes[c], "predicted_index": c,
-                    "by_activation": _ranked(S[i], concepts, top), "by_clip_score": _ranked(psi[i], concepts, top),
-                    "by_contribution": _ranked(contributions, concepts, top)})
+        c = int(pred[i])
+        record: Dict[str, Any] = {"predicted": classes[c], "predicted_index": c,
+                                  "by_activation": _ranked(S[i], names, top),
+                                  "by_contribution": _ranked(contrib[i], names, top)}
+        if psi is not None:
+            record["by_clip_score"] = _ranked(psi[i], clip_scores.concepts, top)
+        record["rankings"] = {key: RANKINGS[key] for key in record if key in RANKINGS}
+        if true_concepts is not None:
+            record["true_concepts"] = list(true_concepts[i])
+        out.append(record)
     return out
 
 
-def class_top_concepts(model: ConceptBottleneck, concepts: Sequence[str], classes: Sequence[str],
-                       top: int = 10) -> Dict[str, List[Dict[str, Any]]]:
-    """Per class, the concepts with the largest FC weights."""
-    weight = model.fc.weight.detach()
-    return {name: _ranked(weight[c], concepts, top) for c, name in enumerate(classes)}
-
-
-@torch.no_grad()
-def top_concept_indices(model: ConceptBottleneck, embeddings, k: int, batch_size: int = 1024) -> Dict[str, np.ndarray]:
-    """For every image, the indices of its k top concepts by raw CLIP score, by CBL activation
-    and by contribution to the predicted class (for faithfulness against known attributes)."""
-    found: Dict[str, list] = {"clip_score": [], "activation": [], "contribution": []}
-    for lo in range(0, len(embeddings), batch_size):
-        x = torch.from_numpy(np.asarray(embeddings[lo:lo + batch_size], dtype=np.float32))
-        psi, S, logits = model(x)
-        contrib = model.fc.weight[logits.argmax(dim=1)] * S
-        for key, values in (("clip_score", psi), ("activation", S), ("contribution", contrib)):
-            found[key].append(values.topk(k, dim=1).indices.numpy())
-    return {key: np.concatenate(v) for key, v in found.items()}
+def class_top_concepts(weight: torch.Tensor, concepts: Sequence[str], classes: Sequence[str],
+                       top: int = 10) -> Dict[str, Any]:
+    """Per class, the concepts with the largest final-layer weights (``weight``: (|C|, |D|))."""
+    weight = weight.detach()
+    return {"ranking": RANKINGS["by_weight"],
+            "classes": {name: _ranked(weight[c], concepts, top) for c, name in enumerate(classes)}}
 
 
 def sample_per_class(labels: np.ndarray, per_class: int, limit: int, seed: int) -> np.ndarray:

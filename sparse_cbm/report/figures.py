@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -90,24 +90,78 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Pat
     return _save(fig, path)
 
 
-def _bars(ax, items: List[Dict], colour: str, title: str) -> None:
-    items = items[::-1]
-    ax.barh(range(len(items)), [it["value"] for it in items], color=colour)
-    ax.set_yticks(range(len(items)), [it["concept"] for it in items], fontsize=7)
+TRUE, FALSE = "#2e8540", "#9aa5b1"  # bars of concepts annotated true of the image, and the others
+
+
+def _bars(ax, items: List[Dict], colour: str, title: str, true: Optional[set] = None, top: int = 8) -> None:
+    items = items[:top][::-1]
+    colours = [colour if true is None else (TRUE if it["concept"] in true else FALSE) for it in items]
+    ax.barh(range(len(items)), [it["value"] for it in items], color=colours)
+    labels = [f"{it['concept']}{' ✓' if true is not None and it['concept'] in true else ''}" for it in items]
+    ax.set_yticks(range(len(items)), labels, fontsize=7)
     ax.set_title(title, fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
 
 
 def explanation(thumbnail: Path, record: Dict, path: Path) -> Path:
-    """A thumbnail, then bars of the image's top concepts by CBL activation and by contribution."""
-    fig, axes = plt.subplots(1, 3, figsize=(9, 2.4), gridspec_kw={"width_ratios": [0.8, 1.4, 1.4]})
+    """A thumbnail with its true attributes, then bars of the image's top concepts by activation, by
+    contribution (weight x activation) and by CLIP score; where attributes are annotated, bars of true
+    concepts are green and ticked."""
+    columns = [("by_activation", "#1b6ca8", "by activation"),
+               ("by_contribution", "#e07b39", f"by weight x activation → '{record['predicted']}'"),
+               ("by_clip_score", "#5b9a4c", "by CLIP score")]
+    columns = [c for c in columns if c[0] in record]
+    fig, axes = plt.subplots(1, 1 + len(columns), figsize=(3.2 + 3.1 * len(columns), 2.6),
+                             gridspec_kw={"width_ratios": [1.0] + [1.4] * len(columns)})
     axes[0].imshow(Image.open(thumbnail))
     axes[0].axis("off")
     verdict = "✓" if record["predicted"] == record["class"] else "✗"
-    axes[0].set_title(f"{record['class']}\n→ {record['predicted']} {verdict}", fontsize=8)
-    _bars(axes[1], record["by_activation"], "#1b6ca8", "top concepts (CBL activation)")
-    _bars(axes[2], record["by_contribution"], "#e07b39", f"contribution to '{record['predicted']}'")
+    title = f"{record['class']}\n→ {record['predicted']} {verdict}"
+    true = set(record["true_concepts"]) if "true_concepts" in record else None
+    if true is not None:
+        title += "\ntrue: " + ", ".join(record["true_concepts"])
+    axes[0].set_title(title, fontsize=7)
+    for ax, (key, colour, name) in zip(axes[1:], columns):
+        _bars(ax, record[key], colour, name, true)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def curves(frame: pd.DataFrame, x: str, series: Dict[str, str], path: Path, xlabel: str, ylabel: str,
+           title: str) -> Path:
+    """Line plot of some columns of ``frame`` against ``x`` (series: column -> legend label)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.2))
+    for column, label in series.items():
+        if column in frame:
+            ax.plot(frame[x], frame[column], marker="o", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    return _save(fig, path)
+
+
+def concept_auroc(table: pd.DataFrame, labels: Dict[str, str], path: Path, show: int = 8) -> Path:
+    """Per-concept AUROC of every model, the ``show`` best and worst concepts of the last model."""
+    models = list(dict.fromkeys(table["model"]))
+    pivot = table.pivot_table(index="concept", columns="model", values="auroc")
+    ranked = pivot[models[-1]].dropna().sort_values()
+    keep = list(dict.fromkeys(list(ranked.index[:show]) + list(ranked.index[-show:])))
+    pivot = pivot.loc[keep]
+    fig, ax = plt.subplots(figsize=(6.4, 0.26 * len(keep) + 1.2))
+    y = np.arange(len(keep))
+    height = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        ax.barh(y + k * height, pivot[model], height, label=labels.get(model, model))
+    ax.axvline(0.5, color="#444", lw=0.8, ls=":")
+    ax.set_yticks(y + height * (len(models) - 1) / 2, keep, fontsize=7)
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("ROC-AUC of the activation against the annotation (0.5 = chance)")
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.5 / (len(keep) + 6)),
+              ncols=len(models))
+    ax.set_title(f"concept AUROC: the {show} worst and best concepts of {labels.get(models[-1], models[-1])}",
+                 fontsize=9)
     return _save(fig, path)
 
 

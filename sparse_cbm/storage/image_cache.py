@@ -5,7 +5,8 @@ Layout (one folder per split; row i of every array refers to the same image)::
     <cache>/classes.json                 cleaned and raw class names
     <cache>/<split>/embeddings.npy       float16 (N, d), unnormalised image embeddings
     <cache>/<split>/labels.npy           int64 (N,)
-    <cache>/<split>/index.parquet        row, image_id, label, class_name (+ known attributes)
+    <cache>/<split>/index.parquet        row, image_id, label, class_name (+ per-image columns of the dataset,
+                                         and one bool column attr:<name> per annotated attribute)
     <cache>/<split>/manifest.json        backbone, preprocessing, dataset fingerprint, count, dim...
 
 The manifest is written last: a split folder without one is incomplete. Readers
@@ -21,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
-from sparse_cbm.datasets.base import SPLITS, DatasetSplits
+from sparse_cbm.datasets.base import ANNOTATION_PREFIX, SPLITS, Attribute, DatasetSplits
 from sparse_cbm.storage.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.storage.rows import NpyRows
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: annotations in the index, attributes in the manifest
 
 
 def _run_key(backbone: Backbone, fingerprint: str, batch_size: int) -> str:
@@ -85,6 +86,10 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
     }
     for name, values in source.extra_columns().items():
         columns[name] = pa.array([values[i] for i in rows])
+    annotations = source.annotations()
+    if annotations is not None:
+        for k, attribute in enumerate(dataset.attributes):
+            columns[ANNOTATION_PREFIX + attribute.name] = pa.array(np.asarray(annotations[rows, k], dtype=bool))
     pq.write_table(pa.table(columns), folder / "index.parquet")
     manifest = {
         "kind": "image_embeddings",
@@ -99,6 +104,7 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
         "preprocess": backbone.preprocess_description,
         "dataset": {"name": dataset.name, "fingerprint": fingerprint,
                     "num_classes": len(dataset.classes), "classes": dataset.classes},
+        "attributes": [{"name": a.name, "concept": a.concept} for a in dataset.attributes],
         "skipped": [{"image_id": source.ids[row], "reason": reason} for row, reason in part.skipped],
         "sha256": {name: file_sha256(folder / name) for name in ("embeddings.npy", "labels.npy", "index.parquet")},
         "sparse_cbm_version": __version__,
@@ -144,6 +150,19 @@ class ImageSplit:
 
     def index(self):
         return pq.read_table(self.folder / "index.parquet").to_pandas()
+
+    @property
+    def attributes(self) -> List[Attribute]:
+        """The dataset's annotated attributes (empty when it has none), in annotation column order."""
+        return [Attribute(a["name"], a["concept"]) for a in self.manifest.get("attributes", [])]
+
+    def annotations(self) -> Optional[np.ndarray]:
+        """(N, A) bool annotations of every image of the split, or None (a dataset without them)."""
+        if not self.attributes:
+            return None
+        columns = [ANNOTATION_PREFIX + a.name for a in self.attributes]
+        table = pq.read_table(self.folder / "index.parquet", columns=columns)
+        return np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns], axis=1).astype(bool)
 
     def rows(self) -> NpyRows:
         """The embeddings read with pread, a batch at a time: bounded memory for any N."""
