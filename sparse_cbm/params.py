@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from sparse_cbm.bottleneck.config import LOSSES, TrainParams
+from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, TrainParams, check_combination
 from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.concepts import PAPER_PROMPTS, SOURCES as CONCEPT_SOURCES
 from sparse_cbm.datasets import DATASETS
@@ -195,17 +195,21 @@ class EvaluateParams(_Strict):
 
 class CompareParams(_Strict):
     losses: List[Literal[LOSSES]] = list(LOSSES)  # type: ignore[valid-type]
+    final_layers: List[Literal[FINAL_LAYERS]] = list(FINAL_LAYERS)  # type: ignore[valid-type]
+    forms: List[Literal[FORMS]] = list(FORMS)  # type: ignore[valid-type]
     random_control: bool = True
 
-    @field_validator("losses")
+    @field_validator("losses", "final_layers", "forms")
     @classmethod
     def _non_empty_unique(cls, v: list) -> list:
         if not v or len(set(v)) != len(v):
-            raise ValueError(f"must be a non-empty list of distinct losses from {list(LOSSES)}")
+            raise ValueError("must be a non-empty list of distinct choices")
         return v
 
 
 class Params(_Strict):
+    """The whole file. Settings valid alone but not together are checked at the end."""
+
     seed: int = 0
     loss: Literal[LOSSES] = "l1"  # type: ignore[valid-type]
     dataset: DatasetParams = DatasetParams()
@@ -216,6 +220,11 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()
+
+    @model_validator(mode="after")
+    def _combination(self) -> "Params":
+        check_combination(self.loss, self.train)
+        return self
 
 
 def default_params() -> dict:
@@ -246,6 +255,8 @@ def _format_error(err: dict, source: str) -> str:
     if err["type"] == "literal_error":
         return f"{source}: '{key}' must be one of {err['ctx']['expected']}; got {got!r}."
     msg = err["msg"].replace("Input should be", "must be").replace("Value error, ", "")
+    if not loc:  # a check across keys: the message names them
+        return f"{source}: {msg}"
     return f"{source}: '{key}' {msg}; got {got!r}."
 
 

@@ -43,6 +43,11 @@ def build(tmp: Path) -> Page:
     figures.headline(metrics["test"], labels, fig / "headline.png")
     figures.training_curves(pd.read_csv(PLOTS / "steps.csv"), pd.read_csv(PLOTS / "epochs.csv"),
                             fig / "training.png")
+    sparse = pd.read_csv(PLOTS / "sparse_path.csv")
+    if len(sparse):
+        figures.curves(sparse, "nec", {"val_top1": "val top-1", "train_top1": "train top-1"},
+                       fig / "sparse_path.png", "NEC: non-zero weights per class", "top-1",
+                       "Sparse final layer along its regularisation path")
     figures.confusion(confusion["matrix"], confusion["classes"], fig / "confusion.png")
     figures.class_concepts(class_concepts["classes"], fig / "class_concepts.png")
     figures.embedding_map(pd.read_csv(EVAL / "embedding_map.csv"), fig / "embedding_map.png")
@@ -69,8 +74,12 @@ def build(tmp: Path) -> Page:
     ]
     sections += trust_sections(metrics, read_json(COMPARE), EVAL, EVAL_PLOTS, tmp)
     sections += [
-        Section("Training", f"objective {train_metrics['objective']}, kept epoch {train_metrics['kept_epoch']} of "
-                f"{train_metrics['epochs_run']}.", figures=["figures/training.png"]),
+        Section("Training", f"objective {train_metrics['objective']} ({train_metrics['form']} form), kept epoch "
+                f"{train_metrics['kept_epoch']} of {train_metrics['epochs_run']}; final layer "
+                f"{train_metrics['final_layer']}, NEC {train_metrics['nec']}"
+                + (f"; cos3's cutoff dropped {len(train_metrics['dropped_concepts'])} concepts: "
+                   f"{', '.join(train_metrics['dropped_concepts'])}" if train_metrics['dropped_concepts'] else "") + ".",
+                figures=["figures/training.png"] + (["figures/sparse_path.png"] if len(sparse) else [])),
         Section("Confusion matrix", figures=["figures/confusion.png"]),
         Section("Why the model decided: sample test images", "Each panel: the image (and, where the dataset "
                 "annotates them, its true attributes), then its top concepts ranked by CBL activation, by "

@@ -2,8 +2,10 @@
 
 Reads ``data/image_cache/{train,val}``, ``data/text_cache``, ``data/filtered/concepts.txt``
 and params ``seed``, ``loss`` and ``train.*``; writes ``data/model/`` (``weights.safetensors``
-and ``config.json``, the resolved configuration), ``plots/train/steps.csv`` and
-``plots/train/epochs.csv`` (DVC plots) and ``metrics/train.json`` (DVC metrics).
+and ``config.json``, the resolved configuration), ``plots/train/steps.csv``,
+``plots/train/epochs.csv`` and ``plots/train/sparse_path.csv`` (the sparse final layer's
+regularisation path; only its header with a dense layer) (DVC plots) and
+``metrics/train.json`` (DVC metrics).
 """
 
 from __future__ import annotations
@@ -54,17 +56,24 @@ def main() -> None:
                               seed=params.seed, device=device)
     final = {split: evaluate_split(result.model, s.rows(), s.labels, device=device)
              for split, s in (("train", train), ("val", val))}
+    dropped = [concepts[j] for j in result.dropped_units]
     config = {"loss": params.loss, "objective": label, "ce_to_cbl": ce_to_cbl, "seed": params.seed,
               "train": t.model_dump(mode="json"), "classes": classes, "concepts": len(concepts),
               "concept_list_sha256": concept_list_sha256(concepts), "backbone": train.manifest["backbone"],
-              "logit_scale": train.manifest["logit_scale"], "kept_epoch": result.kept_epoch}
+              "logit_scale": train.manifest["logit_scale"], "kept_epoch": result.kept_epoch,
+              "dropped_concepts": dropped}
     with atomic_directory(MODEL) as tmp:
         save_bottleneck(tmp, result.model, config)
     PLOTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PLOTS / "steps.csv", pd.DataFrame(result.steps).to_csv(index=False, float_format="%.6g"))
     atomic_write_text(PLOTS / "epochs.csv", pd.DataFrame(result.epochs).to_csv(index=False, float_format="%.6g"))
-    metrics = {"loss": params.loss, "objective": label, "ce_to_cbl": ce_to_cbl, "kept_epoch": result.kept_epoch,
-               "epochs_run": len(result.epochs), **{f"{split}_{k}": v for split, m in final.items() for k, v in m.items()}}
+    path = pd.DataFrame(result.sparse_path or [], columns=["lam", "nec", "train_top1", "val_top1"])
+    atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
+    metrics = {"loss": params.loss, "objective": label, "form": t.form, "final_layer": t.final_layer,
+               "ce_to_cbl": ce_to_cbl, "kept_epoch": result.kept_epoch, "epochs_run": len(result.epochs),
+               "units": len(result.model.units), "dropped_concepts": dropped,
+               "nec": round(float((result.model.fc.weight.detach() != 0).sum()) / len(classes), 2),
+               **{f"{split}_{k}": v for split, m in final.items() for k, v in m.items()}}
     atomic_write_json(METRICS, rounded(metrics, 4))
     log.info("kept epoch %d: val top-1 %.4f, top-5 %.4f; %.1f s", result.kept_epoch, final["val"]["top1"],
              final["val"]["top5"], result.seconds)

@@ -48,7 +48,9 @@ def load_bottleneck(folder: str | Path, expect_concepts_sha256: Optional[str] = 
                 f"the model in {folder} was trained on embeddings of {describe_backbone(config['backbone'])}, "
                 f"but the caches come from {describe_backbone(expect_backbone)}. Run `dvc repro train`.")
     state = load_file(str(folder / WEIGHTS))
-    model = ConceptBottleneck(state["concepts"].numpy(), len(config["classes"]), config["logit_scale"])
+    model = ConceptBottleneck(state["concepts"].numpy(), len(config["classes"]), config["logit_scale"],
+                              units=state["units"].tolist() if "units" in state else None,
+                              final_layer=config.get("train", {}).get("final_layer", "dense"))
     model.load_state_dict(state)
     model.eval()
     return model, config

@@ -18,6 +18,8 @@ from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel
 
 LOSSES = tuple(OBJECTIVES)
+FORMS = ("paper", "faithful")  # train.form: the objectives as published, or tying CBL unit m to concept m
+FINAL_LAYERS = ("dense", "sparse")  # train.final_layer
 
 
 class GumbelParams(StrictModel):
@@ -40,6 +42,23 @@ class OptimizerParams(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class Cos3Params(StrictModel):
+    cutoff: float = Field(0.45, ge=-1.0, le=1.0)  # Label-free CBM's interpretability cutoff (its default)
+
+
+class SparseLayerParams(StrictModel):
+    """The elastic-net path of the sparse final layer (GLM-SAGA)."""
+
+    alpha: float = Field(0.99, gt=0.0, le=1.0)  # share of l1 in the elastic net
+    path_points: int = Field(20, gt=1)  # lambdas from the largest (all weights zero) down
+    epsilon: float = Field(1e-3, gt=0.0, lt=1.0)  # the smallest lambda, as a share of the largest
+    max_epochs: int = Field(50, gt=0)  # SAGA epochs per lambda at most
+    lr: float = Field(0.1, gt=0.0)
+    tol: float = Field(1e-4, gt=0.0)
+    target_nec: float = Field(5.0, gt=0.0)  # the path point kept: NEC closest to this
+    batch_size: int = Field(256, gt=0)
+
+
 class EarlyStoppingParams(StrictModel):
     patience: Optional[int] = Field(None, gt=0)
 
@@ -57,7 +76,24 @@ class TrainParams(StrictModel):
     lr_schedule: Literal[LR_SCHEDULES] = "constant"  # type: ignore[valid-type]
     early_stopping: EarlyStoppingParams = EarlyStoppingParams()
     keep: Literal["best", "final"] = "best"
+    form: Literal[FORMS] = "paper"  # type: ignore[valid-type]
+    final_layer: Literal[FINAL_LAYERS] = "dense"  # type: ignore[valid-type]
+    cos3: Cos3Params = Cos3Params()
+    sparse: SparseLayerParams = SparseLayerParams()
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
+
+
+FAITHFUL_RELEASED_ERROR = ("train.form: faithful pairs CBL output m with concept m, and the released Gumbel objective "
+                           "has no targets to pair: with loss gumbel use train.gumbel.objective: paper.")
+
+
+def check_combination(loss: str, params: TrainParams) -> None:
+    """Settings that are valid alone but not together with ``loss``: a ValueError naming them."""
+    get_objective(loss)
+    if loss == "gumbel" and params.form == "faithful" and params.gumbel.objective == "released":
+        raise ValueError(FAITHFUL_RELEASED_ERROR)
+    if loss == "gumbel" and params.form == "faithful" and params.gumbel.hard:
+        raise ValueError("train.gumbel.hard is not built for train.form: faithful; use hard: false.")
 
 
 def resolve_ce_to_cbl(loss: str, setting: str | bool) -> bool:

@@ -2,16 +2,20 @@
 
 psi(x) = CLIP's logit scale x cos(image, concept_j) for every concept (CLIP's
 ``logits_per_image``), computed per batch from the caches: the backbone never runs.
-CBL = Linear(|D|, |D|, bias=False); FC = Linear(|D|, |C|, bias=False).
+CBL = Linear(|D|, |D|, bias=False); the final layer maps the CBL's outputs to the classes:
+``DenseLayer`` = Linear(|D|, |C|, bias=False) as in the paper, or ``StandardizedLinear``
+(the sparse elastic-net layer: standardised activations, weights with a bias).
 
-``forward`` returns all three stages of a pass (``BottleneckOutput``): the CLIP
-concept scores, the CBL activations and the class logits, so no caller rewrites
-the pass to get at the middle of it.
+``forward`` returns all three stages of a pass (``BottleneckOutput``): the CLIP concept
+scores, the CBL activations and the class logits, so no caller rewrites the pass to get
+at the middle of it. Each CBL output unit names one concept (``units[k]``: its index in
+the concept list): every concept by default; fewer after Label-free CBM's interpretability
+cutoff drops units whose match to their concept stays low.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,19 +25,59 @@ from torch import nn
 
 class BottleneckOutput(NamedTuple):
     scores: torch.Tensor  # psi: logit_scale x cos(image, concept), (B, |D|)
-    activations: torch.Tensor  # S = CBL(psi), (B, |D|): the bottleneck, one unit per concept
-    logits: torch.Tensor  # FC(S), (B, |C|)
+    activations: torch.Tensor  # S = CBL(psi), (B, units): the bottleneck, one unit per concept
+    logits: torch.Tensor  # final layer (S), (B, |C|)
+
+
+class DenseLayer(nn.Linear):
+    """The paper's final layer: logits = W S, no bias."""
+
+    def __init__(self, units: int, num_classes: int):
+        super().__init__(units, num_classes, bias=False)
+
+    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """W[c, m] * a_m: they sum to the logit of c."""
+        return self.weight[classes] * activations
+
+
+class StandardizedLinear(nn.Module):
+    """logits = W (S - mean) / std + b: the sparse final layer, fitted on standardised activations."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(torch.as_tensor(weight, dtype=torch.float32).clone())
+        self.bias = nn.Parameter(torch.as_tensor(bias, dtype=torch.float32).clone())
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
+
+    @classmethod
+    def empty(cls, units: int, num_classes: int) -> "StandardizedLinear":
+        return cls(torch.zeros(num_classes, units), torch.zeros(num_classes), torch.zeros(units), torch.ones(units))
+
+    def standardize(self, activations: torch.Tensor) -> torch.Tensor:
+        return (activations - self.mean) / self.std
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.standardize(activations) @ self.weight.T + self.bias
+
+    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """W[c, m] * (a_m - mean_m) / std_m: they sum to the logit of c minus its bias."""
+        return self.weight[classes] * self.standardize(activations)
 
 
 class ConceptBottleneck(nn.Module):
-    def __init__(self, concept_embeddings: np.ndarray | torch.Tensor, num_classes: int, logit_scale: float):
+    def __init__(self, concept_embeddings: np.ndarray | torch.Tensor, num_classes: int, logit_scale: float,
+                 units: Optional[Sequence[int]] = None, final_layer: str = "dense"):
         super().__init__()
         concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32))
         self.register_buffer("concepts", F.normalize(concepts, dim=1))  # (|D|, d), unit rows
         self.logit_scale = float(logit_scale)
         n = concepts.shape[0]
-        self.cbl = nn.Linear(n, n, bias=False)
-        self.fc = nn.Linear(n, num_classes, bias=False)
+        index = torch.arange(n) if units is None else torch.as_tensor(list(units), dtype=torch.long)
+        self.register_buffer("units", index)  # the concept each CBL output names
+        self.cbl = nn.Linear(n, len(index), bias=False)
+        self.fc = DenseLayer(len(index), num_classes) if final_layer == "dense" else \
+            StandardizedLinear.empty(len(index), num_classes)
 
     @property
     def num_concepts(self) -> int:
@@ -42,6 +86,12 @@ class ConceptBottleneck(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.fc.weight.shape[0]
+
+    @torch.no_grad()
+    def init_identity(self) -> None:
+        """W_CBL = I (each output starts as its own concept's score): the faithful forms start here."""
+        self.cbl.weight.zero_()
+        self.cbl.weight[torch.arange(len(self.units)), self.units] = 1.0
 
     def concept_scores(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """psi: logit_scale x cos(image, concept), (|B|, |D|)."""
@@ -53,3 +103,18 @@ class ConceptBottleneck(nn.Module):
         psi = self.concept_scores(image_embeddings)
         S = self.cbl(psi)
         return BottleneckOutput(psi, S, self.fc(S if ce_to_cbl else S.detach()))
+
+    @torch.no_grad()
+    def keep_units(self, keep: torch.Tensor) -> None:
+        """Drop the CBL output units not in ``keep`` (bool, one per unit), and their final-layer columns."""
+        keep = torch.as_tensor(keep, dtype=torch.bool)
+        self.units = self.units[keep]
+        cbl = nn.Linear(self.cbl.in_features, int(keep.sum()), bias=False)
+        cbl.weight.copy_(self.cbl.weight[keep])
+        self.cbl = cbl
+        if isinstance(self.fc, DenseLayer):
+            fc = DenseLayer(int(keep.sum()), self.fc.out_features)
+            fc.weight.copy_(self.fc.weight[:, keep])
+            self.fc = fc
+        else:
+            self.fc = StandardizedLinear(self.fc.weight[:, keep], self.fc.bias, self.fc.mean[keep], self.fc.std[keep])

@@ -12,7 +12,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sparse_cbm.bottleneck.config import TrainParams, resolve_ce_to_cbl
-from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck
+from sparse_cbm.bottleneck.config import TrainParams, check_combination, resolve_ce_to_cbl
+from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck, StandardizedLinear
 from sparse_cbm.bottleneck.objectives import StepContext, get_objective
 from sparse_cbm.bottleneck.objectives.gumbel import tau_at
 from sparse_cbm.bottleneck.optim import make_optimizer, make_schedulers
@@ -77,6 +77,59 @@ class TrainResult:
     epochs: List[Dict[str, float]]
     kept_epoch: int  # the epoch whose weights the model holds (train.keep: best or final)
     seconds: float
+    dropped_units: List[int] = field(default_factory=list)  # concept indices cut by cos3's cutoff
+    unit_similarity: Optional[np.ndarray] = None  # cos3: each unit's similarity to its concept on val
+    sparse_path: Optional[List[Dict[str, float]]] = None  # sparse final layer: lambda, NEC, top-1 per point
+
+
+@torch.no_grad()
+def unit_cos3_similarity(model: ConceptBottleneck, embeddings, batch_size: int = 4096, device="cpu") -> np.ndarray:
+    """Each unit's cos3 similarity (``objectives.cos3``) to its concept's CLIP scores over a whole split,
+    in two streaming passes (means, then sums of cubed products), float64."""
+    def batches():
+        for lo in range(0, len(embeddings), batch_size):
+            x = torch.from_numpy(np.asarray(embeddings[lo:lo + batch_size], dtype=np.float32)).to(device)
+            out = model(x)
+            yield out.activations.double(), out.scores[:, model.units].double()
+
+    n, mean_s, mean_p = 0, 0.0, 0.0
+    for s, p in batches():
+        n, mean_s, mean_p = n + len(s), mean_s + s.sum(dim=0), mean_p + p.sum(dim=0)
+    mean_s, mean_p = mean_s / max(n, 1), mean_p / max(n, 1)
+    sp, ss, pp = 0.0, 0.0, 0.0
+    for s, p in batches():
+        q, r = (s - mean_s) ** 3, (p - mean_p) ** 3
+        sp, ss, pp = sp + (q * r).sum(dim=0), ss + (q * q).sum(dim=0), pp + (r * r).sum(dim=0)
+    return (sp / (ss.sqrt() * pp.sqrt()).clamp_min(1e-300)).cpu().numpy()
+
+
+def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], val: Tuple[np.ndarray, np.ndarray],
+                params: TrainParams, seed: int, device):
+    """The GLM-SAGA regularisation path of an elastic-net final layer over the frozen CBL's activations,
+    standardised on train (``sparse_layer.fit_sparse_path`` with ``params.sparse``)."""
+    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path
+
+    sp = params.sparse
+    model.eval()
+
+    @torch.no_grad()
+    def activations(x):
+        return model(x).activations
+
+    return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, path_points=sp.path_points,
+                           epsilon=sp.epsilon, max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
+                           batch_size=sp.batch_size, seed=seed, device=str(device))
+
+
+def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray],
+                           val: Tuple[np.ndarray, np.ndarray], params: TrainParams, seed: int,
+                           device) -> List[Dict[str, float]]:
+    """Replace the model's final layer by the sparse one: the path point whose NEC is closest to
+    ``params.sparse.target_nec``. Returns the path: lambda, NEC, train and val top-1 of every point."""
+    path = sparse_path(model, train, val, params, seed, device)
+    layer = path.choose(params.sparse.target_nec)
+    model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std).to(device)
+    return path.summary()
 
 
 def train_bottleneck(concept_embeddings: np.ndarray, num_classes: int, logit_scale: float,
@@ -88,12 +141,14 @@ def train_bottleneck(concept_embeddings: np.ndarray, num_classes: int, logit_sca
 
     Keeps the epoch with the best val top-1 (``params.keep: best``) or the last one (``final``).
     ``max_steps`` stops after that many steps in all (smoke runs, benchmarks)."""
-    get_objective(loss)  # an unknown name fails here, before any work
+    check_combination(loss, params)  # an unknown name or a bad combination fails here, before any work
     device = torch.device(device)
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     order_rng = np.random.default_rng(seed)
     model = ConceptBottleneck(concept_embeddings, num_classes, logit_scale).to(device)
+    if params.form == "faithful":
+        model.init_identity()
     opt_cbl = make_optimizer(model.cbl.parameters(), params.cbl.optimizer, params.cbl.lr, params.cbl.weight_decay)
     opt_fc = make_optimizer(model.fc.parameters(), params.fc.optimizer, params.fc.lr, params.fc.weight_decay)
     x_train, y_train = train
@@ -151,5 +206,20 @@ def train_bottleneck(concept_embeddings: np.ndarray, num_classes: int, logit_sca
         model.load_state_dict(best[2])
         kept = best[1]
     model.eval()
-    return TrainResult(model=model, steps=steps, epochs=epochs, kept_epoch=kept,
-                       seconds=time.perf_counter() - started)
+    result = TrainResult(model=model, steps=steps, epochs=epochs, kept_epoch=kept, seconds=0.0)
+    if loss == "cos3":
+        result.unit_similarity = unit_cos3_similarity(model, val[0], device=device)
+        keep = result.unit_similarity >= params.cos3.cutoff
+        result.dropped_units = model.units[torch.from_numpy(~keep)].tolist()
+        if not keep.any():
+            raise ValueError(f"train.cos3.cutoff {params.cos3.cutoff} drops every concept (the best similarity "
+                             f"on val is {result.unit_similarity.max():.3f}); lower the cutoff.")
+        if result.dropped_units:
+            log.info("cos3 cutoff %.2f: dropped %d of %d units", params.cos3.cutoff, len(result.dropped_units),
+                     len(keep))
+            model.keep_units(torch.from_numpy(keep))
+    if params.final_layer == "sparse":
+        result.sparse_path = fit_sparse_final_layer(model, train, val, params, seed, device)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    return result

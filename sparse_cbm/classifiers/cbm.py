@@ -9,8 +9,11 @@ from sparse_cbm.classifiers.base import ConceptClassifier, EvaluationInputs, reg
 
 
 class BottleneckClassifier(ConceptClassifier):
+    """``concepts``: the full concept list; the classifier's concepts are those its CBL units name."""
+
     def __init__(self, model: ConceptBottleneck, concepts: list, label: str = "CBM"):
-        self.model, self.concepts, self.label = model.eval(), list(concepts), label
+        self.model, self.label = model.eval(), label
+        self.concepts = [list(concepts)[int(j)] for j in model.units]
 
     @torch.inference_mode()
     def concept_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -22,8 +25,8 @@ class BottleneckClassifier(ConceptClassifier):
 
     @torch.inference_mode()
     def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """W_FC[c, m] * a_m: the FC has no bias, so they sum to the logit of c."""
-        return self.model.fc.weight[classes] * activations
+        """weight x activation (standardised for the sparse layer), summing to the logit less its bias."""
+        return self.model.fc.contributions(activations, classes)
 
 
 @register("cbm")

@@ -85,38 +85,57 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> List[t
     return [(cx + rad * math.cos(a + angle), cy + rad * math.sin(a + angle)) for a, rad in pts]
 
 
-def render(attrs: Dict[str, object], size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw one image from its attributes (shape, colour, texture, background, size, x, y)."""
-    big = size * _SUPERSAMPLE
-    r = float(SIZES[attrs["size"]]) * big
-    cx, cy = float(attrs["x"]) * big, float(attrs["y"]) * big
-    bg = np.array(BACKGROUNDS[attrs["background"]], dtype=np.int16)
-    noise = rng.integers(-10, 11, size=(size, size, 1), dtype=np.int16)
-    background = Image.fromarray(np.clip(bg + noise, 0, 255).astype(np.uint8)).resize((big, big), Image.NEAREST)
-
+def _object_layers(obj: Dict[str, object], big: int, rng: np.random.Generator) -> tuple:
+    """(alpha mask "L", fill "RGB") of one object at the supersampled size ``big``: its shape, colour,
+    texture, radius (``radius``, a share of the side; else its ``size`` word) and centre (x, y)."""
+    r = float(obj["radius"] if "radius" in obj else SIZES[str(obj["size"])]) * big
+    cx, cy = float(obj["x"]) * big, float(obj["y"]) * big
     mask = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(mask)
-    if attrs["shape"] == "circle":
+    if obj["shape"] == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     else:
-        draw.polygon(_polygon(str(attrs["shape"]), cx, cy, r, float(rng.uniform(-0.45, 0.45))), fill=255)
-
-    colour = np.array(COLOURS[attrs["colour"]])
+        draw.polygon(_polygon(str(obj["shape"]), cx, cy, r, float(rng.uniform(-0.45, 0.45))), fill=255)
+    colour = np.array(COLOURS[str(obj["colour"])])
     fill = Image.new("RGB", (big, big), tuple(int(c) for c in colour))
     pattern = ImageDraw.Draw(fill)
     period = max(4, big // 8)
-    if attrs["texture"] == "striped":
+    if obj["texture"] == "striped":
         dark = tuple(int(c) for c in colour * 0.45)
         for k in range(-big, big, period):
             pattern.line([(k, 0), (k + big, big)], fill=dark, width=max(2, period // 3))
-    elif attrs["texture"] == "dotted":
+    elif obj["texture"] == "dotted":
         light = tuple(int(c) for c in colour * 0.35 + 255 * 0.65)
         dot = max(1, period // 4)
         for yy in range(period // 2, big, period):
             for xx in range(period // 2, big, period):
                 pattern.ellipse([xx - dot, yy - dot, xx + dot, yy + dot], fill=light)
-    background.paste(fill, (0, 0), mask)
-    return background.resize((size, size), Image.LANCZOS)
+    return mask, fill
+
+
+def render_scene(objects: Sequence[Dict[str, object]], background: str, size: int,
+                 rng: np.random.Generator) -> tuple:
+    """Draw objects in order (later ones on top) on a noisy background. Returns the image and its
+    (size, size) uint8 label map: 0 background, k the k-th object (1-based) where it is visible."""
+    big = size * _SUPERSAMPLE
+    bg = np.array(BACKGROUNDS[background], dtype=np.int16)
+    noise = rng.integers(-10, 11, size=(size, size, 1), dtype=np.int16)
+    canvas = Image.fromarray(np.clip(bg + noise, 0, 255).astype(np.uint8)).resize((big, big), Image.NEAREST)
+    labels = np.zeros((big, big), dtype=np.uint8)
+    for k, obj in enumerate(objects, start=1):
+        mask, fill = _object_layers(obj, big, rng)
+        canvas.paste(fill, (0, 0), mask)
+        labels[np.asarray(mask) > 127] = k
+    image = canvas.resize((size, size), Image.LANCZOS)
+    # each pixel of the label map: the label covering most of its supersampled block
+    blocks = labels.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).transpose(0, 2, 1, 3).reshape(size, size, -1)
+    counts = np.stack([(blocks == k).sum(axis=2) for k in range(len(objects) + 1)], axis=2)
+    return image, counts.argmax(axis=2).astype(np.uint8)
+
+
+def render(attrs: Dict[str, object], size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw one image from its attributes (shape, colour, texture, background, size, x, y)."""
+    return render_scene([attrs], str(attrs["background"]), size, rng)[0]
 
 
 class ShapesWorld(abc.ABC):

@@ -5,7 +5,11 @@ activations of an image to "present" or "absent" and decide again.
 the training images (``fit_intervention_values``): values the model has seen. The
 intervention curve corrects, for every test image, the k concepts whose activation
 disagrees most with its annotation, k = 0 .. max_k, and tracks the accuracy; the gain at
-k is accuracy(k) - accuracy(0).
+k is accuracy(k) - accuracy(0). A concept disagrees when its activation lies on the wrong
+side of the midpoint between its absent and present values (below it for an annotated
+concept, above it for one annotated absent), by (distance to the midpoint) / (present -
+absent); a concept that agrees is left alone, so an image with fewer than k disagreeing
+concepts gets fewer corrections.
 """
 
 from __future__ import annotations
@@ -74,14 +78,16 @@ def corrected_accuracy(classifier: ConceptClassifier, activations: torch.Tensor,
     """Correct predictions of a batch for k = 0 .. max_k corrections: (max_k + 1,) int counts.
 
     ``truth`` (B, M) bool: the annotation of each concept of ``values``. An image's concepts are
-    corrected in order of disagreement: (present - a) / (present - absent) for an annotated-present
-    concept, (a - absent) / (present - absent) for an absent one; only those that disagree (> 0).
+    corrected in order of disagreement: (mid - a) / (present - absent) for an annotated-present
+    concept, (a - mid) / (present - absent) for an absent one, mid = (present + absent) / 2; only
+    those that disagree (> 0).
     """
     index = torch.from_numpy(values.concept_index)
     absent, present = torch.from_numpy(values.absent), torch.from_numpy(values.present)
     span = (present - absent).clamp_min(1e-6)
     current = activations[:, index]
-    disagreement = torch.where(truth, (present - current) / span, (current - absent) / span)
+    mid = (present + absent) / 2
+    disagreement = torch.where(truth, (mid - current) / span, (current - mid) / span)
     order = disagreement.argsort(dim=1, descending=True)
     target = torch.where(truth, present, absent)
     counts = np.zeros(max_k + 1, dtype=np.int64)

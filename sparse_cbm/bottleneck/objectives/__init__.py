@@ -65,4 +65,4 @@ def get_objective(name: str) -> Objective:
 
 
 # the order here is the order of the README and of `loss` choices
-from sparse_cbm.bottleneck.objectives import l1, contrastive, gumbel  # noqa: E402,F401
+from sparse_cbm.bottleneck.objectives import l1, contrastive, gumbel, cos3  # noqa: E402,F401

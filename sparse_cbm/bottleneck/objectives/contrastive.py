@@ -31,7 +31,34 @@ def contrastive_loss(S: torch.Tensor, alpha: float) -> torch.Tensor:
     return diagonal_cross_entropy(alpha * S)
 
 
+def unit_concept_similarity(S: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """(units, |D|): cosine, across the batch, between each CBL unit's centred outputs and each concept's
+    centred CLIP scores: the logits of the faithful forms, whose targets pair unit m with its concept."""
+    s = S - S.mean(dim=0, keepdim=True)
+    p = psi - psi.mean(dim=0, keepdim=True)
+    s = s / torch.linalg.vector_norm(s, dim=0, keepdim=True).clamp_min(1e-12)
+    p = p / torch.linalg.vector_norm(p, dim=0, keepdim=True).clamp_min(1e-12)
+    return s.T @ p
+
+
+def paired_cross_entropy(logits: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy with targets unit k <-> concept units[k] (logits: units x |D|): each unit
+    should pick its concept among all concepts, and each unit's concept its unit among all units."""
+    rows = F.cross_entropy(logits, units)
+    cols = F.cross_entropy(logits[:, units].T, torch.arange(len(units), device=logits.device))
+    return (rows + cols) / 2
+
+
+def faithful_contrastive_loss(S: torch.Tensor, psi: torch.Tensor, units: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Eq. 8 with the faithful pairing: the symmetric cross-entropy of alpha x cos(unit m, concept n) across
+    the batch, targets m <-> units[m] (instead of image i <-> concept i)."""
+    return paired_cross_entropy(alpha * unit_concept_similarity(S, psi), units)
+
+
 @register("contrastive", ce_to_cbl=False, summary="symmetric cross-entropy of α·S with diagonal targets (eq. 8), "
                                                    "α = exp(train.log_alpha)")
 def contrastive_objective(out, ctx) -> torch.Tensor:
-    return contrastive_loss(out.activations, math.exp(ctx.params.log_alpha))
+    alpha = math.exp(ctx.params.log_alpha)
+    if ctx.params.form == "faithful":
+        return faithful_contrastive_loss(out.activations, out.scores.detach(), ctx.model.units, alpha)
+    return contrastive_loss(out.activations, alpha)

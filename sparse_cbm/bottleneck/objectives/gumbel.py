@@ -76,13 +76,32 @@ def gumbel_released_loss(S: torch.Tensor, tau: float, hard: bool = False,
     return (over_batch + over_concepts) / 2
 
 
+def faithful_gumbel_loss(S: torch.Tensor, psi: torch.Tensor, units: torch.Tensor, alpha: float, tau: float,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Eq. 10 with the faithful pairing: the cross-entropy of (alpha x cos(unit m, concept n) + G) / tau,
+    targets m <-> units[m], one Gumbel draw per entry shared by both directions."""
+    from sparse_cbm.bottleneck.objectives.contrastive import paired_cross_entropy, unit_concept_similarity
+
+    logits = alpha * unit_concept_similarity(S, psi)
+    noise = sample_gumbel(logits.shape, generator, logits.device)
+    return paired_cross_entropy((logits + noise) / tau, units)
+
+
 def _paper(out, ctx) -> torch.Tensor:
     g = ctx.params.gumbel
+    if ctx.params.form == "faithful":
+        if g.hard:
+            raise ValueError("train.gumbel.hard is not built for train.form: faithful; use hard: false.")
+        return faithful_gumbel_loss(out.activations, out.scores.detach(), ctx.model.units,
+                                    math.exp(ctx.params.log_alpha), ctx.tau, ctx.generator)
     return gumbel_contrastive_loss(out.activations, math.exp(ctx.params.log_alpha), ctx.tau, hard=g.hard,
                                    generator=ctx.generator)
 
 
 def _released(out, ctx) -> torch.Tensor:
+    if ctx.params.form == "faithful":
+        from sparse_cbm.bottleneck.config import FAITHFUL_RELEASED_ERROR
+        raise ValueError(FAITHFUL_RELEASED_ERROR)
     return gumbel_released_loss(out.activations, ctx.tau, hard=ctx.params.gumbel.hard, generator=ctx.generator)
 
 

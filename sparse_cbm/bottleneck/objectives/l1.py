@@ -15,4 +15,9 @@ def l1_penalty(weight: torch.Tensor, lam: float) -> torch.Tensor:
 @register("l1", ce_to_cbl=True, summary="CE + λ/|D|·‖W_CBL‖₁ (eq. 11); the cross-entropy must reach W_CBL, "
                                         "or the penalty alone drives it to zero")
 def l1_objective(out, ctx) -> torch.Tensor:
-    return l1_penalty(ctx.model.cbl.weight, ctx.params.l1_lambda)
+    weight = ctx.model.cbl.weight
+    if ctx.params.form == "faithful":  # anchored at the identity: lambda/|D| ||W - I||_1
+        anchor = torch.zeros_like(weight)
+        anchor[torch.arange(len(ctx.model.units)), ctx.model.units] = 1.0
+        weight = weight - anchor
+    return l1_penalty(weight, ctx.params.l1_lambda)

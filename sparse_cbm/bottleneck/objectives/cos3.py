@@ -1,0 +1,36 @@
+"""cos3: Label-free CBM's objective (Oikarinen et al., ICLR 2023): CBL output unit m should rise and
+fall across the batch with CLIP's score of concept m.
+
+For each unit m: q = its outputs over the batch, p = CLIP's scores of its concept over the
+same images; both mean-centred, cubed elementwise (which weights the images where the concept
+is strongest), then cosine-compared (LF-CBM's ``cos_similarity_cubed_single``). The loss is
+minus the mean over units. Its interpretability cutoff (``train.cos3.cutoff``, LF-CBM's 0.45)
+drops, after training, the units whose similarity on the validation split stays below it.
+
+Here, as in Sparse-CBM, the CBL reads CLIP's concept scores themselves (LF-CBM's projection
+reads a backbone's features), so the objective has an exact optimum: each unit an increasing
+affine map of its own concept's score.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparse_cbm.bottleneck.objectives import register
+
+
+def cos_cubed_similarity(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(units,) cos(centred(outputs[:, m])^3, centred(targets[:, m])^3) over the batch (dim 0)."""
+    q = outputs - outputs.mean(dim=0, keepdim=True)
+    p = targets - targets.mean(dim=0, keepdim=True)
+    q, p = q ** 3, p ** 3
+    q = q / torch.linalg.vector_norm(q, dim=0, keepdim=True).clamp_min(1e-12)
+    p = p / torch.linalg.vector_norm(p, dim=0, keepdim=True).clamp_min(1e-12)
+    return (q * p).sum(dim=0)
+
+
+@register("cos3", ce_to_cbl=False, summary="Label-free CBM: −mean over units of cos(centred(S_m)³, centred(ψ_m)³) "
+                                           "across the batch; an interpretability cutoff drops weak units")
+def cos3_objective(out, ctx) -> torch.Tensor:
+    targets = out.scores.detach()[:, ctx.model.units]
+    return -cos_cubed_similarity(out.activations, targets).mean()
