@@ -1,0 +1,297 @@
+"""The sparse final layer: glm-saga against scikit-learn, NEC and the choice of a path point, the
+layer's arithmetic, the path on the planted-concept simulator, seeding, the disk table and streaming."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_cbm.bottleneck.model import ConceptBottleneck
+from sparse_cbm.bottleneck.sparse_layer import (BlockLoader, DiskTable, PathPoint, SparseLayer, SparsePath,
+                                                Standardised, accuracy_at_nec, activation_stats,
+                                                bottleneck_activations, fit_sparse_path, nec, top1)
+from sparse_cbm.simulate import planted_world
+from sparse_cbm.storage.rows import NpyRows
+
+
+def identity(x):
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# glm-saga reaches scikit-learn's solution
+
+
+def multinomial_problem(n=600, d=20, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((c, d)) * (rng.random((c, d)) < 0.3) * 2
+    x = rng.standard_normal((n, d)) * rng.uniform(0.5, 3, d) + rng.uniform(-2, 2, d)
+    z = (x - x.mean(0)) / x.std(0) @ w.T
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = np.array([rng.choice(c, p=row) for row in p])
+    return x.astype(np.float32), y
+
+
+def objective(x, y, w, b, lam, alpha):
+    """glm-saga's objective in float64: mean cross-entropy + lam (alpha |W|_1 + (1 - alpha) / 2 |W|^2)."""
+    z = x @ w.T + b
+    z = z - z.max(1, keepdims=True)
+    ce = -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean()
+    return ce + lam * alpha * np.abs(w).sum() + 0.5 * lam * (1 - alpha) * (w ** 2).sum()
+
+
+def test_glm_saga_reaches_scikit_learns_elastic_net_solution():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = multinomial_problem()
+    n, alpha, lam = len(y), 0.99, 0.02
+    path = fit_sparse_path(identity, (x, y), None, 4, alpha=alpha, lambdas=[lam], max_epochs=3000, tol=1e-7,
+                           batch_size=32, lr=0.1, seed=0)
+    p = path.points[0]
+    assert p.converged
+    xs = (x.astype(np.float64) - path.mean.double().numpy()) / path.std.double().numpy()
+    # scikit-learn minimises C * sum_i CE_i + alpha |W|_1 + (1 - alpha) / 2 |W|^2 (intercept unpenalised):
+    # divided by C * N it is glm-saga's objective when 1 / (C * N) = lambda. Multinomial is its loss for
+    # three or more classes; l1_ratio with solver="saga" is its elastic net (``penalty`` is deprecated in 1.8).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated argument, no ConvergenceWarning
+        sk = LogisticRegression(C=1 / (lam * n), l1_ratio=alpha, solver="saga", tol=1e-10, max_iter=100_000).fit(xs, y)
+    w_glm, b_glm = p.weight.double().numpy(), p.bias.double().numpy()
+    w_sk, b_sk = sk.coef_, sk.intercept_
+
+    f_glm, f_sk = objective(xs, y, w_glm, b_glm, lam, alpha), objective(xs, y, w_sk, b_sk, lam, alpha)
+    assert abs(f_glm - f_sk) < 1e-8, (f_glm, f_sk)
+    # The same non-zero pattern, and scikit-learn's smallest kept weight is not a borderline one.
+    assert np.array_equal(w_glm != 0, w_sk != 0)
+    assert 5 < (w_sk != 0).sum() < w_sk.size and np.abs(w_sk[w_sk != 0]).min() > 2e-3
+    # The softmax is unchanged by adding one vector v to every class's weights; along that direction only
+    # the L2 term curves the objective, by mu = lam (1 - alpha) per entry, so an objective gap delta allows
+    # a shift |v_j| up to sqrt(2 delta / (mu C)) = 5e-3 for delta = 1e-8. Away from it (weights centred
+    # over the classes, which fix the probabilities) float32 SAGA agrees to 1e-4.
+    assert np.abs(w_glm - w_sk).max() < 5e-3
+    centred = lambda w: w - w.mean(0, keepdims=True)  # noqa: E731
+    assert np.abs(centred(w_glm) - centred(w_sk)).max() < 1e-4
+    assert np.abs(centred(b_glm[:, None]) - centred(b_sk[:, None])).max() < 1e-4
+
+
+def test_max_lambda_is_glm_sagas():
+    from glm_saga.elasticnet import maximum_reg_loader
+
+    x, y = multinomial_problem(n=300, d=12, c=3, seed=1)
+    stats = activation_stats(identity, x, y, 3, batch_size=64)
+    prep = Standardised(identity, stats.mean.float(), stats.std.float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = maximum_reg_loader(BlockLoader(x, y, 64, shuffle=False), group=False, preprocess=prep)
+    assert stats.max_reg == pytest.approx(theirs, rel=1e-5)
+    np.testing.assert_allclose(stats.mean.numpy(), x.astype(np.float64).mean(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.std.numpy(), x.astype(np.float64).std(0, ddof=1), rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# NEC and the choice of a point
+
+
+def point(weight, val, lam=1.0):
+    w = torch.tensor(weight, dtype=torch.float32)
+    return PathPoint(lam=lam, nec=nec(w), train_top1=val, val_top1=val, weight=w, bias=torch.zeros(2),
+                     converged=True, seconds=0.0, train_loss=0.0, val_loss=0.0)
+
+
+@pytest.fixture()
+def hand_path():
+    points = [point([[0, 0, 0, 0], [0, 0, 0, 0]], 0.5, 4.0),  # NEC 0
+              point([[1, 0, 0, 0], [0, 2, -3, 0]], 0.9, 3.0),  # NEC 1.5
+              point([[1, 0.5, 0, 0], [0, 2, -3, 4]], 0.8, 2.0),  # NEC 2.5
+              point([[1, 0, 0, 7], [0, 2, -3, 4]], 0.9, 1.0)]  # NEC 2.5
+    return SparsePath(points=points, mean=torch.zeros(4), std=torch.ones(4), alpha=0.99, max_lambda=4.0,
+                      table="memory")
+
+
+def test_nec_counts_non_zero_weights_per_class(hand_path):
+    assert [p.nec for p in hand_path.points] == [0.0, 1.5, 2.5, 2.5]
+    assert hand_path.choose(2.5).nec == 2.5
+
+
+def test_choose_closest_then_best_val_then_sparser(hand_path):
+    assert hand_path.index_closest(0.2) == 0
+    assert hand_path.index_closest(2.4) == 3  # P2 and P3 equally close: P3 has the better val top-1
+    assert hand_path.index_closest(2.0) == 1  # P1, P2, P3 equally close; P1 and P3 tie on val: the sparser
+    assert hand_path.index_closest(9.0) == 3
+    assert torch.equal(hand_path.choose(2.4).weight, hand_path.points[3].weight)
+
+
+def test_vlg_rule_takes_the_first_point_reaching_the_target_and_truncates(hand_path):
+    assert hand_path.index_vlg(2.0) == 2
+    layer = hand_path.choose_vlg(2.0)
+    assert layer.nec == 2.0
+    assert torch.equal(layer.weight, torch.tensor([[1, 0, 0, 0], [0, 2, -3, 4.0]]))  # the 4 largest |w|: 0.5 goes
+    assert hand_path.index_vlg(3.0) == 3  # none reaches it: the last point
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer
+
+
+def random_layer(c=5, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(c, d, generator=g) * (torch.rand(c, d, generator=g) < 0.4)
+    return SparseLayer(w, torch.randn(c, generator=g), torch.randn(d, generator=g) * 3,
+                       torch.rand(d, generator=g) + 0.5)
+
+
+def test_logits_and_contributions():
+    layer = random_layer()
+    a = torch.randn(7, 12, generator=torch.Generator().manual_seed(1)) * 4
+    expected = ((a.double() - layer.mean.double()) / layer.std.double()) @ layer.weight.double().T + layer.bias.double()
+    logits = layer.logits(a)
+    torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-5)
+    classes = logits.argmax(1)
+    contrib = layer.contributions(a, classes)
+    assert contrib.shape == a.shape
+    rows = torch.arange(7)
+    torch.testing.assert_close(contrib.sum(1), logits[rows, classes] - layer.bias[classes], rtol=1e-5, atol=1e-5)
+    assert bool((contrib[:, layer.weight[classes[0]] == 0][0] == 0).all())  # no weight, no contribution
+    w, b = layer.folded()
+    torch.testing.assert_close(a @ w.T + b, logits, rtol=1e-4, atol=1e-4)
+    assert layer.nec == int((layer.weight != 0).sum()) / 5
+    assert set(layer.class_concepts(0)) == set(torch.nonzero(layer.weight[0]).flatten().tolist())
+
+
+def test_state_dict_round_trip_through_safetensors(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    layer = random_layer()
+    safetensors.save_file(layer.state_dict(), tmp_path / "layer.safetensors")
+    back = SparseLayer.from_state_dict(safetensors.load_file(tmp_path / "layer.safetensors"))
+    a = torch.randn(3, 12)
+    assert torch.equal(back.logits(a), layer.logits(a))
+    bad = layer.state_dict()
+    bad["mean"] = bad["mean"][:5]
+    with pytest.raises(ValueError, match="inconsistent"):
+        SparseLayer.from_state_dict(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# The path on the planted-concept simulator
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = planted_world(num_classes=10, num_concepts=60, concepts_per_class=4, dim=64, seed=0)
+    model = ConceptBottleneck(w.concept_text, 10, 100.0)
+    with torch.no_grad():
+        model.cbl.weight.copy_(torch.eye(60))  # the CBL passes CLIP's concept scores through
+    return w, bottleneck_activations(model), w.split(2000, 1), w.split(500, 2), w.split(500, 3)
+
+
+@pytest.fixture(scope="module")
+def planted_path(world):
+    torch.set_num_threads(2)
+    w, act, train, val, _ = world
+    return fit_sparse_path(act, train[:2], val[:2], 10, seed=0)
+
+
+def test_path_finds_the_planted_concepts(world, planted_path):
+    w, act, _, _, test = world
+    path = planted_path
+    necs = [p.nec for p in path.points]
+    assert necs[0] <= 0.2 and necs[-1] > 20  # from (nearly) empty at the maximum lambda to dense
+    assert all(b >= a - 0.5 for a, b in zip(necs, necs[1:]))  # NEC grows along the path
+    layer = path.choose(4.0)
+    assert 3.5 <= layer.nec <= 4.5  # each class owns 4 concepts
+    test_top1 = top1(layer, act, test[:2])
+    assert test_top1 > 0.8  # chance 0.1
+    planted = [np.isin(layer.class_concepts(c), np.flatnonzero(w.class_concepts[c])).mean() for c in range(10)]
+    assert np.mean(planted) > 0.8  # the kept concepts are mostly the class's own
+    at5 = accuracy_at_nec(path, act, test[:2], 5.0)
+    assert abs(at5.nec - 5.0) == min(abs(p.nec - 5.0) for p in path.points) and at5.top1 > 0.8
+    vlg = accuracy_at_nec(path, act, test[:2], 5.0, rule="vlg")
+    assert vlg.nec == 5.0 and vlg.top1 > 0.8
+
+
+def small_fit(world, **kw):
+    _, act, train, val, _ = world
+    return fit_sparse_path(act, train[:2], val[:2], 10, **{"path_points": 4, "max_epochs": 3, "epsilon": 0.05,
+                                                            "batch_size": 128, **kw})
+
+
+def weights(path):
+    return [(p.weight, p.bias) for p in path.points]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+def test_seeded(world):
+    first = small_fit(world, seed=3)
+    assert same(weights(first), weights(small_fit(world, seed=3)))
+    assert not same(weights(first), weights(small_fit(world, seed=4)))  # the seed orders the blocks
+
+
+def test_disk_table_gives_the_memory_tables_weights(world):
+    memory = small_fit(world, table="memory")
+    disk = small_fit(world, table="disk")
+    assert (memory.table, disk.table) == ("memory", "disk")
+    assert same(weights(memory), weights(disk))
+    assert [p.val_top1 for p in memory.points] == [p.val_top1 for p in disk.points]
+
+
+def test_streams_npy_rows_a_batch_at_a_time(world, tmp_path):
+    w, act, train, val, _ = world
+    x16 = train[0].astype(np.float16)
+    np.save(tmp_path / "train.npy", x16)
+    asked = []
+
+    def recording(x):
+        asked.append(tuple(x.shape))
+        return act(x)
+
+    table_dir = tmp_path / "tables"
+    table_dir.mkdir()
+    rows = NpyRows(tmp_path / "train.npy")
+    kw = {"path_points": 3, "max_epochs": 2, "epsilon": 0.05, "batch_size": 64}
+    streamed = fit_sparse_path(recording, (rows, train[1]), val[:2], 10, table="auto", table_budget_bytes=1,
+                               table_dir=table_dir, **kw)
+    assert streamed.table == "disk" and list(table_dir.iterdir()) == []  # auto went to disk, and cleaned up
+    assert max(s[0] for s in asked) == 64 and sum(s[0] for s in asked) > 3 * len(train[1])
+    in_memory = fit_sparse_path(act, (x16, train[1]), val[:2], 10, table="memory", **kw)
+    assert same(weights(streamed), weights(in_memory))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces
+
+
+def test_disk_table_reads_what_was_written(tmp_path):
+    table = DiskTable(tmp_path / "t.f32", 10, 3)
+    mirror = np.zeros((10, 3), dtype=np.float32)
+    assert table.to("cpu") is table and table.cpu() is table
+    assert torch.equal(table[torch.arange(10)], torch.zeros(10, 3))
+    rng = np.random.default_rng(0)
+    for idx in (torch.arange(2, 5), torch.tensor([7, 1, 2, 9]), torch.arange(0, 10)):
+        values = torch.from_numpy(rng.standard_normal((len(idx), 3)).astype(np.float32))
+        table[idx] = values
+        mirror[idx.numpy()] = values.numpy()
+        assert torch.equal(table[idx], values)
+    assert np.array_equal(table[torch.tensor([9, 0, 4, 5, 6])].numpy(), mirror[[9, 0, 4, 5, 6]])
+    with pytest.raises(IndexError):
+        table[torch.tensor([10])]
+    table.close()
+
+
+def test_block_loader_shuffles_contiguous_blocks():
+    x, y = np.arange(20, dtype=np.float32).reshape(10, 2), np.arange(10)
+    loader = BlockLoader(x, y, 3, seed=0)
+    passes = [[(int(idx[0]), len(idx)) for _, _, idx in loader] for _ in range(4)]
+    for blocks in passes:
+        assert sorted(blocks) == [(0, 3), (3, 3), (6, 3), (9, 1)]
+    assert len({tuple(b) for b in passes}) > 1  # a fresh order each pass
+    again = BlockLoader(x, y, 3, seed=0)
+    assert passes == [[(int(idx[0]), len(idx)) for _, _, idx in again] for _ in range(4)]
+    xb, yb, idx = next(iter(BlockLoader(x, y, 4, shuffle=False)))
+    assert xb.dtype == torch.float32 and torch.equal(xb, torch.from_numpy(x[:4])) and torch.equal(yb, torch.arange(4))
+    assert math.isclose(len(BlockLoader(x, y, 4, max_blocks=2)), 2)
