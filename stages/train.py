@@ -67,7 +67,7 @@ def main() -> None:
     PLOTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PLOTS / "steps.csv", pd.DataFrame(result.steps).to_csv(index=False, float_format="%.6g"))
     atomic_write_text(PLOTS / "epochs.csv", pd.DataFrame(result.epochs).to_csv(index=False, float_format="%.6g"))
-    path = pd.DataFrame(result.sparse_path or [], columns=["lam", "nec", "train_top1", "val_top1"])
+    path = pd.DataFrame(result.sparse_path or [], columns=["lambda", "nec", "train_top1", "val_top1"])
     atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
     metrics = {"loss": params.loss, "objective": label, "form": t.form, "final_layer": t.final_layer,
                "ce_to_cbl": ce_to_cbl, "kept_epoch": result.kept_epoch, "epochs_run": len(result.epochs),

@@ -211,7 +211,13 @@ def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
     assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
     assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"
     diff = dvc(["metrics", "diff", "--json"], root).stdout
-    assert "val_top1" in diff  # HEAD has no metrics yet: every one shows as new
+    assert "val_top1" in diff
+    proc = dvc(["exp", "run", "-S", "loss=cos3", "-S", "train.final_layer=sparse"], root)
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
+    trained = json.loads((root / "metrics/train.json").read_text())
+    assert (trained["loss"], trained["final_layer"]) == ("cos3", "sparse") and trained["nec"] <= 5
+    path = pd.read_csv(root / "plots/train/sparse_path.csv")
+    assert len(path) > 1 and path["nec"].is_monotonic_increasing
 
 
 def test_report_references_existing_figures_and_the_metrics_numbers(project):

@@ -18,7 +18,7 @@ from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel
 
 LOSSES = tuple(OBJECTIVES)
-FORMS = ("paper", "faithful")  # train.form: the objectives as published, or tying CBL unit m to concept m
+FORMS = ("paper", "faithful")  # train.form: as published, or CBL unit m tied to concept m and final weights >= 0
 FINAL_LAYERS = ("dense", "sparse")  # train.final_layer
 
 
@@ -55,7 +55,7 @@ class SparseLayerParams(StrictModel):
     max_epochs: int = Field(50, gt=0)  # SAGA epochs per lambda at most
     lr: float = Field(0.1, gt=0.0)
     tol: float = Field(1e-4, gt=0.0)
-    target_nec: float = Field(5.0, gt=0.0)  # the path point kept: NEC closest to this
+    target_nec: float = Field(5.0, gt=0.0)  # the path point kept: the densest with NEC at most this
     batch_size: int = Field(256, gt=0)
 
 

@@ -194,6 +194,21 @@ class SparsePath:
         """The layer at ``index_closest(target_nec)``, as fitted (no truncation)."""
         return self.layer(self.index_closest(target_nec))
 
+    def index_within(self, max_nec: float = 5.0) -> int:
+        """The densest point whose NEC is at most ``max_nec`` (ties: the best val top-1); the sparsest
+        point when none is (a sparsity budget, where ``index_closest`` may overshoot it)."""
+        within = [i for i, p in enumerate(self.points) if p.nec <= max_nec + 1e-9]
+        if not within:
+            return min(range(len(self.points)), key=lambda i: self.points[i].nec)
+        def key(i):
+            p = self.points[i]
+            return (-p.nec, -(p.val_top1 if not math.isnan(p.val_top1) else -math.inf), i)
+        return min(within, key=key)
+
+    def choose_within(self, max_nec: float = 5.0) -> SparseLayer:
+        """The layer at ``index_within(max_nec)``: what the train stage keeps for ``target_nec``."""
+        return self.layer(self.index_within(max_nec))
+
     def index_vlg(self, target_nec: float = 5.0) -> int:
         """VLG-CBM's pick (``measure_acc``): the first point, lambda decreasing, whose NEC reaches
         ``target_nec``; the last point when none does."""
@@ -461,14 +476,37 @@ def path_lambdas(max_lambda: float, path_points: int, epsilon: float) -> np.ndar
     return np.geomspace(max_lambda, epsilon * max_lambda, path_points) if path_points > 1 else np.array([max_lambda])
 
 
+@contextlib.contextmanager
+def _non_negative_prox(enabled: bool):
+    """Make glm-saga's proximal steps project onto W >= 0 while the context is open.
+
+    The proximal operator of lambda (alpha |w|_1 + (1 - alpha)/2 w^2) plus the indicator of w >= 0 is
+    glm-saga's soft-threshold-and-shrink clamped at zero: max(v - t, 0) / (1 + s). Its ``train_saga``
+    calls ``soft_threshold`` and ``soft_threshold_with_shrinkage`` by their module names, so swapping
+    those two names (and nothing else) gives the non-negative elastic net with the same solver."""
+    if not enabled:
+        yield
+        return
+    import glm_saga.elasticnet as glm
+
+    plain, shrink = glm.soft_threshold, glm.soft_threshold_with_shrinkage
+    glm.soft_threshold = lambda beta, lam: plain(beta, lam).clamp_min(0)
+    glm.soft_threshold_with_shrinkage = lambda x, a, b: shrink(x, a, b).clamp_min(0)
+    try:
+        yield
+    finally:
+        glm.soft_threshold, glm.soft_threshold_with_shrinkage = plain, shrink
+
+
 def _run_glm_saga(linear, loader, lr, max_epochs, alpha, lam, *, state, n_ex, n_classes, tol, lookbehind,
-                  preprocess, val_loader, table_device):
+                  preprocess, val_loader, table_device, nonneg=False):
     """One lambda of the path: glm-saga's ``glm_saga`` with a one-point grid at ``lam``, warm-started
-    from ``linear`` and ``state``. Its printed log is captured and returned."""
+    from ``linear`` and ``state`` (weights kept >= 0 with ``nonneg``). Its printed log is captured and
+    returned."""
     from glm_saga.elasticnet import glm_saga
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+    with contextlib.redirect_stdout(out), warnings.catch_warnings(), _non_negative_prox(nonneg):
         warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
         result = glm_saga(linear, loader, lr, max_epochs, alpha, table_device=table_device, preprocess=preprocess,
                           group=False, verbose=None, state=state, n_ex=n_ex, n_classes=n_classes, tol=tol,
@@ -483,7 +521,8 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                     lambdas: Optional[Sequence[float]] = None, max_nec: Optional[float] = None,
                     max_epochs: int = 50, lr: float = 0.1, tol: float = 1e-4, lookbehind: Optional[int] = None,
                     batch_size: int = 256, seed: int = 0, device="cpu", table: str = "auto",
-                    table_budget_bytes: int = TABLE_BUDGET_BYTES, table_dir: Optional[str | Path] = None) -> SparsePath:
+                    table_budget_bytes: int = TABLE_BUDGET_BYTES, table_dir: Optional[str | Path] = None,
+                    nonneg: bool = False) -> SparsePath:
     """Fit the elastic-net path on the activations of the train split (see the module docstring).
 
     ``activations`` maps a float32 batch of raw image embeddings (B, d) to the CBL's (B, D) outputs
@@ -494,8 +533,9 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     ``max_lr``; constant along the path), ``max_epochs`` per lambda (its ``nepochs``), ``tol`` (it
     stops a lambda when one step moves (W, b) by at most ``tol``; with ``lookbehind``, when its
     objective has not improved by ``tol`` for that many epochs). ``table``: ``"memory"``, ``"disk"``
-    or ``"auto"`` (disk when n x C x 4 bytes exceeds ``table_budget_bytes``). Same inputs and
-    ``seed``, same weights: the only randomness is the seeded order of the blocks.
+    or ``"auto"`` (disk when n x C x 4 bytes exceeds ``table_budget_bytes``). ``nonneg``: every weight
+    >= 0, so a class is explained only by concepts whose presence raises it (``_non_negative_prox``).
+    Same inputs and ``seed``, same weights: the only randomness is the seeded order of the blocks.
 
     Convergence decides the NEC: an unconverged SAGA iterate keeps small weights the optimum does not
     have. On the planted world (5,400 rows, 112 concepts, 20 classes), at the path point whose exact
@@ -541,7 +581,8 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
             for i, lam in enumerate(grid):
                 result, printed = _run_glm_saga(linear, loader, lr, max_epochs, alpha, float(lam), state=state, n_ex=n,
                                                 n_classes=num_classes, tol=tol, lookbehind=lookbehind,
-                                                preprocess=preprocess, val_loader=val_loader, table_device=table_device)
+                                                preprocess=preprocess, val_loader=val_loader, table_device=table_device,
+                                                nonneg=nonneg)
                 state = result["state"]
                 p = result["path"][0]
                 m = p["metrics"]

@@ -28,6 +28,7 @@ from sparse_cbm.bottleneck.optim import make_optimizer, make_schedulers
 from sparse_cbm.bottleneck.sparsity import concepts_for_mass, fraction_below
 
 log = logging.getLogger(__name__)
+MAX_NEC_FACTOR = 1.5  # the path stops after its first point with NEC above this many times the target
 
 
 def batch_losses(model: ConceptBottleneck, x: torch.Tensor, y: torch.Tensor, loss: str, params: TrainParams,
@@ -118,16 +119,17 @@ def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], 
 
     return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, path_points=sp.path_points,
                            epsilon=sp.epsilon, max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
-                           batch_size=sp.batch_size, seed=seed, device=str(device))
+                           batch_size=sp.batch_size, seed=seed, device=str(device),
+                           max_nec=MAX_NEC_FACTOR * sp.target_nec, nonneg=params.form == "faithful")
 
 
 def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray],
                            val: Tuple[np.ndarray, np.ndarray], params: TrainParams, seed: int,
                            device) -> List[Dict[str, float]]:
-    """Replace the model's final layer by the sparse one: the path point whose NEC is closest to
+    """Replace the model's final layer by the sparse one: the densest path point whose NEC is at most
     ``params.sparse.target_nec``. Returns the path: lambda, NEC, train and val top-1 of every point."""
     path = sparse_path(model, train, val, params, seed, device)
-    layer = path.choose(params.sparse.target_nec)
+    layer = path.choose_within(params.sparse.target_nec)
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std).to(device)
     return path.summary()
 
@@ -179,6 +181,9 @@ def train_bottleneck(concept_embeddings: np.ndarray, num_classes: int, logit_sca
                 torch.nn.utils.clip_grad_norm_(model.parameters(), params.clip_grad_norm)
             opt_cbl.step()
             opt_fc.step()
+            if params.form == "faithful":  # evidence only from concepts whose presence raises the class
+                with torch.no_grad():
+                    model.fc.weight.clamp_(min=0)
             for s in schedulers:
                 s.step()
             for k, v in topk_correct(out.logits.detach(), y).items():
