@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Literal, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, TrainParams, check_combination
+from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, SparseLayerParams, TrainParams, check_combination
 from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.concepts import PAPER_PROMPTS, SOURCES as CONCEPT_SOURCES
 from sparse_cbm.datasets import DATASETS
@@ -37,7 +37,8 @@ from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel as _Strict
 
 SHAPES_CLASS_ATTRIBUTES = ("shape", "colour", "texture", "background")
-SHAPES_PRESETS = ("attributes", "easy")
+SHAPES_PRESETS = ("attributes", "scenes", "easy")
+SPATIAL_POOLINGS = ("mean", "max")
 PROFILES_DIR = Path("params")
 
 
@@ -193,6 +194,69 @@ class EvaluateParams(_Strict):
     map_images: int = Field(600, ge=0)
 
 
+class SpatialFeaturesParams(_Strict):
+    backbone: str = "clip"  # clip | a torchvision model name (resnet50, vit_b_16)
+    weights: Optional[str] = None  # torchvision: a weights name (IMAGENET1K_V2) or a local checkpoint path
+    layer: str = "layer3"  # the stage (CNN) or node whose feature maps are explained
+
+
+class SpatialPromptsParams(_Strict):
+    """The CLIP that embeds the ringed copies and the concepts (P); null: the pipeline's backbone."""
+
+    model: Optional[str] = "sparse-cbm-shapes"
+    pretrained: Optional[str] = "data/pretrained/shapes-clip-rings.pt"
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SpatialPromptsParams":
+        if (self.model is None) != (self.pretrained is None):
+            raise ValueError("give spatial.prompts.model and spatial.prompts.pretrained together, or neither "
+                             "(null: the pipeline's backbone)")
+        return self
+
+
+class SpatialEvaluateParams(_Strict):
+    heatmap_threshold: Literal["mean"] | float = "mean"  # binarise above the heatmap's mean, or this share of its range
+    pointing_grids: int = Field(100, ge=0)  # 2 x 2 mosaics of four classes for the grid pointing game
+    regions: int = Field(200, ge=0)  # boxes around single objects for Explain Anything's precision
+    k: int = Field(3, gt=0)  # top-k concepts of a region
+    panels: int = Field(12, ge=0)  # heatmap panels in the report
+    edit_beta: float = Field(3.0, gt=0)  # local edit: concepts lowered by this many standard deviations
+
+    @field_validator("heatmap_threshold")
+    @classmethod
+    def _threshold(cls, v):
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError("must be 'mean' or a share of the heatmap's range strictly between 0 and 1")
+        return v
+
+
+class SpatialParams(_Strict):
+    """The SALF-CBM branch."""
+
+    grid: int = Field(7, ge=2)  # H~ = W~: the visual prompts' grid and the concept maps' size
+    radius: float = Field(9.0, gt=0)  # ring radius, pixels of the backbone's input
+    line_width: float = Field(2.0, gt=0)
+    colour: List[int] = [255, 255, 0]
+    train_images: int = Field(1000, gt=1)  # train images whose prompted copies are embedded (to learn the maps)
+    test_images: int = Field(240, gt=0)  # test images with prompted copies and masks (heatmaps are scored on them)
+    batch_size: int = Field(32, gt=0)  # images a batch when embedding prompted copies and feature maps
+    prompts: SpatialPromptsParams = SpatialPromptsParams()
+    features: SpatialFeaturesParams = SpatialFeaturesParams()
+    pooling: Literal[SPATIAL_POOLINGS] = "mean"  # type: ignore[valid-type]
+    epochs: int = Field(20, gt=0)
+    train_batch_size: int = Field(64, gt=1)
+    lr: float = Field(1e-3, gt=0)
+    sparse: SparseLayerParams = SparseLayerParams()
+    evaluate: SpatialEvaluateParams = SpatialEvaluateParams()
+
+    @field_validator("colour")
+    @classmethod
+    def _rgb(cls, v: List[int]) -> List[int]:
+        if len(v) != 3 or any(not 0 <= c <= 255 for c in v):
+            raise ValueError("must be three integers in 0..255 (R, G, B)")
+        return v
+
+
 class CompareParams(_Strict):
     losses: List[Literal[LOSSES]] = list(LOSSES)  # type: ignore[valid-type]
     final_layers: List[Literal[FINAL_LAYERS]] = list(FINAL_LAYERS)  # type: ignore[valid-type]
@@ -220,6 +284,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()
+    spatial: SpatialParams = SpatialParams()
 
     @model_validator(mode="after")
     def _combination(self) -> "Params":

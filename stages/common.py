@@ -31,3 +31,15 @@ def backbone_from(params: Params) -> "Backbone":
     bb = params.backbone
     torch.manual_seed(params.seed)
     return load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision)
+
+
+def prompting_backbone(params: Params) -> "Backbone":
+    """The CLIP of SALF-CBM's visual prompts (``spatial.prompts``), on ``backbone.device`` and
+    ``backbone.precision``; the pipeline's backbone when ``spatial.prompts`` is null."""
+    from sparse_cbm.clip.backbone import load_backbone
+
+    prompts = params.spatial.prompts
+    if prompts.pretrained is None:
+        return backbone_from(params)
+    bb = params.backbone
+    return load_backbone(prompts.model, prompts.pretrained, device=bb.device, precision=bb.precision)

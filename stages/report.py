@@ -2,7 +2,8 @@
 
 Reads the evaluation (``metrics/evaluate.json``, ``data/evaluation/``, ``plots/evaluate/``),
 the comparison of objectives (``metrics/compare.json``), the training history
-(``plots/train/``), the filter's summary, ``params.yaml`` and the image cache's manifest; writes ``reports/index.html`` (self-contained: figures inlined),
+(``plots/train/``), the SALF-CBM branch (``metrics/spatial.json``, ``metrics/spatial_train.json``,
+``data/spatial/evaluation/``), the filter's summary, ``params.yaml`` and the image cache's manifest; writes ``reports/index.html`` (self-contained: figures inlined),
 ``reports/report.md`` and ``reports/figures/*.png``.
 """
 
@@ -18,11 +19,13 @@ from sparse_cbm.runtime.atomic import atomic_directory
 from sparse_cbm.report import figures
 from sparse_cbm.report.page import Page, Section, headline_table, method_label, pretty_json, \
     render_html, render_markdown
+from sparse_cbm.report.spatial import spatial_sections
 from sparse_cbm.report.trust import trust_sections
 from sparse_cbm.runtime.runner import run_stage
 
 EVAL, PLOTS, OUT = Path("data/evaluation"), Path("plots/train"), "reports"
 EVAL_PLOTS, COMPARE = Path("plots/evaluate"), Path("metrics/compare.json")
+SPATIAL, SPATIAL_TRAIN, SPATIAL_EVAL = "metrics/spatial.json", "metrics/spatial_train.json", Path("data/spatial/evaluation")
 log = logging.getLogger("stages.report")
 
 
@@ -73,6 +76,8 @@ def build(tmp: Path) -> Page:
                 table=[["measure", "value"], *[[k, v] for k, v in sparsity.items()]]),
     ]
     sections += trust_sections(metrics, read_json(COMPARE), EVAL, EVAL_PLOTS, tmp)
+    sections += spatial_sections(read_json(SPATIAL), read_json(SPATIAL_TRAIN), metrics, train_metrics,
+                                 SPATIAL_EVAL / "panels.npz", tmp)
     sections += [
         Section("Training", f"objective {train_metrics['objective']} ({train_metrics['form']} form), kept epoch "
                 f"{train_metrics['kept_epoch']} of {train_metrics['epochs_run']}; final layer "

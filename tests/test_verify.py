@@ -116,7 +116,9 @@ def test_tolerances_are_read_from_the_meta_of_dvc_yaml():
     assert "concepts" not in declared
     assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"), 0.01)
     assert declared["compare"] == Tolerance(("metrics/compare.json",), 0.01)
-    assert {s: t.metrics for s, t in declared.items() if s not in ("train", "compare")} == {
+    spatial = ("embed_prompted", "embed_features", "train_spatial", "evaluate_spatial")
+    assert {s: declared[s] for s in spatial} == {s: Tolerance(("metrics/spatial.json",), 0.02) for s in spatial}
+    assert {s: t.metrics for s, t in declared.items() if s not in ("train", "compare", *spatial)} == {
         s: ("metrics/evaluate.json",) for s in ("embed_images", "filter", "embed_text", "evaluate", "report")}
     assert tolerances({"stages": {"s": {"do": {"meta": {"reproduce": {"metrics": "m.json", "atol": 0}}}}}}) == {
         "s": Tolerance(("m.json",), 0.0)}
@@ -249,7 +251,7 @@ def test_verify_reruns_and_every_output_reproduces(committed):
     assert proc.returncode == 0, out + proc.stderr
     outs = [(s, o["path"]) for s, v in yaml.safe_load((committed / "dvc.lock").read_text())["stages"].items()
             for o in v["outs"]]
-    assert {s for s, _ in outs} == {"concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "report"}
+    assert {s for s, _ in outs} == set(yaml.safe_load((committed / "dvc.yaml").read_text())["stages"])
     for stage, path in outs:
         assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
         assert f"  running {stage}\n" in out

@@ -3,6 +3,7 @@
     sparse-cbm params check [params.yaml]          validate without running anything
     sparse-cbm params apply cifar10 [released]     merge profiles from params/ into params.yaml
     sparse-cbm verify                              rerun the pipeline in a clean checkout, compare with dvc.lock
+    sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
 
 (``python -m sparse_cbm.cli`` is the same command.)
@@ -14,6 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from sparse_cbm.cli.explain import add_parser as explain_parser
 from sparse_cbm.errors import SparseCbmError
 
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run in this checkout (which must be clean) instead of a temporary clone")
     verify.add_argument("--keep", action="store_true", help="keep the temporary clone and print its path")
     verify.set_defaults(run=_verify)
+    explain_parser(sub)
     shapes = sub.add_parser("train-shapes-clip", add_help=False,
                             help="rebuild the small CLIP of the shapes world (--help for its options)")
     shapes.set_defaults(run=None)

@@ -32,12 +32,14 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -45,7 +47,7 @@ from sparse_cbm.runtime.atomic import atomic_write_bytes
 from sparse_cbm.clip.backbone import file_sha256, load_backbone
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.datasets.base import ImageSource
-from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, ShapesSource
+from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, ShapesSource
 from sparse_cbm.datasets.shapes_text import ALL_VALUES, ATTRIBUTES, caption, concept
 
 log = logging.getLogger("sparse_cbm.cli.shapes_clip")  # also when run as __main__
@@ -90,6 +92,99 @@ def training_pool(n: int, seed: int, image_size: int) -> ShapesSource:
     return ShapesSource("train", n, POOL_SEED_OFFSET + seed, image_size, list(ATTRIBUTE_VALUES))
 
 
+def scene_pool(n: int, seed: int, image_size: int) -> ShapesSource:
+    """Training scenes: a class object balanced over every combination, with 1-3 small others."""
+    from sparse_cbm.datasets.shapes_scenes import CombinationSceneWorld
+
+    return ShapesSource("train", n, POOL_SEED_OFFSET + seed + 1, image_size,
+                        CombinationSceneWorld(list(ATTRIBUTE_VALUES)))
+
+
+class _Scenes(Dataset):
+    """Scenes through the model's preprocessing, with their label maps."""
+
+    def __init__(self, source: ShapesSource, preprocess: Callable):
+        self.source, self.preprocess = source, preprocess
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        image, labels = self.source.scene(i)
+        return self.preprocess(image), torch.from_numpy(labels)
+
+
+def render_scenes(source: ShapesSource, preprocess: Callable, num_workers: int = 0,
+                  progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every scene preprocessed (float16) and its label map (uint8), in order."""
+    images, maps = [], []
+    loader = DataLoader(_Scenes(source, preprocess), batch_size=256, num_workers=num_workers)
+    with tqdm(total=len(source), desc="render scenes", unit="img", file=sys.stderr, disable=not progress) as bar:
+        for batch, labels in loader:
+            images.append(batch.half())
+            maps.append(labels)
+            bar.update(len(batch))
+    return torch.cat(images), torch.cat(maps)
+
+
+@dataclass
+class Rings:
+    """How training draws rings (the spatial branch's visual prompt, so CLIP learns what one means)."""
+
+    share: float = 0.0  # chance that a training image is shown ringed
+    on_object: float = 0.75  # chance that the ring's centre is a pixel of an object (else anywhere)
+    pairs: float = 0.5  # chance that a ringed image is shown twice, ringed around two different things
+    radius: float = 9.0
+    line_width: float = 2.0
+    colour: Tuple[int, int, int] = (255, 255, 0)
+
+
+def _pixel_of(labels: np.ndarray, label: int, rng: np.random.Generator) -> Tuple[int, int]:
+    ys, xs = np.nonzero(labels == label)
+    j = int(rng.integers(len(ys)))
+    return int(ys[j]), int(xs[j])
+
+
+def _ring_centres(labels: np.ndarray, rings: "Rings", rng: np.random.Generator) -> List[Tuple[int, int]]:
+    """Where an image's rings go: the first on a random pixel of a random object (chance
+    ``rings.on_object``) or anywhere; with chance ``rings.pairs`` a second one on a pixel of another
+    label (another object or the background), so that one batch holds the same image ringed twice."""
+    height, width = labels.shape
+    present = [int(v) for v in np.unique(labels)]
+    objects = [v for v in present if v]
+    if objects and rng.random() < rings.on_object:
+        first = _pixel_of(labels, int(rng.choice(objects)), rng)
+    else:
+        first = (int(rng.integers(height)), int(rng.integers(width)))
+    centres = [first]
+    others = [v for v in present if v != int(labels[first])]
+    if others and rng.random() < rings.pairs:
+        centres.append(_pixel_of(labels, int(rng.choice(others)), rng))
+    return centres
+
+
+def _ringed(images: torch.Tensor, maps: torch.Tensor, objects: List[List[Dict]], backgrounds: List[str],
+            rings: "Rings", colour: torch.Tensor, rng: np.random.Generator, drop: float
+            ) -> Tuple[torch.Tensor, List[str], List[int]]:
+    """Ringed views of images (``_ring_centres``), each captioned by what its ring circles: the object whose
+    pixel is at the centre (by the label map), or the background. Returns the views, their captions and
+    the image each view is of."""
+    from sparse_cbm.datasets.shapes_text import ringed_caption
+    from sparse_cbm.spatial.prompts import ring_masks
+
+    height, width = images.shape[-2:]
+    views, captions, sources = [], [], []
+    for k in range(len(images)):
+        labels = maps[k].numpy()
+        for cy, cx in _ring_centres(labels, rings, rng):
+            mask = ring_masks(height, width, np.array([[cy, cx]]), rings.radius, rings.line_width)[0]
+            views.append(images[k].float() * (1 - mask) + colour * mask)
+            label = int(labels[cy, cx])
+            captions.append(ringed_caption(objects[k][label - 1] if label else None, backgrounds[k], rng, drop))
+            sources.append(k)
+    return torch.stack(views), captions, sources
+
+
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW as open_clip trains: no weight decay on gains, biases and the logit scale."""
     decay, no_decay = [], []
@@ -107,10 +202,15 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, batch_size: int = 256,
           lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 100, pool_size: int = 40_000,
-          drop: float = 0.3, num_workers: int = 2, progress: bool = True) -> torch.nn.Module:
+          drop: float = 0.3, num_workers: int = 2, scenes: float = 0.0, rings: float = 0.0,
+          progress: bool = True) -> torch.nn.Module:
     """Train ``model_name`` from scratch on shapes image-caption pairs; returns it in eval mode.
 
-    Seeded: the same arguments give the same weights on the same machine.
+    ``scenes``: the share of the pool that are scenes (a class object and 1-3 small others,
+    captioned by the class object); ``rings``: the chance that an image gets a ring around a
+    random place, captioned by what the ring circles. Seeded: the same arguments give the same
+    weights on the same machine; with ``scenes = rings = 0`` the pool and captions are the ones
+    of the first shapes CLIP.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -118,8 +218,20 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, 
     tokenizer = open_clip.get_tokenizer(model_name)
     image_size = int(model.visual.image_size[0]) if isinstance(model.visual.image_size, tuple) \
         else int(model.visual.image_size)
-    pool = training_pool(pool_size, seed, image_size)
-    images = preprocess_all(pool, preprocess, num_workers, progress, desc="render pool")
+    n_scenes = int(round(pool_size * scenes))
+    pool = training_pool(pool_size - n_scenes, seed, image_size)
+    images, maps = render_scenes(pool, preprocess, num_workers, progress)
+    attributes = list(pool.attributes)
+    if n_scenes:
+        extra = scene_pool(n_scenes, seed, image_size)
+        scene_images, scene_maps = render_scenes(extra, preprocess, num_workers, progress)
+        images, maps = torch.cat([images, scene_images]), torch.cat([maps, scene_maps])
+        attributes += extra.attributes
+    objects = [[*a.get("others", []), a] for a in attributes]
+    from sparse_cbm.spatial.prompts import normalised_colour, preprocess_normalisation
+
+    ring = Rings(share=rings)
+    colour = normalised_colour(ring.colour, *preprocess_normalisation(preprocess))
     loss_fn = open_clip.ClipLoss()
     opt = _optimizer(model, lr, weight_decay)
     order = torch.Generator().manual_seed(seed)
@@ -132,10 +244,24 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, 
             idx = perm[at:at + batch_size]
             at += batch_size
             rng = np.random.default_rng([seed, step])
-            texts = tokenizer([caption(pool.attributes[i], rng, drop) for i in idx.tolist()])
+            captions = [caption(attributes[i], rng, drop) for i in idx.tolist()]
+            batch = images[idx].float()
+            if ring.share:
+                ring_rng = np.random.default_rng([seed, step, 1])
+                chosen = np.flatnonzero(ring_rng.random(len(idx)) < ring.share)
+                if len(chosen):
+                    picked = idx[torch.from_numpy(chosen)].tolist()
+                    views, ringed, sources = _ringed(batch[torch.from_numpy(chosen)], maps[torch.tensor(picked)],
+                                                     [objects[i] for i in picked],
+                                                     [str(attributes[i]["background"]) for i in picked], ring,
+                                                     colour, ring_rng, drop)
+                    keep = np.setdiff1d(np.arange(len(idx)), chosen)  # the unringed images, then every view
+                    batch = torch.cat([batch[torch.from_numpy(keep)], views])
+                    captions = [captions[k] for k in keep] + ringed
+            texts = tokenizer(captions)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, steps, lr, warmup)
-            image_features = model.encode_image(images[idx].float(), normalize=True)
+            image_features = model.encode_image(batch, normalize=True)
             text_features = model.encode_text(texts, normalize=True)
             loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             opt.zero_grad(set_to_none=True)
@@ -211,6 +337,36 @@ def evaluate(model_name: str, checkpoint: str | Path, seed: int = 0, n_test: Opt
     return accuracy, attribute_accuracy(backbone.model, tokenizer, images, attrs)
 
 
+@torch.no_grad()
+def ring_accuracy(model_name: str, checkpoint: str | Path, seed: int = 0, n: int = 200,
+                  rings: Rings = Rings()) -> Tuple[float, float]:
+    """Does the model respond to a ring? On ``n`` test scenes of the ``scenes`` world, each object
+    ringed in turn (the spatial branch's ring): the share of ringed copies whose embedding is
+    closest to the caption of the ringed object among the scene's objects' captions; and the
+    chance level (the mean of 1 / objects)."""
+    from sparse_cbm.spatial.prompts import normalised_colour, preprocess_normalisation, ring_masks
+
+    data = load_dataset("shapes", seed=seed, val_fraction=0.1, shapes_n_train=200, shapes_n_test=n,
+                        shapes_image_size=64, shapes_class_attributes=("shape", "colour"), shapes_preset="scenes")
+    backbone = load_backbone(model_name, str(checkpoint), device="cpu")
+    source = data.splits["test"]
+    colour = normalised_colour(rings.colour, *preprocess_normalisation(backbone.preprocess))
+    right, total, chance = 0, 0, []
+    for i in range(len(source.labels)):
+        objects = source.objects(i)
+        image = backbone.preprocess(source.load(i))[None]
+        size = image.shape[-1]
+        centres = np.array([[int(o["y"] * size), int(o["x"] * size)] for o in objects])
+        masks = ring_masks(size, size, centres, rings.radius, rings.line_width)[:, None]
+        copies = F.normalize(backbone.encode_images(image * (1 - masks) + colour * masks), dim=1)
+        texts = F.normalize(backbone.encode_texts([f"a {o['colour']} {o['texture']} {o['shape']}" for o in objects]),
+                            dim=1)
+        right += int(((copies @ texts.T).argmax(1) == torch.arange(len(objects))).sum())
+        total += len(objects)
+        chance.append(1 / len(objects))
+    return right / total, float(np.mean(chance))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from sparse_cbm.runtime.runner import configure_logging
 
@@ -223,7 +379,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
              "batch_size": "image-caption pairs a step", "lr": "peak AdamW learning rate",
              "weight_decay": "AdamW weight decay (not on gains, biases, logit scale)",
              "warmup": "linear warmup steps, then cosine decay", "pool_size": "training images rendered up front",
-             "drop": "chance of leaving an attribute out of a caption", "num_workers": "processes rendering the pool"}
+             "drop": "chance of leaving an attribute out of a caption", "num_workers": "processes rendering the pool",
+             "scenes": "share of the pool that are scenes (a class object and 1-3 small others)",
+             "rings": "chance that an image gets a ring around a random place, captioned by what it circles"}
     for name, default in defaults.items():
         if name != "progress":
             parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
@@ -240,6 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     accuracy, attributes = evaluate(args.model, path, seed=args.eval_seed)
     print(f"zero-shot top-1 on the shapes test split (seed {args.eval_seed}): {accuracy:.4f}")
     print("attribute-word accuracy: " + ", ".join(f"{a} {v:.3f}" for a, v in attributes.items()))
+    ringed, chance = ring_accuracy(args.model, path, seed=args.eval_seed)
+    print(f"a ring picks the caption of the object it circles: {ringed:.4f} (chance {chance:.4f})")
     log.info("done in %.1f s", time.perf_counter() - started)
 
 

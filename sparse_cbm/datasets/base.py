@@ -29,6 +29,26 @@ class Attribute:
     concept: str
 
 
+@dataclass
+class ObjectMap:
+    """Where every object of an image lies, and what each one is (for scoring heatmaps and regions).
+
+    ``labels`` (H, W) uint8 at the image's size: 0 background, k the k-th object (1-based) where
+    it is visible; ``objects[k - 1]`` (A,) bool: the annotated attributes that object has of its
+    own (not the background's); ``class_object``: the label of the object the class is about;
+    ``decided_by_object``: whether the class object alone decides the class (False when the
+    class also depends on the background: then the object's mask is not where all the evidence is).
+    """
+
+    labels: np.ndarray
+    objects: List[np.ndarray]
+    class_object: int
+    decided_by_object: bool = True
+
+    def mask(self, k: int) -> np.ndarray:
+        return self.labels == k
+
+
 class ImageSource(abc.ABC):
     """A random-access list of labelled images. Picklable, so DataLoader workers can use it.
 
@@ -55,6 +75,10 @@ class ImageSource(abc.ABC):
         shows; None for a dataset without annotations."""
         return None
 
+    def object_map(self, i: int) -> Optional[ObjectMap]:
+        """Image i's objects and their masks; None for a dataset without them (only shapes has them)."""
+        return None
+
     @abc.abstractmethod
     def fingerprint_parts(self) -> List[str]:
         """Strings that change whenever the images or their order change."""
@@ -79,6 +103,9 @@ class SubsetSource(ImageSource):
     def annotations(self) -> Optional[np.ndarray]:
         parent = self.parent.annotations()
         return None if parent is None else parent[self.indices]
+
+    def object_map(self, i: int) -> Optional[ObjectMap]:
+        return self.parent.object_map(int(self.indices[i]))
 
     def fingerprint_parts(self) -> List[str]:
         return self.parent.fingerprint_parts() + ["subset", hashlib.sha256(self.indices.tobytes()).hexdigest()]

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import abc
 import itertools
+import json
 import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sparse_cbm.datasets.base import Attribute, DatasetSplits, ImageSource, with_val_split
+from sparse_cbm.datasets.base import Attribute, DatasetSplits, ImageSource, ObjectMap, with_val_split
 
 GENERATOR_VERSION = "shapes-v1"
-PRESETS = ("attributes", "easy")
+PRESETS = ("attributes", "scenes", "easy")
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {"red": (215, 40, 40), "green": (40, 165, 60), "blue": (45, 80, 220)}
 TEXTURES = ("solid", "striped", "dotted")
@@ -56,8 +57,26 @@ def annotated_attributes() -> List[Attribute]:
 
 
 def annotation_row(attrs: Dict[str, object]) -> List[bool]:
-    """One image's annotations, in the order of ``annotated_attributes``."""
+    """One object's annotations, in the order of ``annotated_attributes``."""
     return [attrs[a] == v for a in ATTRIBUTES for v in ALL_VALUES[a]]
+
+
+OBJECT_ATTRIBUTES = ("colour", "shape", "texture")  # what every object of a scene has of its own
+
+
+def image_annotation_row(attrs: Dict[str, object]) -> List[bool]:
+    """An image's annotations: its class object's, and the colours, shapes and textures of its
+    other objects too (present in the image); background and size are the class object's."""
+    row = annotation_row(attrs)
+    for other in attrs.get("others", []):
+        row = [r or (a in OBJECT_ATTRIBUTES and other[a] == v) for r, (a, v) in
+               zip(row, [(a, v) for a in ATTRIBUTES for v in ALL_VALUES[a]])]
+    return row
+
+
+def object_annotation_row(obj: Dict[str, object]) -> np.ndarray:
+    """What one object is of its own (colour, shape, texture), in the order of ``annotated_attributes``."""
+    return np.array([a in OBJECT_ATTRIBUTES and obj[a] == v for a in ATTRIBUTES for v in ALL_VALUES[a]], dtype=bool)
 
 
 def class_table(class_attributes: Sequence[str]) -> List[Dict[str, str]]:
@@ -148,6 +167,14 @@ class ShapesWorld(abc.ABC):
     def attributes(self, label: int, rng: np.random.Generator) -> Dict[str, object]:
         """Shape, colour, texture, background and size of one image of class ``label``."""
 
+    def others(self, main: Dict[str, object], rng: np.random.Generator) -> List[Dict[str, object]]:
+        """The other objects of the image beside the class's (main) one, placed: none by default."""
+        return []
+
+    def decided_by_object(self, label: int) -> bool:
+        """Whether the class object's own attributes alone decide class ``label`` (not the background)."""
+        return True
+
 
 class CombinationWorld(ShapesWorld):
     """The ``easy`` preset: a class is a combination of ``class_attributes``, named after it."""
@@ -157,6 +184,9 @@ class CombinationWorld(ShapesWorld):
         self.table = class_table(self.class_attributes)
         self.classes = [class_name(c) for c in self.table]
         self.name = f"combinations:{','.join(self.class_attributes)}"
+
+    def decided_by_object(self, label: int) -> bool:
+        return "background" not in self.class_attributes
 
     def attributes(self, label: int, rng: np.random.Generator) -> Dict[str, object]:
         attrs: Dict[str, object] = dict(self.table[label])
@@ -173,6 +203,9 @@ def make_world(preset: str, class_attributes: Sequence[str]) -> ShapesWorld:
     if preset == "attributes":
         from sparse_cbm.datasets.shapes_rules import RuleWorld
         return RuleWorld()
+    if preset == "scenes":
+        from sparse_cbm.datasets.shapes_scenes import SceneWorld
+        return SceneWorld()
     raise ValueError(f"unknown shapes preset {preset!r}; use one of: {', '.join(PRESETS)}")
 
 
@@ -201,17 +234,40 @@ class ShapesSource(ImageSource):
         margin = SIZES[str(attrs["size"])] * 1.15
         attrs["x"] = round(float(rng.uniform(margin, 1 - margin)), 4)
         attrs["y"] = round(float(rng.uniform(margin, 1 - margin)), 4)
+        others = self.world.others(attrs, rng)
+        if others:
+            attrs["others"] = others
         return attrs
 
+    def objects(self, i: int) -> List[Dict[str, object]]:
+        """Every object of image i in drawing order: the others, then the class's own (on top)."""
+        a = self.attributes[i]
+        return [*a.get("others", []), a]
+
+    def scene(self, i: int) -> tuple:
+        """(image, label map): in the map, 0 is the background and k the k-th of ``objects(i)``."""
+        a = self.attributes[i]
+        return render_scene(self.objects(i), str(a["background"]), self.image_size, self._rng(i, 1))
+
+    def object_map(self, i: int) -> ObjectMap:
+        objects = self.objects(i)
+        return ObjectMap(self.scene(i)[1], [object_annotation_row(o) for o in objects], len(objects),
+                         self.world.decided_by_object(int(self.labels[i])))
+
     def load(self, i: int) -> Image.Image:
-        return render(self.attributes[i], self.image_size, self._rng(i, 1))
+        if "others" not in self.attributes[i]:
+            return render(self.attributes[i], self.image_size, self._rng(i, 1))
+        return self.scene(i)[0]
 
     def extra_columns(self) -> Dict[str, list]:
         keys = ["shape", "colour", "texture", "background", "size", "x", "y"]
-        return {k: [a[k] for a in self.attributes] for k in keys}
+        columns = {k: [a[k] for a in self.attributes] for k in keys}
+        if any("others" in a for a in self.attributes):
+            columns["others"] = [json.dumps(a.get("others", []), sort_keys=True) for a in self.attributes]
+        return columns
 
     def annotations(self) -> Optional[np.ndarray]:
-        return np.array([annotation_row(a) for a in self.attributes], dtype=bool).reshape(len(self), -1)
+        return np.array([image_annotation_row(a) for a in self.attributes], dtype=bool).reshape(len(self), -1)
 
     def fingerprint_parts(self) -> List[str]:
         if isinstance(self.world, CombinationWorld):  # the easy world's fingerprint as it always was

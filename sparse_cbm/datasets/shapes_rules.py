@@ -86,6 +86,9 @@ class RuleWorld(ShapesWorld):
     def __init__(self):
         self.classes = list(RULES)
 
+    def decided_by_object(self, label: int) -> bool:
+        return all(a != "background" for a, _ in RULES[self.classes[label]])
+
     def attributes(self, label: int, rng: np.random.Generator) -> Dict[str, object]:
         """One of the class's exclusive combinations, uniformly."""
         combos = EXCLUSIVE[self.classes[label]]

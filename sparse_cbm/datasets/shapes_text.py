@@ -94,7 +94,7 @@ def caption(attrs: Mapping[str, object], rng: Optional[np.random.Generator] = No
     keep = {a: bool(rng.random() >= drop) for a in ATTRIBUTES}
     if not any(keep.values()):
         keep[ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]] = True
-    adjectives = [str(attrs[a]) for a in ("size", "colour", "texture") if keep[a]]
+    adjectives = [str(attrs[a]) for a in ("size", "colour", "texture") if keep[a] and attrs.get(a)]
     words = [adjectives[k] for k in rng.permutation(len(adjectives))]
     words.append(str(attrs["shape"]) if keep["shape"] else "shape")
     if keep["background"]:
@@ -102,6 +102,17 @@ def caption(attrs: Mapping[str, object], rng: Optional[np.random.Generator] = No
         words.append(phrase.format(attrs["background"]))
     template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
     return template.format(" ".join(words))
+
+
+def ringed_caption(obj: Optional[Mapping[str, object]], background: str, rng: np.random.Generator,
+                   drop: float = 0.0) -> str:
+    """The caption of an image with a ring drawn around one place: what is inside the ring. An
+    object (its size only when it has one: the small others of a scene have none) on the
+    background, or, when the ring circles no object, the background alone ("a grey background")."""
+    if obj is None:
+        template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
+        return template.format(f"{background} background")
+    return caption({**obj, "background": background, "size": obj.get("size", "")}, rng, drop)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

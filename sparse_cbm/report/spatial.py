@@ -1,0 +1,108 @@
+"""The report's SALF-CBM sections: accuracy beside the Sparse-CBM models, heatmaps against true
+masks, the grid pointing game, Explain Anything's region concepts, local edits, heatmap panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sparse_cbm.report.figures import _save  # noqa: E402
+from sparse_cbm.report.page import Section, method_label  # noqa: E402
+
+HEATMAP_LABELS = {"salf_cbm": "SALF-CBM concept maps (class heatmap)", "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
+                  "gradcam_probe": "Grad-CAM of the black box (linear probe)", "raw_p": "raw P (ringed CLIP), upsampled"}
+
+EA_LABELS = {"salf_cbm": "SALF-CBM: the region's concept maps", "raw_p": "raw P (ringed CLIP) in the region",
+             "whole_image": "SALF-CBM: the whole image's maps (what the region adds)", "random": "a random ranking"}
+
+
+def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dict[str, Any]) -> List[List[Any]]:
+    rows: List[List[Any]] = [["model", "test top-1", "NEC"],
+                             ["SALF-CBM (concept maps, sparse final layer)", spatial["test_top1"], spatial["nec"]]]
+    for name in ("cbm", "linear_probe"):
+        if name in evaluate["test"]:
+            rows.append([method_label(name, evaluate), evaluate["test"][name]["top1"],
+                         train.get("nec") if name == "cbm" else None])
+    return rows
+
+
+def heatmap_table(spatial: Dict[str, Any]) -> List[List[Any]]:
+    pointing = spatial.get("pointing_game", {})
+    rows: List[List[Any]] = [["heatmap", "pixel accuracy", "mIoU", "mAP", "pointing game (chance 0.25)"]]
+    for method, s in spatial["heatmaps"].items():
+        rows.append([HEATMAP_LABELS.get(method, method), s["pixel_accuracy"], s["miou"], s["map"],
+                     pointing.get(method)])
+    return rows
+
+
+def panels_figure(panels: Dict[str, np.ndarray], path: Path, limit: int = 8) -> Path:
+    """One row per image: image, true class-object mask, the top concepts' maps, class heatmap, Grad-CAM."""
+    n = min(limit, len(panels["rows"]))
+    k = panels["concepts"].shape[1]
+    has_cam = "gradcam" in panels
+    cols = 3 + k + has_cam
+    concepts, classes = panels["concept_names"], panels["class_names"]
+    fig, axes = plt.subplots(n, cols, figsize=(1.45 * cols, 1.55 * n), squeeze=False)
+    for r in range(n):
+        image = panels["images"][r]
+        cells = [("image", image, None), ("class object", panels["masks"][r], "gray")]
+        cells += [(str(concepts[c]), panels["concept_maps"][r, j], "magma") for j, c in enumerate(panels["concepts"][r])]
+        cells.append((f"pred: {classes[panels['predictions'][r]]}", panels["class_heatmaps"][r], "magma"))
+        if has_cam:
+            cells.append(("Grad-CAM", panels["gradcam"][r], "magma"))
+        for ax, (title, data, cmap) in zip(axes[r], cells):
+            if cmap == "magma":
+                ax.imshow(image)
+                ax.imshow(np.asarray(data, dtype=np.float32), cmap=cmap, alpha=0.6)
+            else:
+                ax.imshow(data, cmap=cmap)
+            ax.set_title(title if r == 0 or cmap == "magma" else "", fontsize=6)
+            ax.set_axis_off()
+        axes[r][0].set_title(f"true: {classes[panels['labels'][r]]}", fontsize=6)
+    return _save(fig, path)
+
+
+def spatial_sections(spatial: Dict[str, Any], spatial_train: Dict[str, Any], evaluate: Dict[str, Any],
+                     train: Dict[str, Any], panels_path: Path, tmp: Path) -> List[Section]:
+    sections = [Section("SALF-CBM: accuracy on the same test images",
+                        f"{spatial['test_images']} test images. SALF-CBM's concept maps come from the backbone's "
+                        f"unpooled feature maps, taught by CLIP's similarities to ringed copies (cubic cosine "
+                        f"{spatial_train['cos3']} on train).", table=accuracy_table(spatial, evaluate, train))]
+    if "heatmaps" not in spatial:
+        return sections
+    sections.append(Section(
+        "SALF-CBM: heatmaps against the true class object's mask",
+        f"On the {spatial['heatmap_images']} of {spatial['prompted_test_images']} test images whose class the class "
+        "object alone decides (classes whose rule names the background have evidence off the object too), each "
+        "heatmap of the true class binarised and scored against the mask of the class object (the protocol of the "
+        "paper's Table 2). The pointing game, on every class: 2 x 2 "
+        "mosaics of four classes, the share of each class's positive heatmap mass inside its own cell.",
+        table=heatmap_table(spatial)))
+    ea = spatial["explain_anything"]
+    key = next(k for k in ea if k.startswith("precision_at_"))
+    sections.append(Section(
+        "SALF-CBM: Explain Anything",
+        f"{ea['regions']} boxes, each around one object; the region's top concepts (Σ region x concept map) against "
+        "that object's own attributes (colour, shape, texture; never the background)." + "".join(
+            f" SALF-CBM on the {kind.replace('_', ' ')}s: {v}." for kind, v in (ea.get("salf_cbm_by_object") or {}).items()),
+        table=[["ranking", key.replace("_", " ")], *[[EA_LABELS.get(m, m), v] for m, v in ea[key].items()]]))
+    edit = spatial["local_edit"]
+    sections.append(Section(
+        "SALF-CBM: local editing",
+        f"The predicted class's concepts lowered by β = {edit['beta']} standard deviations inside the box of the class "
+        f"object: the prediction changed on {edit['flip_rate']} of {edit['images']} images (mean drop of the "
+        f"predicted class's probability {edit['mean_probability_drop']})."))
+    if panels_path.exists():
+        with np.load(panels_path) as npz:
+            panels = {k: npz[k] for k in npz.files}
+        panels_figure(panels, tmp / "figures" / "spatial_panels.png")
+        sections.append(Section("SALF-CBM: heatmap panels", "Each row: the image, the true class object's mask, the "
+                                "maps of the concepts contributing most to the prediction, the class heatmap and "
+                                "Grad-CAM of the black box.", figures=["figures/spatial_panels.png"]))
+    return sections

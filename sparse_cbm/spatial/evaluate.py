@@ -1,0 +1,232 @@
+"""Evaluating SALF-CBM where every pixel's object is known.
+
+* top-1 on every test image (from the feature-map cache);
+* heatmaps of the true class against the class object's mask (``heatmaps.mask_scores``) on
+  the test images with prompted copies: SALF-CBM's maps, Grad-CAM of the SALF-CBM head and
+  of the black-box head (a linear probe on the same backbone's embedding), the raw P;
+* the grid pointing game on 2 x 2 mosaics of test images of four different classes;
+* Explain Anything: boxes around single objects, their top-k concepts against that object's
+  own attributes (colour, shape, texture: never the background), beside the same ranking of
+  the raw P and of the whole image's maps (what the region adds);
+* local editing: the share of predictions that change when the predicted class's concepts are
+  lowered by ``beta`` standard deviations in the box around the class object.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from sparse_cbm.datasets.base import ImageSource
+from sparse_cbm.spatial.heatmaps import (GradCamHeatmaps, class_heatmaps, mask_scores, mean_scores, pointing_share,
+                                         upsample)
+from sparse_cbm.spatial.model import SpatialBottleneck
+from sparse_cbm.spatial.regions import bounding_box, box_region, edit_maps, grid_region, region_scores
+from sparse_cbm.spatial.train import local_similarities
+
+log = logging.getLogger(__name__)
+HEATMAP_METHODS = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p")
+
+
+@dataclass
+class SpatialEvaluation:
+    model: SpatialBottleneck
+    feature_shape: tuple
+    grid: int
+    p_mean: torch.Tensor  # (|D|,)
+    p_std: torch.Tensor
+    concept_embeddings: torch.Tensor  # (|D|, d)
+    attribute_of: Dict[int, int]  # bottleneck concept -> annotated attribute column
+    source: ImageSource  # the test split
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    features: torch.nn.Module  # images -> feature maps
+    gradcam: Dict[str, GradCamHeatmaps]  # method -> Grad-CAM of a classifier
+
+    def maps(self, rows: np.ndarray, feature_rows) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(feature_rows[rows], dtype=np.float32))
+        return self.model.concept_maps(x.reshape(len(rows), *self.feature_shape))
+
+    def raw_p(self, prompted, copies_per_image: int, batch: np.ndarray) -> torch.Tensor:
+        """Standardised P (B, |D|, grid, grid) of the prompted-cache images ``batch`` (their positions)."""
+        idx = np.concatenate([np.arange(i * copies_per_image, (i + 1) * copies_per_image) for i in batch])
+        emb = torch.from_numpy(np.asarray(prompted[idx], dtype=np.float32)).reshape(len(batch), copies_per_image, -1)
+        p = local_similarities(emb, self.concept_embeddings, self.grid)
+        return (p - self.p_mean[None, :, None, None]) / self.p_std[None, :, None, None]
+
+
+@torch.no_grad()
+def spatial_predictions(model: SpatialBottleneck, features, shape: tuple, batch_size: int = 512) -> np.ndarray:
+    out = []
+    for lo in range(0, len(features), batch_size):
+        x = torch.from_numpy(np.asarray(features[lo:lo + batch_size], dtype=np.float32))
+        out.append(model(x.reshape(len(x), *shape)).logits.argmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def decided_by_object(ev: SpatialEvaluation, rows: np.ndarray) -> np.ndarray:
+    """Positions (into ``rows``) of the images whose class the class object alone decides: only there is
+    the object's mask where all the class's evidence lies."""
+    return np.array([i for i, r in enumerate(rows) if ev.source.object_map(int(r)).decided_by_object], dtype=np.int64)
+
+
+def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompted, threshold,
+                   batch_size: int = 32) -> Dict[str, Dict[str, float]]:
+    """Every heatmap method on the test images ``rows`` (with prompted copies, in cache order) whose
+    class is decided by the class object alone."""
+    per_method: Dict[str, List[Dict[str, float]]] = {m: [] for m in HEATMAP_METHODS}
+    weight = ev.model.fc.weight.detach()
+    k = ev.grid * ev.grid
+    scored = decided_by_object(ev, rows)
+    for lo in tqdm(range(0, len(scored), batch_size), desc="heatmaps", unit="batch"):
+        batch = scored[lo:lo + batch_size]
+        images = [ev.source.object_map(int(rows[i])) for i in batch]
+        labels = [int(ev.source.labels[int(rows[i])]) for i in batch]
+        size = images[0].labels.shape
+        with torch.no_grad():
+            heat = {"salf_cbm": class_heatmaps(ev.model.standardised(ev.maps(rows[batch], feature_rows)), weight, labels),
+                    "raw_p": class_heatmaps(ev.raw_p(prompted, k, batch), weight, labels)}
+        heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
+        tensors = torch.stack([ev.preprocess(ev.source.load(int(rows[i]))) for i in batch])
+        for method, cam in ev.gradcam.items():
+            heat[method] = upsample(torch.from_numpy(cam(tensors, labels)), size).numpy()
+        for j, objects in enumerate(images):
+            mask = objects.mask(objects.class_object)
+            for method in HEATMAP_METHODS:
+                per_method[method].append(mask_scores(heat[method][j], mask, threshold))
+    return {m: mean_scores(v) for m, v in per_method.items()}
+
+
+def mosaic(sources: Sequence[Image.Image]) -> Image.Image:
+    """A 2 x 2 grid of four equal images, row-major."""
+    w, h = sources[0].size
+    out = Image.new("RGB", (2 * w, 2 * h))
+    for q, image in enumerate(sources):
+        out.paste(image, ((q % 2) * w, (q // 2) * h))
+    return out
+
+
+def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, float]:
+    """Rao et al.'s grid pointing game on ``grids`` seeded mosaics of four test images of four classes."""
+    rng = np.random.default_rng([seed, 2024])
+    labels = np.asarray(ev.source.labels)
+    classes = np.unique(labels)
+    if len(classes) < 4 or grids == 0:
+        return {}
+    shares: Dict[str, List[float]] = {m: [] for m in ("salf_cbm", *ev.gradcam)}
+    weight = ev.model.fc.weight.detach()
+    for _ in tqdm(range(grids), desc="pointing game", unit="grid"):
+        chosen = rng.choice(classes, 4, replace=False)
+        picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in chosen]
+        x = ev.preprocess(mosaic([ev.source.load(i) for i in picks]))[None].repeat(4, 1, 1, 1)
+        size = x.shape[-2:]
+        with torch.no_grad():
+            maps = ev.model.concept_maps(ev.features(x[:1]))
+            ours = class_heatmaps(ev.model.standardised(maps).repeat(4, 1, 1, 1), weight, chosen.tolist())
+        heat = {"salf_cbm": upsample(ours, size).numpy()}
+        for method, cam in ev.gradcam.items():
+            heat[method] = cam(x, chosen.tolist())
+        half_h, half_w = size[0] // 2, size[1] // 2
+        for q in range(4):
+            cell = ((q // 2) * half_h, (q // 2 + 1) * half_h, (q % 2) * half_w, (q % 2 + 1) * half_w)
+            for method, h in heat.items():
+                shares[method].append(pointing_share(h[q], cell))
+    return {m: round(float(np.mean(v)), 4) for m, v in shares.items()}
+
+
+def _true_concepts(ev: SpatialEvaluation, annotations: np.ndarray) -> set:
+    return {m for m, a in ev.attribute_of.items() if annotations[a]}
+
+
+def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompted, regions: int, k: int,
+                     seed: int) -> Dict[str, float]:
+    """Top-k precision of the concepts of boxes around single objects, against that object's attributes."""
+    rng = np.random.default_rng([seed, 4242])
+    order = rng.permutation(len(rows))[:regions]
+    hits: Dict[str, List[float]] = {"salf_cbm": [], "raw_p": [], "whole_image": [], "random": []}
+    kinds: Dict[str, List[float]] = {"class_object": [], "other_object": []}
+    per_image = ev.grid * ev.grid
+    for pos in tqdm(order, desc="explain anything", unit="region"):
+        objects = ev.source.object_map(int(rows[pos]))
+        visible = [j for j in range(1, len(objects.objects) + 1) if objects.mask(j).any()]
+        target = int(rng.choice(visible))
+        truth = _true_concepts(ev, objects.objects[target - 1])
+        region = box_region(objects.labels.shape, bounding_box(objects.mask(target)))
+        with torch.no_grad():
+            z = ev.model.standardised(ev.maps(rows[[pos]], feature_rows))
+            rankings = {"salf_cbm": region_scores(z, region)[0], "raw_p": region_scores(ev.raw_p(prompted, per_image,
+                                                                                                 np.array([pos])), region)[0],
+                        "whole_image": z.mean(dim=(2, 3))[0], "random": torch.from_numpy(rng.random(z.shape[1]))}
+        for method, scores in rankings.items():
+            top = scores.topk(min(k, len(scores))).indices.tolist()
+            hits[method].append(sum(m in truth for m in top) / len(top))
+        kinds["class_object" if target == objects.class_object else "other_object"].append(hits["salf_cbm"][-1])
+    out = {f"precision_at_{k}": {m: round(float(np.mean(v)), 4) for m, v in hits.items()}}
+    out["salf_cbm_by_object"] = {kind: round(float(np.mean(v)), 4) for kind, v in kinds.items() if v}
+    out["regions"] = len(order)
+    return out
+
+
+@torch.no_grad()
+def edit_flips(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: float) -> Dict[str, float]:
+    """Lower the predicted class's positive-weight concepts by ``beta`` std in the class object's box."""
+    flips, drops = [], []
+    weight = ev.model.fc.weight.detach()
+    for i in rows:
+        objects = ev.source.object_map(int(i))
+        maps = ev.maps(np.array([i]), feature_rows)
+        logits = ev.model.decide(maps)
+        pred = int(logits.argmax())
+        concepts = torch.nonzero(weight[pred] > 0).flatten().tolist()
+        if not concepts:
+            continue
+        region = grid_region(box_region(objects.labels.shape, bounding_box(objects.mask(objects.class_object))),
+                             maps.shape[-2:])
+        edited = ev.model.decide(edit_maps(maps, ev.model.fc.std, region, {m: -beta for m in concepts}))
+        flips.append(int(edited.argmax()) != pred)
+        drops.append(float(F.softmax(logits, 1)[0, pred] - F.softmax(edited, 1)[0, pred]))
+    return {"beta": beta, "images": len(flips), "flip_rate": round(float(np.mean(flips)), 4) if flips else None,
+            "mean_probability_drop": round(float(np.mean(drops)), 4) if drops else None}
+
+
+@torch.no_grad()
+def heatmap_panels(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, count: int, k: int) -> Dict[str, np.ndarray]:
+    """For the first ``count`` of ``rows``: the image, the class object's mask, the predicted class, the
+    k concepts contributing most to it and their maps (standardised, upsampled), the class heatmap and
+    Grad-CAM's (of the black-box head, else of the SALF-CBM head)."""
+    rows = np.asarray(rows[:count])
+    if not len(rows):
+        return {}
+    images, masks, preds, tops, concept_maps, heat, cams = [], [], [], [], [], [], []
+    weight = ev.model.fc.weight.detach()
+    cam = ev.gradcam.get("gradcam_probe") or next(iter(ev.gradcam.values()), None)
+    for i in rows:
+        image = ev.source.load(int(i)).convert("RGB")
+        objects = ev.source.object_map(int(i))
+        size = objects.labels.shape
+        maps = ev.maps(np.array([i]), feature_rows)
+        z = ev.model.standardised(maps)
+        pred = int(ev.model.decide(maps).argmax())
+        contributions = weight[pred] * z.mean(dim=(2, 3))[0]
+        top = contributions.topk(k).indices
+        images.append(np.asarray(image.resize((size[1], size[0]))))
+        masks.append(objects.mask(objects.class_object))
+        preds.append(pred)
+        tops.append(top.numpy())
+        concept_maps.append(upsample(z[:, top], size)[0].numpy())
+        heat.append(upsample(class_heatmaps(z, weight, [pred]), size)[0].numpy())
+        if cam is not None:
+            x = ev.preprocess(image)[None]
+            cams.append(upsample(torch.from_numpy(cam(x, [pred])), size)[0].numpy())
+    out = {"rows": rows, "images": np.stack(images), "masks": np.stack(masks), "predictions": np.array(preds),
+           "labels": np.asarray(ev.source.labels)[rows], "concepts": np.stack(tops),
+           "concept_maps": np.stack(concept_maps).astype(np.float16), "class_heatmaps": np.stack(heat).astype(np.float16)}
+    if cams:
+        out["gradcam"] = np.stack(cams).astype(np.float16)
+    return out

@@ -1,0 +1,97 @@
+"""The spatially-aware concept bottleneck (SALF-CBM): concept maps from feature maps, pooled to a
+sparse final layer.
+
+c(x) = Conv1x1(resize(F(x), H~ x W~)): the backbone's feature maps, without pooling, resized
+bilinearly to the grid of the visual prompts, then one 1 x 1 convolution with one output
+channel per concept and no bias. c* = the maps pooled over space (mean by default); the
+logits z = W (c* - mean) / std + b, the sparse elastic-net layer of the Sparse-CBM branch
+(``StandardizedLinear``). With mean pooling a class's logit is the mean over locations of its
+**heatmap** h_c = sum_m W[c, m] (c_m - mean_m) / std_m, plus its bias: the heatmap is where
+the decision comes from, concept by concept.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparse_cbm.bottleneck.model import StandardizedLinear
+
+POOLINGS = ("mean", "max")
+
+
+class SpatialOutput(NamedTuple):
+    maps: torch.Tensor  # c(x): (B, |D|, H~, W~)
+    pooled: torch.Tensor  # c*: (B, |D|)
+    logits: torch.Tensor  # (B, |C|)
+
+
+class SpatialBottleneck(nn.Module):
+    def __init__(self, channels: int, num_concepts: int, num_classes: int, grid: int, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; use one of: {', '.join(POOLINGS)}")
+        self.grid, self.pooling = int(grid), pooling
+        self.conv = nn.Conv2d(channels, num_concepts, kernel_size=1, bias=False)
+        self.fc = StandardizedLinear.empty(num_concepts, num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.weight.shape[0]
+
+    def concept_maps(self, features: torch.Tensor, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """(B, |D|, H~, W~) from feature maps (B, C, h, w); ``size`` overrides the grid (a 2 x 2 mosaic of
+        images is explained on a grid twice as fine)."""
+        size = size or (self.grid, self.grid)
+        resized = F.interpolate(features.float(), size=size, mode="bilinear", align_corners=False)
+        return self.conv(resized)
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps.mean(dim=(2, 3)) if self.pooling == "mean" else maps.amax(dim=(2, 3))
+
+    def forward(self, features: torch.Tensor) -> SpatialOutput:
+        maps = self.concept_maps(features)
+        pooled = self.pool(maps)
+        return SpatialOutput(maps, pooled, self.fc(pooled))
+
+    def decide(self, maps: torch.Tensor) -> torch.Tensor:
+        """Logits from (possibly edited) concept maps."""
+        return self.fc(self.pool(maps))
+
+    def heatmaps(self, maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """(B, H~, W~): sum_m W[c, m] (c_m - mean_m) / std_m for class ``classes[i]`` of image i."""
+        z = (maps - self.fc.mean[None, :, None, None]) / self.fc.std[None, :, None, None]
+        return torch.einsum("bm,bmhw->bhw", self.fc.weight[classes], z)
+
+    def standardised(self, maps: torch.Tensor) -> torch.Tensor:
+        """Every concept map in units of its pooled value's spread on train: comparable across concepts."""
+        return (maps - self.fc.mean[None, :, None, None]) / self.fc.std[None, :, None, None]
+
+
+class SpatialClassifier(nn.Module):
+    """Images -> logits through the feature backbone and the spatial bottleneck (what Grad-CAM explains)."""
+
+    def __init__(self, features: nn.Module, bottleneck: SpatialBottleneck):
+        super().__init__()
+        self.features, self.bottleneck = features, bottleneck
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(self.features(images)).logits
+
+
+class EmbeddingHead(nn.Module):
+    """Images -> logits of a linear classifier on the backbone's unit-normalised image embedding: the
+    black box whose Grad-CAM SALF-CBM's heatmaps are set beside (a linear probe on CLIP)."""
+
+    def __init__(self, encode_image, weight: torch.Tensor, bias: torch.Tensor, modules: nn.Module):
+        super().__init__()
+        self.modules_ = modules
+        self._encode = encode_image
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self._encode(images).float(), dim=1) @ self.weight.T + self.bias

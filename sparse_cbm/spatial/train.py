@@ -1,0 +1,142 @@
+"""Training SALF-CBM: the concept maps against CLIP's local similarities, then the sparse final layer.
+
+P[n, m, h, w] = cos(CLIP embedding of image n with a ring around grid location (h, w), concept
+m), computed a batch at a time from the prompted-copy cache (never stored whole). The 1 x 1
+convolution is trained with the extended cubic-cosine loss: minus the mean over (m, h, w) of
+cos(q^3, p^3), q and p the columns of c(x) and P at (m, h, w) over the images of a batch,
+mean-centred (LF-CBM's objective, per location). Then the elastic-net path (glm-saga, as in
+the Sparse-CBM branch) on the pooled maps c* of every training image, standardised on train.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sparse_cbm.bottleneck.config import SparseLayerParams
+from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
+from sparse_cbm.spatial.model import SpatialBottleneck
+
+log = logging.getLogger(__name__)
+
+
+def local_similarities(prompted: torch.Tensor, concepts: torch.Tensor, grid: int) -> torch.Tensor:
+    """P for a batch: prompted (B, grid * grid, d) embeddings, concepts (|D|, d) -> (B, |D|, grid, grid)."""
+    p = F.normalize(prompted.float(), dim=2) @ F.normalize(concepts.float(), dim=1).T  # (B, K, |D|)
+    return p.transpose(1, 2).reshape(len(prompted), concepts.shape[0], grid, grid)
+
+
+@dataclass
+class SpatialTrainResult:
+    model: SpatialBottleneck
+    steps: List[Dict[str, float]]
+    sparse_path: List[Dict[str, float]]
+    similarity: float  # mean cos3 over (m, h, w) on the last epoch
+    p_mean: np.ndarray  # (|D|,) mean of P over every train copy: to draw P itself as a heatmap
+    p_std: np.ndarray  # (|D|,)
+    seconds: float
+
+
+def _rows(array, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array[np.sort(idx)], dtype=np.float32))
+
+
+def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, prompted_rows: np.ndarray,
+                  concept_embeddings: np.ndarray, train_labels: np.ndarray, val: Tuple[object, np.ndarray],
+                  num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: int, lr: float,
+                  sparse: SparseLayerParams, seed: int = 0, device: str = "cpu") -> SpatialTrainResult:
+    """``features``: rows (N_train, C * h * w) of every train image (array or ``NpyRows``); ``prompted``: rows
+    (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``)."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    channels = feature_shape[0]
+    concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32))
+    model = SpatialBottleneck(channels, len(concepts), num_classes, grid, pooling).to(device)
+    opt = torch.optim.Adam(model.conv.parameters(), lr=lr)
+    k = grid * grid
+    n = len(prompted_rows)
+    steps: List[Dict[str, float]] = []
+    similarity = float("nan")
+    p_sum = torch.zeros(len(concepts), dtype=torch.float64)
+    p_sq = torch.zeros(len(concepts), dtype=torch.float64)
+    p_count = 0
+    total = math.ceil(n / batch_size) * epochs
+    with tqdm(total=total, desc="train spatial", unit="step") as bar:
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(n)
+            sims = []
+            for lo in range(0, n, batch_size):
+                chosen = np.sort(order[lo:lo + batch_size])
+                if len(chosen) < 2:
+                    continue
+                feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
+                copies = np.concatenate([np.arange(i * k, (i + 1) * k) for i in chosen])
+                p = local_similarities(_rows(prompted, copies).reshape(len(chosen), k, -1).to(device), concepts.to(device),
+                                       grid)
+                if epoch == 1:
+                    flat = p.transpose(0, 1).reshape(len(concepts), -1).double().cpu()
+                    p_sum += flat.sum(1)
+                    p_sq += (flat ** 2).sum(1)
+                    p_count += flat.shape[1]
+                maps = model.concept_maps(feats)
+                sim = cos_cubed_similarity(maps.reshape(len(chosen), -1), p.reshape(len(chosen), -1))
+                loss = -sim.mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sims.append(float(sim.mean()))
+                steps.append({"step": len(steps), "epoch": epoch, "cos3": float(sim.mean())})
+                bar.update(1)
+            similarity = float(np.mean(sims)) if sims else float("nan")
+            bar.set_postfix(cos3=f"{similarity:.3f}")
+    model.eval()
+    path = _fit_final_layer(model, features, feature_shape, train_labels, val, num_classes, sparse, seed, device)
+    p_mean = (p_sum / max(p_count, 1)).numpy()
+    p_std = np.sqrt(np.maximum((p_sq / max(p_count, 1)).numpy() - p_mean ** 2, 1e-12))
+    return SpatialTrainResult(model, steps, path, similarity, p_mean.astype(np.float32), p_std.astype(np.float32),
+                              time.perf_counter() - started)
+
+
+def _pooled_rows(model: SpatialBottleneck, features, feature_shape, folder: Path, name: str,
+                 batch_size: int = 256) -> np.ndarray:
+    """c* of every row of ``features``, written a batch at a time into a float32 .npy in ``folder`` and
+    returned as a read-only memory map (the path then reads it each epoch instead of redoing the maps)."""
+    out = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32,
+                                    shape=(len(features), model.conv.out_channels))
+    with torch.no_grad():
+        for lo in range(0, len(features), batch_size):
+            x = torch.from_numpy(np.asarray(features[lo:lo + batch_size], dtype=np.float32))
+            out[lo:lo + len(x)] = model.pool(model.concept_maps(x.reshape(len(x), *feature_shape))).numpy()
+    out.flush()
+    del out
+    return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+
+def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, val, num_classes,
+                     sparse: SparseLayerParams, seed: int, device) -> List[Dict[str, float]]:
+    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path
+
+    model = model.cpu()
+    with tempfile.TemporaryDirectory(prefix="salf-pooled-") as tmp:
+        train_rows = _pooled_rows(model, features, feature_shape, Path(tmp), "train")
+        val_rows = _pooled_rows(model, val[0], feature_shape, Path(tmp), "val")
+        path = fit_sparse_path(lambda a: a, (train_rows, labels), (val_rows, val[1]), num_classes, alpha=sparse.alpha,
+                               path_points=sparse.path_points, epsilon=sparse.epsilon, max_epochs=sparse.max_epochs,
+                               lr=sparse.lr, tol=sparse.tol, batch_size=sparse.batch_size, seed=seed,
+                               device=str(device), max_nec=1.5 * sparse.target_nec)
+        del train_rows, val_rows
+    layer = path.choose_within(sparse.target_nec)
+    model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)
+    return path.summary()

@@ -1,0 +1,33 @@
+"""Stage embed_features: the unpooled feature maps that SALF-CBM's concept maps are made from.
+
+The backbone is ``spatial.features.backbone`` (``clip``: the pipeline's CLIP image tower, at
+stage ``spatial.features.layer``; or a torchvision model). Reads params ``seed``,
+``dataset.*``, ``backbone.*`` and ``spatial.features``, ``spatial.batch_size``; writes
+``data/spatial/features/{train,val,test}``. A rerun resumes unfinished work.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sparse_cbm.params import load_params
+from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.spatial.caches import write_feature_cache
+from sparse_cbm.spatial.features import feature_backbone
+from stages.common import backbone_from, dataset_from
+
+OUT, SCRATCH = "data/spatial/features", "data/.scratch/embed_features"
+log = logging.getLogger("stages.embed_features")
+
+
+def main() -> None:
+    params = load_params()
+    f = params.spatial.features
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params))
+    manifests = write_feature_cache(dataset_from(params), features, OUT, SCRATCH, batch_size=params.spatial.batch_size)
+    for split, m in manifests.items():
+        log.info("wrote %s/%s: %d images x %s", OUT, split, m["images"], " x ".join(map(str, m["shape"])))
+
+
+if __name__ == "__main__":
+    run_stage("embed_features", main)

@@ -1,0 +1,110 @@
+"""Stage evaluate_spatial: SALF-CBM's accuracy, its heatmaps against true masks, the grid pointing
+game, Explain Anything's region concepts and local edits.
+
+Reads the trained SALF-CBM (``data/spatial/model``), the feature-map and prompted-copy caches of
+test, the image cache (the black-box linear probe whose Grad-CAM is compared), the prompting
+CLIP's concept embeddings (``data/spatial/prompt_concepts``), the dataset (images and object masks), the backbone and params ``seed``,
+``dataset.*``, ``backbone.*``, ``spatial.features``, ``spatial.evaluate`` and
+``evaluate.linear_probe``; writes ``metrics/spatial.json`` and ``data/spatial/evaluation/``
+(``panels.npz``: heatmap panels for the report; ``predictions.parquet``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sparse_cbm.classifiers.linear_probe import fit_linear_probe, unit_matrix
+from sparse_cbm.evaluation.concept_quality import match_annotations
+from sparse_cbm.params import load_params
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.spatial import evaluate as sev
+from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
+from sparse_cbm.spatial.checkpoint import load_spatial
+from sparse_cbm.spatial.features import feature_backbone
+from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
+from sparse_cbm.spatial.model import EmbeddingHead, SpatialClassifier
+from sparse_cbm.storage.image_cache import read_image_split
+from sparse_cbm.storage.text_cache import concept_list_sha256
+from stages.common import backbone_from, dataset_from
+
+IMAGES, MODEL, PROMPT_CONCEPTS = "data/image_cache", "data/spatial/model", "data/spatial/prompt_concepts"
+FEATURES, PROMPTED, OUT = "data/spatial/features", "data/spatial/prompted", "data/spatial/evaluation"
+CONCEPTS, METRICS = Path("data/filtered/concepts.txt"), Path("metrics/spatial.json")
+log = logging.getLogger("stages.evaluate_spatial")
+
+
+def black_box(params, backbone) -> EmbeddingHead:
+    """A linear probe on the backbone's embeddings (fitted as the evaluate stage fits it), as a model of images."""
+    train, val = (read_image_split(IMAGES, s) for s in ("train", "val"))
+    lp = params.evaluate.linear_probe
+    probe = fit_linear_probe((unit_matrix(train.rows()), train.labels), (unit_matrix(val.rows()), val.labels),
+                             cs=lp.cs, max_iter=lp.max_iter, seed=params.seed)
+    coef = torch.zeros(len(train.manifest["dataset"]["classes"]), probe.model.coef_.shape[1])
+    coef[probe.model.classes_] = torch.as_tensor(probe.model.coef_, dtype=torch.float32)
+    bias = torch.full((len(coef),), -1e4)
+    bias[probe.model.classes_] = torch.as_tensor(probe.model.intercept_, dtype=torch.float32)
+    return EmbeddingHead(backbone.model.encode_image, coef, bias, backbone.model).eval()
+
+
+def build(params):
+    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
+    model, config = load_spatial(MODEL, expect_concepts_sha256=concept_list_sha256(concepts))
+    embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts),
+                                      read_prompted(PROMPTED, "test").manifest["backbone"])
+    backbone = backbone_from(params)
+    f = params.spatial.features
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone)
+    dataset = dataset_from(params)
+    cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), features.target_layer)}
+    if f.backbone == "clip":
+        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone), features.target_layer)
+    matched = match_annotations(concepts, dataset.attributes)
+    ev = sev.SpatialEvaluation(
+        model=model, feature_shape=tuple(config["feature_shape"]), grid=config["grid"],
+        p_mean=torch.tensor(config["p_mean"]), p_std=torch.tensor(config["p_std"]),
+        concept_embeddings=torch.from_numpy(np.asarray(embeddings, dtype=np.float32)),
+        attribute_of=dict(zip(matched.concept_index.tolist(), matched.attribute_index.tolist())),
+        source=dataset.splits["test"], preprocess=features.preprocess, features=features.encode, gradcam=cams)
+    return ev, config
+
+
+def main() -> None:
+    params = load_params()
+    e = params.spatial.evaluate
+    ev, config = build(params)
+    features, prompted = read_features(FEATURES, "test"), read_prompted(PROMPTED, "test")
+    labels = np.asarray(ev.source.labels)
+    pred = sev.spatial_predictions(ev.model, features.outputs, ev.feature_shape)
+    metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),
+               "nec": round(float((ev.model.fc.weight != 0).sum()) / ev.model.num_classes, 2)}
+    log.info("SALF-CBM test top-1 %.4f on %d images", metrics["test_top1"], len(labels))
+    rows = prompted.rows
+    if ev.source.object_map(int(rows[0])) is None:
+        log.info("the dataset has no object masks: heatmaps, pointing game and regions are not scored")
+        panels = {}
+    else:
+        metrics["heatmaps"] = sev.score_heatmaps(ev, rows, features.outputs, prompted.outputs, e.heatmap_threshold)
+        metrics["pointing_game"] = sev.pointing_game(ev, e.pointing_grids, params.seed)
+        metrics["explain_anything"] = sev.explain_anything(ev, rows, features.outputs, prompted.outputs, e.regions,
+                                                           e.k, params.seed)
+        metrics["local_edit"] = sev.edit_flips(ev, rows, features.outputs, e.edit_beta)
+        panels = sev.heatmap_panels(ev, rows, features.outputs, e.panels, e.k)
+    metrics["heatmap_images"] = int(len(sev.decided_by_object(ev, rows))) if panels else 0
+    metrics["prompted_test_images"] = int(len(rows))
+    with atomic_directory(OUT) as tmp:
+        pd.DataFrame({"label": labels, "prediction": pred}).to_parquet(tmp / "predictions.parquet", index=False)
+        if panels:
+            np.savez_compressed(tmp / "panels.npz", **panels, concept_names=np.array(config["concepts"]),
+                                class_names=np.array(config["classes"]))
+    atomic_write_json(METRICS, metrics)
+    log.info("spatial metrics: %s", {k: v for k, v in metrics.items() if k != "heatmaps"})
+
+
+if __name__ == "__main__":
+    run_stage("evaluate_spatial", main)

@@ -1,0 +1,76 @@
+"""Stage train_spatial: SALF-CBM's concept maps and its sparse final layer.
+
+Reads the feature-map cache (``data/spatial/features/{train,val}``), the prompted-copy cache
+(``data/spatial/prompted/train``) and the concepts' embeddings by the same CLIP
+(``data/spatial/prompt_concepts``), the concept list, the classes (``data/image_cache``), the labels
+(``data/image_cache``), params ``seed``, ``train.device`` and ``spatial.*`` (the grid, pooling,
+epochs, learning rate and the sparse layer's path); writes ``data/spatial/model/``,
+``plots/spatial/{steps,sparse_path}.csv`` and ``metrics/spatial_train.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from sparse_cbm.errors import CacheMismatchError
+from sparse_cbm.params import load_params
+from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from sparse_cbm.runtime.device import resolve_device
+from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
+from sparse_cbm.spatial.checkpoint import save_spatial
+from sparse_cbm.spatial.train import train_spatial
+from sparse_cbm.storage.image_cache import read_image_split
+from sparse_cbm.storage.text_cache import concept_list_sha256
+
+IMAGES, CONCEPTS = "data/image_cache", Path("data/filtered/concepts.txt")
+FEATURES, PROMPTED, PROMPT_CONCEPTS = "data/spatial/features", "data/spatial/prompted", "data/spatial/prompt_concepts"
+MODEL, PLOTS, METRICS = "data/spatial/model", Path("plots/spatial"), Path("metrics/spatial_train.json")
+log = logging.getLogger("stages.train_spatial")
+
+
+def main() -> None:
+    params = load_params()
+    s = params.spatial
+    labels = {split: read_image_split(IMAGES, split).labels for split in ("train", "val")}
+    features = {split: read_features(FEATURES, split) for split in ("train", "val")}
+    prompted = read_prompted(PROMPTED, "train")
+    for split, f in features.items():
+        if f.manifest["images"] != len(labels[split]):
+            raise CacheMismatchError(f"{FEATURES}/{split} holds {f.manifest['images']} images, the image cache "
+                                     f"{len(labels[split])}: rerun `dvc repro` so that both come from one dataset.")
+    if prompted.manifest["shape"] != [s.grid, s.grid]:
+        raise CacheMismatchError(f"{PROMPTED} was made on a {prompted.manifest['shape']} grid, spatial.grid is {s.grid}: "
+                                 f"run `dvc repro embed_prompted`.")
+    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
+    concept_embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts),
+                                              prompted.manifest["backbone"])
+    classes = read_image_split(IMAGES, "train").manifest["dataset"]["classes"]
+    shape = tuple(features["train"].manifest["shape"])
+    log.info("SALF-CBM: %d concepts on %s feature maps, %d prompted train images", len(concepts), shape,
+             prompted.manifest["images"])
+    result = train_spatial(features["train"].outputs, shape, prompted.outputs, prompted.rows, concept_embeddings,
+                           labels["train"], (features["val"].outputs, labels["val"]), len(classes), grid=s.grid,
+                           pooling=s.pooling, epochs=s.epochs, batch_size=s.train_batch_size, lr=s.lr, sparse=s.sparse,
+                           seed=params.seed, device=str(resolve_device(params.train.device)))
+    config = {"grid": s.grid, "pooling": s.pooling, "feature_shape": list(shape),
+              "features": features["train"].manifest["backbone"], "concepts": concepts, "classes": classes,
+              "concept_list_sha256": concept_list_sha256(concepts), "p_mean": result.p_mean.round(6).tolist(),
+              "p_std": result.p_std.round(6).tolist(), "seed": params.seed}
+    with atomic_directory(MODEL) as tmp:
+        save_spatial(tmp, result.model, config)
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(PLOTS / "steps.csv", pd.DataFrame(result.steps).to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(PLOTS / "sparse_path.csv", pd.DataFrame(result.sparse_path).to_csv(index=False,
+                                                                                          float_format="%.6g"))
+    nec = float((result.model.fc.weight != 0).sum()) / len(classes)
+    atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2),
+                                "epochs": s.epochs})
+    log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, nec, result.seconds)
+
+
+if __name__ == "__main__":
+    run_stage("train_spatial", main)

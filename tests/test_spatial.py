@@ -1,0 +1,172 @@
+"""SALF-CBM's library: visual prompts, local similarities, the cubic-cosine training, heatmap
+metrics, regions and local edits."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.datasets.shapes import load_shapes
+from sparse_cbm.spatial.heatmaps import mask_scores, pointing_share, upsample
+from sparse_cbm.spatial.model import SpatialBottleneck
+from sparse_cbm.spatial.prompts import Rings, grid_centres, ring_masks
+from sparse_cbm.spatial.regions import (bounding_box, box_region, edit_maps, explain_region, grid_region,
+                                        point_region, region_scores)
+from sparse_cbm.spatial.train import local_similarities
+
+
+def test_grid_centres_use_the_papers_strides():
+    centres = grid_centres(64, 64, 7, 7)
+    assert centres.shape == (49, 2)
+    assert centres[0].tolist() == [0, 0] and centres[1].tolist() == [0, 10] and centres[7].tolist() == [10, 0]
+    assert centres[-1].tolist() == [60, 60]  # floor(64 / 6) = 10
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        grid_centres(64, 64, 1, 7)
+
+
+def test_a_ring_surrounds_its_centre_and_leaves_the_rest_of_the_image():
+    masks = ring_masks(32, 32, np.array([[16, 16]]), radius=6, line_width=2)[0]
+    assert masks[16, 16] == 0 and masks[16, 22] > 0.5 and masks[10, 16] > 0.5 and masks[0, 0] == 0
+    images = torch.rand(2, 3, 32, 32)
+    colour = torch.tensor([1.0, -1.0, 0.5]).reshape(3, 1, 1)
+    copies = Rings(masks[None], colour).draw(images)
+    assert copies.shape == (2, 3, 32, 32)
+    assert torch.equal(copies[1, :, 0, 0], images[1, :, 0, 0])  # far from the ring: untouched
+    full = masks == 1
+    assert torch.allclose(copies[0][:, full], colour.reshape(3, 1).expand(3, int(full.sum())))
+
+
+def test_local_similarities_are_cosines_laid_out_on_the_grid():
+    prompted = torch.randn(2, 4, 8)
+    concepts = torch.randn(3, 8)
+    p = local_similarities(prompted, concepts, 2)
+    assert p.shape == (2, 3, 2, 2)
+    expected = torch.nn.functional.cosine_similarity(prompted[1, 2], concepts[0], dim=0)
+    assert torch.isclose(p[1, 0, 1, 0], expected, atol=1e-6)  # copy 2 is row 1, column 0
+
+
+def _model(weight, std=None) -> SpatialBottleneck:
+    """Feature maps with as many channels as concepts, mapped one to one (identity 1x1 conv)."""
+    m, c = weight.shape[1], weight.shape[0]
+    model = SpatialBottleneck(m, m, c, grid=4)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.eye(m)[:, :, None, None])
+    model.fc = StandardizedLinear(weight, torch.zeros(c), torch.zeros(m), torch.ones(m) if std is None else std)
+    return model.eval()
+
+
+def test_a_local_edit_flips_the_prediction_and_only_inside_its_region_counts():
+    # two concepts, two classes: class 0 listens to concept 0, class 1 to concept 1
+    model = _model(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    features = torch.zeros(1, 2, 4, 4)
+    features[0, 0, :2, :2] = 1.0  # concept 0 in the top-left quarter
+    features[0, 1] = 0.1  # a little of concept 1 everywhere
+    region = box_region((16, 16), (0, 0, 8, 8))  # the top-left quarter of a 16 x 16 image
+    before = explain_region(model, features, region, k=2)
+    assert before.prediction == 0 and before.concepts[0][0] == 0
+    after = explain_region(model, features, region, k=2, edits={0: -2.0})
+    assert after.edited_prediction == 1, "lowering concept 0 where it is must flip the prediction to class 1"
+    elsewhere = explain_region(model, features, box_region((16, 16), (8, 8, 16, 16)), k=2, edits={0: -0.5})
+    assert elsewhere.edited_prediction == 0, "the same edit where concept 0 is absent is too weak to flip it"
+
+
+def test_edits_are_in_units_of_each_concepts_spread():
+    maps = torch.zeros(1, 2, 2, 2)
+    region = grid_region(np.ones((4, 4), dtype=np.float32), (2, 2))
+    edited = edit_maps(maps, torch.tensor([1.0, 3.0]), region, {1: 2.0})
+    assert torch.allclose(edited[0, 1], torch.full((2, 2), 6.0)) and torch.equal(edited[0, 0], maps[0, 0])
+    assert torch.equal(maps, torch.zeros(1, 2, 2, 2))  # the original is left alone
+
+
+def test_region_scores_rank_the_concept_that_is_in_the_region():
+    z = torch.zeros(1, 3, 4, 4)
+    z[0, 2, 2:, 2:] = 5.0  # concept 2 only in the bottom-right
+    z[0, 1] = 1.0  # concept 1 everywhere, weakly
+    inside = region_scores(z, box_region((8, 8), (4, 4, 8, 8)))[0]
+    outside = region_scores(z, box_region((8, 8), (0, 0, 4, 4)))[0]
+    assert inside.argmax() == 2 and outside.argmax() == 1
+
+
+def test_regions_from_points_boxes_and_bad_input():
+    disc = point_region((20, 20), (10, 10), radius=3)
+    assert disc[10, 10] == 1 and disc[0, 0] == 0 and 20 < disc.sum() < 40
+    with pytest.raises(ValueError, match="not inside"):
+        box_region((10, 10), (5, 5, 12, 8))
+    with pytest.raises(ValueError, match="outside"):
+        point_region((10, 10), (11, 3), radius=2)
+    mask = np.zeros((6, 6), bool)
+    mask[1:3, 2:5] = True
+    assert bounding_box(mask) == (2, 1, 5, 3)
+
+
+def test_mask_scores_reward_a_heatmap_on_the_mask_and_punish_one_beside_it():
+    mask = np.zeros((16, 16), bool)
+    mask[4:8, 4:8] = True
+    on = mask.astype(float) + 0.01 * np.random.default_rng(0).random((16, 16))
+    off = np.roll(mask, 8, axis=1).astype(float)
+    good, bad = mask_scores(on, mask), mask_scores(off, mask)
+    assert good["pixel_accuracy"] == 1.0 and good["miou"] == 1.0 and good["map"] == pytest.approx(1.0)
+    assert bad["miou"] < 0.5 and bad["map"] < 0.2
+    assert mask_scores(on, mask, 0.5)["miou"] == 1.0
+
+
+def test_pointing_share_is_the_positive_mass_in_the_cell():
+    heat = np.zeros((4, 4))
+    heat[:2, :2] = 3.0
+    heat[2:, 2:] = 1.0
+    heat[0, 3] = -5.0  # negative evidence does not count
+    assert pointing_share(heat, (0, 2, 0, 2)) == pytest.approx(0.75)
+    assert pointing_share(np.zeros((4, 4)), (0, 2, 0, 2)) == 0.0
+
+
+def test_upsample_keeps_a_blob_where_it_was():
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[0, 0, 0, 3] = 1.0
+    up = upsample(maps, (16, 16))[0, 0]
+    y, x = np.unravel_index(int(up.argmax()), up.shape)
+    assert y < 4 and x >= 12
+
+
+def test_scenes_have_object_maps_whose_class_object_decides_the_class():
+    splits = load_shapes(40, 20, 64, ["shape", "colour"], val_fraction=0.1, seed=3, preset="scenes")
+    test = splits.splits["test"]
+    counts = []
+    for i in range(len(test.labels)):
+        objects = test.object_map(i)
+        counts.append(len(objects.objects))
+        assert objects.labels.shape == (64, 64) and 1 <= objects.class_object <= len(objects.objects)
+        assert objects.mask(objects.class_object).any()
+        assert set(np.unique(objects.labels)) <= set(range(len(objects.objects) + 1))
+    assert min(counts) >= 2 and max(counts) <= 4
+    single = load_shapes(20, 10, 64, ["shape", "colour"], val_fraction=0.1, seed=3, preset="attributes")
+    one = single.splits["test"].object_map(0)
+    assert len(one.objects) == 1 and one.class_object == 1 and one.mask(1).any()
+
+
+def test_the_prompting_clip_is_named_whole_or_not_at_all():
+    from sparse_cbm.errors import SparseCbmError
+    from sparse_cbm.params import deep_merge, default_params, validate_params
+
+    both_null = validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"model": None, "pretrained": None}}}))
+    assert both_null.spatial.prompts.pretrained is None
+    with pytest.raises((SparseCbmError, ValueError), match="spatial.prompts.model and spatial.prompts.pretrained"):
+        validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"pretrained": None}}}))
+
+
+def test_prompt_concepts_refuse_another_concept_list_or_clip(tmp_path):
+    from sparse_cbm.errors import CacheMismatchError
+    from sparse_cbm.spatial.caches import read_prompt_concepts, write_prompt_concepts
+
+    class Clip:
+        identity = {"model": "m", "pretrained": "p"}
+
+        def encode_texts(self, texts):
+            return torch.arange(len(texts) * 4, dtype=torch.float32).reshape(len(texts), 4)
+
+    write_prompt_concepts(tmp_path / "pc", Clip(), ["red", "round"], "sha-a")
+    emb = read_prompt_concepts(tmp_path / "pc", "sha-a", Clip.identity)
+    assert emb.shape == (2, 4) and emb.dtype == np.float32
+    with pytest.raises(CacheMismatchError, match="another concept list"):
+        read_prompt_concepts(tmp_path / "pc", "sha-b", Clip.identity)
+    with pytest.raises(CacheMismatchError, match="dvc repro embed_prompted"):
+        read_prompt_concepts(tmp_path / "pc", "sha-a", {"model": "other"})
