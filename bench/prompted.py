@@ -1,6 +1,6 @@
 """Benchmark of SALF-CBM's prompted embedding against the bare forward, measured in one run.
 
-For the committed shapes CLIP (and, with ``--vit``, ViT-B-32 with random weights at 224 px), on
+For the prompting CLIP of the defaults (``spatial.prompts``: the ring-taught shapes CLIP) (and, with ``--vit``, ViT-B-32 with random weights at 224 px), on
 this machine, the same preprocessed batch of ``grid^2`` x B copies:
 
 * bare forward: the backbone's ``encode_images`` on ready copies (copies/s);
@@ -67,8 +67,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--vit", action="store_true", help="also ViT-B-32 with random weights (slow on a CPU)")
     args = ap.parse_args()
-    bb = Params().backbone
-    measure(bb.model, str(REPO / bb.pretrained), args.images, args.repeats)
+    prompts = Params().spatial.prompts
+    measure(prompts.model, str(REPO / prompts.pretrained), args.images, args.repeats)
     if args.vit:
         measure("ViT-B-32", "none", max(1, args.images // 16), args.repeats)
 

@@ -41,6 +41,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import matmul_peak  # noqa: E402
+
 from sparse_cbm.bottleneck.model import ConceptBottleneck  # noqa: E402
 from sparse_cbm.bottleneck.sparse_layer import (BlockLoader, DiskTable, Standardised, activation_stats,  # noqa: E402
                                                 bottleneck_activations)
@@ -48,18 +50,6 @@ from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 
 D, C, DIM = 4751, 1000, 768
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """GFLOP/s of float32 (n x n) @ (n x n) on this machine, best of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
 
 
 def activation_flops(batch: int) -> float:
