@@ -4,6 +4,7 @@ metrics, regions and local edits."""
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sparse_cbm.bottleneck.model import StandardizedLinear
 from sparse_cbm.datasets.shapes import load_shapes
@@ -170,3 +171,23 @@ def test_prompt_concepts_refuse_another_concept_list_or_clip(tmp_path):
         read_prompt_concepts(tmp_path / "pc", "sha-b", Clip.identity)
     with pytest.raises(CacheMismatchError, match="dvc repro embed_prompted"):
         read_prompt_concepts(tmp_path / "pc", "sha-a", {"model": "other"})
+
+
+def test_torchvision_feature_maps_from_a_local_checkpoint_and_named_errors(tmp_path):
+    import torchvision
+
+    from sparse_cbm.errors import BackboneError
+    from sparse_cbm.spatial.features import feature_backbone
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    features = feature_backbone("resnet18", str(path), "layer3")
+    x = features.preprocess(Image.new("RGB", (96, 80)))[None]
+    maps = features.encode(x)
+    assert maps.shape == (1, 256, 14, 14)  # 224 px through the weights' own preprocessing, stride 16
+    assert features.identity == {"kind": "torchvision", "model": "resnet18", "weights": str(path), "layer": "layer3"}
+    with pytest.raises(BackboneError, match="not a node of resnet18"):
+        feature_backbone("resnet18", str(path), "layer9")
+    with pytest.raises(BackboneError, match="neither 'clip' nor a torchvision model"):
+        feature_backbone("no_such_net", None, "layer3")
