@@ -3,26 +3,22 @@
 For a seeded sample of ``spatial.train_images`` train and ``spatial.test_images`` test images,
 each image's ``spatial.grid``^2 copies with a ring (``spatial.radius``, ``spatial.line_width``,
 ``spatial.colour``) around one grid location, embedded by the prompting CLIP
-(``spatial.prompts``; null: the pipeline's backbone), which also embeds the concepts of
-``data/filtered/concepts.txt``. Reads params ``seed``, ``dataset.*``, ``backbone.*`` and those
-of ``spatial``; writes ``data/spatial/prompted/{train,test}`` and ``data/spatial/prompt_concepts``.
+(``spatial.prompts``; null: the pipeline's backbone). Reads params ``seed``, ``dataset.*``,
+``backbone.*`` and those of ``spatial``; writes ``data/spatial/prompted/{train,test}``.
 Unfinished work waits in ``data/.scratch/embed_prompted/`` and a rerun resumes it.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from sparse_cbm.params import load_params
 from sparse_cbm.runtime.runner import run_stage
-from sparse_cbm.spatial.caches import write_prompt_concepts, write_prompted_cache
+from sparse_cbm.spatial.caches import write_prompted_cache
 from sparse_cbm.spatial.prompts import PromptedCopies
-from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import dataset_from, prompting_backbone
 
 OUT, SCRATCH = "data/spatial/prompted", "data/.scratch/embed_prompted"
-CONCEPTS, CONCEPTS_OUT = Path("data/filtered/concepts.txt"), "data/spatial/prompt_concepts"
 log = logging.getLogger("stages.embed_prompted")
 
 
@@ -30,7 +26,6 @@ def main() -> None:
     params = load_params()
     s = params.spatial
     backbone = prompting_backbone(params)
-    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
     dataset = dataset_from(params)
     prompts = PromptedCopies(backbone, s.grid, s.radius, s.line_width, s.colour)
     describe = {"radius": s.radius, "line_width": s.line_width, "colour": list(s.colour)}
@@ -38,8 +33,6 @@ def main() -> None:
              s.radius, s.line_width)
     manifests = write_prompted_cache(dataset, prompts, {"train": s.train_images, "test": s.test_images}, OUT, SCRATCH,
                                      seed=params.seed, batch_size=s.batch_size, describe=describe)
-    write_prompt_concepts(CONCEPTS_OUT, backbone, concepts, concept_list_sha256(concepts))
-    log.info("wrote %s: %d concepts", CONCEPTS_OUT, len(concepts))
     for split, m in manifests.items():
         log.info("wrote %s/%s: %d images x %d copies x %d (%.1f MB per 1,000 images)", OUT, split, m["images"],
                  m["per_image"], m["dim"], m["per_image"] * m["dim"] * 2 / 1e3)

@@ -36,7 +36,7 @@ def project(tmp_path_factory):
     return root, first
 
 
-STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompted",
+STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompted", "embed_prompt_text",
           "embed_features", "train_spatial", "evaluate_spatial", "report"]
 
 
@@ -174,7 +174,8 @@ def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
                         "-S", "concepts.llm.api_key_env=SPARSE_CBM_TEST_KEY"], root)
             asked = len(srv.requests)
             assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in (
-                "concepts", "filter", "embed_text", "train", "evaluate", "compare", "report"))
+                "concepts", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompt_text",
+                "train_spatial", "evaluate_spatial", "report"))  # never the image caches, ringed copies included
             shutil.rmtree(root / "data" / "concepts")
             dvc(["repro", "-f", "-s", "concepts"], root)
             assert len(srv.requests) == asked  # every answer came from data/concept_cache

@@ -116,7 +116,7 @@ def test_tolerances_are_read_from_the_meta_of_dvc_yaml():
     assert "concepts" not in declared
     assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"), 0.01)
     assert declared["compare"] == Tolerance(("metrics/compare.json",), 0.01)
-    spatial = ("embed_prompted", "embed_features", "train_spatial", "evaluate_spatial")
+    spatial = ("embed_prompted", "embed_prompt_text", "embed_features", "train_spatial", "evaluate_spatial")
     assert {s: declared[s] for s in spatial} == {s: Tolerance(("metrics/spatial.json",), 0.02) for s in spatial}
     assert {s: t.metrics for s, t in declared.items() if s not in ("train", "compare", *spatial)} == {
         s: ("metrics/evaluate.json",) for s in ("embed_images", "filter", "embed_text", "evaluate", "report")}
