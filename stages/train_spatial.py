@@ -64,8 +64,9 @@ def main() -> None:
         save_spatial(tmp, result.model, config)
     PLOTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PLOTS / "steps.csv", pd.DataFrame(result.steps).to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(PLOTS / "sparse_path.csv", pd.DataFrame(result.sparse_path).to_csv(index=False,
-                                                                                          float_format="%.6g"))
+    # the path's points without their wall-clock seconds (logged above): the same params give the same bytes
+    path = pd.DataFrame(result.sparse_path).drop(columns=["seconds"], errors="ignore")
+    atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
     nec = float((result.model.fc.weight != 0).sum()) / len(classes)
     atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2),
                                 "epochs": s.epochs})
