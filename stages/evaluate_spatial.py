@@ -52,11 +52,10 @@ def black_box(params, backbone) -> EmbeddingHead:
     return EmbeddingHead(backbone.model.encode_image, coef, bias, backbone.model).eval()
 
 
-def build(params):
+def build(params, prompted):
     concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
     model, config = load_spatial(MODEL, expect_concepts_sha256=concept_list_sha256(concepts))
-    embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts),
-                                      read_prompted(PROMPTED, "test").manifest["backbone"])
+    embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts), prompted.manifest["backbone"])
     backbone = backbone_from(params)
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone)
@@ -77,8 +76,8 @@ def build(params):
 def main() -> None:
     params = load_params()
     e = params.spatial.evaluate
-    ev, config = build(params)
     features, prompted = read_features(FEATURES, "test"), read_prompted(PROMPTED, "test")
+    ev, config = build(params, prompted)
     labels = np.asarray(ev.source.labels)
     pred = sev.spatial_predictions(ev.model, features.outputs, ev.feature_shape)
     metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),

@@ -15,7 +15,7 @@ P standardised by its train statistics instead of the maps).
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Union
+from typing import Dict, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -92,8 +92,3 @@ class GradCamHeatmaps:
 def class_heatmaps(standardised: torch.Tensor, weight: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """(B, h, w): sum_m weight[c_i, m] * standardised[i, m] for each image i and its class c_i."""
     return torch.einsum("bm,bmhw->bhw", weight[torch.as_tensor(list(classes), dtype=torch.long)], standardised)
-
-
-def top_concepts(values: torch.Tensor, k: int) -> List[List[int]]:
-    """The indices of the k largest of each row (B, |D|), largest first."""
-    return values.topk(min(k, values.shape[1]), dim=1).indices.tolist()

@@ -61,11 +61,6 @@ class SpatialBottleneck(nn.Module):
         """Logits from (possibly edited) concept maps."""
         return self.fc(self.pool(maps))
 
-    def heatmaps(self, maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """(B, H~, W~): sum_m W[c, m] (c_m - mean_m) / std_m for class ``classes[i]`` of image i."""
-        z = (maps - self.fc.mean[None, :, None, None]) / self.fc.std[None, :, None, None]
-        return torch.einsum("bm,bmhw->bhw", self.fc.weight[classes], z)
-
     def standardised(self, maps: torch.Tensor) -> torch.Tensor:
         """Every concept map in units of its pooled value's spread on train: comparable across concepts."""
         return (maps - self.fc.mean[None, :, None, None]) / self.fc.std[None, :, None, None]

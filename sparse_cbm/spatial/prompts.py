@@ -69,10 +69,6 @@ class Rings:
         return copies.reshape(-1, *images.shape[1:])
 
 
-def draw_rings(images: torch.Tensor, masks: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """(B * K, 3, H, W): every image (B, 3, H, W) with each of the K rings (``masks`` (K, H, W)) drawn."""
-    return Rings(masks, colour).draw(images)
-
 
 def preprocess_normalisation(preprocess) -> Tuple[Sequence[float], Sequence[float]]:
     """The mean and std of the ``Normalize`` step of a torchvision preprocessing pipeline."""
