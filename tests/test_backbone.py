@@ -73,10 +73,50 @@ def test_amp_needs_cuda():
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "AMP", ""])
 def test_unknown_precision_is_a_named_error_not_fp32(precision):
-    with pytest.raises(BackboneError, match=f"backbone.precision '{precision}' is not one of auto, fp32, amp"):
+    with pytest.raises(BackboneError, match=f"backbone.precision '{precision}' is not one of auto, fp32, amp, fp64"):
         load_backbone(TINY_MODEL, "none", device="cpu", precision=precision)
 
 
 def test_unknown_device_is_a_named_error():
     with pytest.raises(DeviceError, match="'gpu' is not one of auto, cpu, mps, cuda or cuda:N"):
         load_backbone(TINY_MODEL, "none", device="gpu")
+
+
+_ENCODE = """
+import sys, numpy as np, torch
+from sparse_cbm.clip.backbone import load_backbone
+from sparse_cbm.datasets import load_dataset
+bb = load_backbone("sparse-cbm-shapes", "data/pretrained/shapes-clip.pt", device="cpu", precision=sys.argv[1])
+src = load_dataset("shapes", "unused", seed=0, shapes_n_train=256, shapes_n_test=16,
+                   shapes_preset="attributes").splits["train"]
+x = torch.stack([bb.preprocess(src.load(i)) for i in range(len(src))])
+np.save(sys.argv[2], bb.encode_images(x).numpy().astype(np.float16))
+"""
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
+def test_fp64_caches_do_not_depend_on_the_kernel_set(precision, tmp_path):
+    """The world CLIP's float16 embeddings under ATen's default kernels and under this CPU's best, in fresh
+    processes: fp64 gives the same bytes (the caches the pipeline's lock records); fp32 is shown for contrast
+    and only has to agree to float16's resolution."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tests.conftest import REPO
+
+    out = {}
+    for kernels in ("default", None):
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        if kernels:
+            env["ATEN_CPU_CAPABILITY"] = kernels
+        out[kernels] = tmp_path / f"{kernels}.npy"
+        subprocess.run([sys.executable, "-c", _ENCODE, precision, str(out[kernels])], cwd=REPO, env=env, check=True)
+    a, b = np.load(out["default"]), np.load(out[None])
+    assert a.shape == (236, 64)
+    if precision == "fp64":
+        assert a.tobytes() == b.tobytes()
+    else:
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() < 1e-2

@@ -31,7 +31,7 @@ from PIL import Image
 from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.errors import BackboneError
 from sparse_cbm.storage.manifest import file_sha256  # noqa: F401  (re-exported)
-from sparse_cbm.runtime.device import resolve_device
+from sparse_cbm.runtime.device import model_dtype, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class Backbone:
         """Width of the image embeddings, found by one forward pass."""
         return int(self.encode_images(self.blank_input[None]).shape[1])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights: what its inputs are cast to (float64 with precision fp64)."""
+        return model_dtype(self.model)
+
     def autocast(self):
         if self.amp:
             return torch.autocast(device_type=self.device.type, dtype=torch.float16)
@@ -102,7 +107,7 @@ class Backbone:
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Unnormalised image embeddings (float32, on the CPU) of a preprocessed batch."""
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, dtype=self.dtype, non_blocking=True)
         with self.autocast():
             feats = self.model.encode_image(images)
         return feats.float().cpu()
@@ -183,7 +188,8 @@ def load_backbone(model: str, pretrained: str, device: str = "auto", precision: 
     """Build the CLIP model and its eval preprocessing, in eval mode on ``device``."""
     if precision not in PRECISIONS:
         raise BackboneError(f"backbone.precision {precision!r} is not one of {', '.join(PRECISIONS)} (auto: mixed "
-                            f"precision on CUDA, fp32 elsewhere; amp: mixed precision, CUDA only).")
+                            f"precision on CUDA, fp32 elsewhere; amp: mixed precision, CUDA only; fp64: float64, "
+                            f"so that the caches do not depend on the CPU's kernel set).")
     torch_device = resolve_device(device)
     if precision == "amp" and torch_device.type != "cuda":
         raise BackboneError("backbone.precision 'amp' needs a CUDA device; use 'auto' or 'fp32' on the CPU.")
@@ -221,8 +227,10 @@ def load_backbone(model: str, pretrained: str, device: str = "auto", precision: 
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise BackboneError(f"could not load weights {pretrained!r} for {model_name} ({reason}). {fix}") from None
     clip.eval()
+    if precision == "fp64":
+        clip.double()
     logit_scale = float(clip.logit_scale.exp().item()) if hasattr(clip, "logit_scale") else 100.0
     log.info("backbone %s (%s) on %s, %s", model_name, identity["pretrained"], torch_device,
-             "mixed precision" if amp else "fp32")
+             "mixed precision" if amp else ("fp64" if precision == "fp64" else "fp32"))
     return Backbone(model=clip, preprocess=preprocess, device=torch_device, amp=amp, identity=identity,
                     logit_scale=logit_scale, tokenizer=open_clip.get_tokenizer(model_name))

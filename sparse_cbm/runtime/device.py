@@ -25,3 +25,9 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' is asked for but MPS is not available; use 'auto' or 'cpu'.")
     return torch.device(spec)
+
+
+def model_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of a module's weights (float32 when it has none): what its inputs are cast to, so that a
+    backbone loaded with ``backbone.precision: fp64`` computes in float64 end to end."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)

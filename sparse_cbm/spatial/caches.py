@@ -21,6 +21,7 @@ import numpy as np
 from sparse_cbm.datasets.base import DatasetSplits
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
+from sparse_cbm.runtime.device import model_dtype
 from sparse_cbm.spatial.features import FeatureBackbone
 from sparse_cbm.spatial.prompts import PromptedCopies
 from sparse_cbm.storage.image_outputs import compute_split, publish, read_output_split, run_key
@@ -46,7 +47,7 @@ def write_prompted_cache(dataset: DatasetSplits, prompts: PromptedCopies, counts
         source = dataset.splits[split]
         rows[split] = sample_rows(len(source), count, seed, split)
         key = run_key({**identity, "fingerprint": dataset.fingerprint(split), "rows": rows[split].tolist(),
-                       "preprocess": prompts.backbone.preprocess_description})
+                       "preprocess": prompts.backbone.preprocess_description, "dtype": str(prompts.backbone.dtype)})
         parts[split] = compute_split(source, rows[split], prompts.backbone.preprocess, prompts, Path(scratch) / split,
                                      key, per_image=prompts.per_image, dim=dim, batch_size=batch_size,
                                      num_workers=num_workers, desc=f"prompted copies {split}")
@@ -65,7 +66,8 @@ def write_feature_cache(dataset: DatasetSplits, features: FeatureBackbone, out: 
     for split in splits:
         source = dataset.splits[split]
         rows[split] = np.arange(len(source), dtype=np.int64)
-        key = run_key({"features": features.identity, "fingerprint": dataset.fingerprint(split)})
+        key = run_key({"features": features.identity, "fingerprint": dataset.fingerprint(split),
+                       "dtype": str(model_dtype(features))})
         parts[split] = compute_split(source, rows[split], features.preprocess,
                                      lambda x: features.encode(x).reshape(len(x), 1, dim), Path(scratch) / split, key,
                                      per_image=1, dim=dim, batch_size=batch_size, num_workers=num_workers,

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from sparse_cbm.errors import BackboneError
+from sparse_cbm.runtime.device import model_dtype
 
 
 class FeatureBackbone(nn.Module):
@@ -34,12 +35,12 @@ class FeatureBackbone(nn.Module):
         self.device = torch.device(device)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._trunk(images)
+        return self._trunk(images.to(model_dtype(self.modules_)))
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Feature maps (B, C, h, w), float32 on the CPU, of a preprocessed batch."""
-        return self._trunk(images.to(self.device)).float().cpu()
+        return self(images.to(self.device)).float().cpu()
 
     def blank_input(self) -> torch.Tensor:
         """A zero tensor of the shape ``preprocess`` gives one image."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.runtime.device import model_dtype
 
 POOLINGS = ("mean", "max")
 
@@ -89,4 +90,4 @@ class EmbeddingHead(nn.Module):
         self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self._encode(images).float(), dim=1) @ self.weight.T + self.bias
+        return F.normalize(self._encode(images.to(model_dtype(self.modules_))).float(), dim=1) @ self.weight.T + self.bias

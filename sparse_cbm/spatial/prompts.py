@@ -98,7 +98,7 @@ class PromptedCopies:
         return self.grid * self.grid
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        copies = self.rings.draw(images.to(self.backbone.device))
+        copies = self.rings.draw(images.to(self.backbone.device, dtype=self.backbone.dtype))  # drawn at the model's precision
         out = torch.cat([self.backbone.encode_images(copies[lo:lo + self.chunk])
                          for lo in range(0, len(copies), self.chunk)])
         return out.reshape(len(images), self.per_image, -1)

@@ -46,7 +46,7 @@ FORMAT_VERSION = 2  # 2: annotations in the index, attributes in the manifest
 
 def _run_key(backbone: Backbone, fingerprint: str, batch_size: int) -> str:
     blob = dumps_json({"backbone": backbone.identity, "preprocess": backbone.preprocess_description,
-                       "amp": backbone.amp, "dataset": fingerprint, "batch_size": batch_size,
+                       "amp": backbone.amp, "dtype": str(backbone.dtype), "dataset": fingerprint, "batch_size": batch_size,
                        "format": FORMAT_VERSION})
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
