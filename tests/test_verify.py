@@ -1,6 +1,7 @@
 """`sparse-cbm verify`: the comparison on synthetic locks (fast), then the command on a real
 committed project (marker `pipeline`: one full `dvc repro` to set it up, one in verify's clone)."""
 
+import hashlib
 import json
 import re
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparse_cbm.cli.tolerances import (MACHINE, SEED, SPREAD_FILE, Spread, Tolerances, dumps, is_number, leaves,
+                                       measure)
 from sparse_cbm.cli.verify import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
                                    compare_locks, compare_metrics, summary, table, tolerances)
 from tests.conftest import REPO
@@ -67,7 +70,8 @@ def test_a_differing_output_with_tolerance_is_judged_by_its_metrics():
     new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "other"})
     within = by_output(compare(new, new_metrics=metrics_with(0.9400)))
     assert within["data/model"].status == within["metrics/train.json"].status == WITHIN
-    assert within["data/model"].detail == "compared by metrics/train.json, atol 0.01, largest difference 0.0025"
+    assert within["data/model"].detail == ("compared by metrics/train.json, within atol 0.01, "
+                                           "largest difference 0.0025")
     rows = compare(new, new_metrics=metrics_with(0.9))
     beyond = by_output(rows)["data/model"]
     assert beyond.failed and beyond.stage == "train"
@@ -75,12 +79,60 @@ def test_a_differing_output_with_tolerance_is_judged_by_its_metrics():
     assert "2 failed: data/model (train), metrics/train.json (train)" in summary(rows)
 
 
-def test_the_summary_lists_the_outputs_compared_by_their_metrics():
-    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
-    rows = compare(new, new_metrics=metrics_with(0.9376))
-    assert summary(rows) == ("2 outputs reproduced exactly, 1 within tolerance "
-                             "(compared by their metrics: data/model (train)), 0 failed")
-    assert "within tolerance (compared by metrics/train.json, atol 0.01" in table(rows)
+MEASURED = Tolerances({"metrics/train.json": {"test.cbm.top1": Spread(machine=0.001, seed=0.004),
+                                              "test.cbm.top5": Spread(machine=0.0, seed=0.0)}}, {})
+
+
+def test_measured_spreads_set_each_metrics_tolerance():
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "other"})
+    tol = {"train": Tolerance(("metrics/train.json",))}   # no atol: unmeasured metrics must match exactly
+
+    def judged(metrics):
+        return by_output(compare_locks(COMMITTED, new, tol, reader({"metrics/train.json": METRICS}),
+                                       reader({"metrics/train.json": metrics}), MEASURED))["data/model"]
+
+    assert judged(metrics_with(0.9375 + 0.0059)).status == WITHIN        # tolerance 1.5 x 0.004 = 0.006
+    assert judged(metrics_with(0.9375 + 0.0059)).detail == (
+        "compared by metrics/train.json, within their measured spread, largest difference 0.0059")
+    row = judged(metrics_with(0.9375 - 0.0061))
+    assert row.failed and "test.cbm.top1: 0.9375 committed, 0.9314 now (tolerance 0.006)" in row.detail
+    m = metrics_with(0.9375)
+    m["test"]["cbm"]["top5"] = 0.9999                                     # moved in no rerun: exact
+    assert "test.cbm.top5: 1.0 committed, 0.9999 now (tolerance 0)" in judged(m).detail
+    m = metrics_with(0.9375)
+    m["concepts"] = 29                                                    # never measured: exact, and says so
+    assert ("concepts: 28 committed, 29 now (no measured spread, so tolerance 0: `sparse-cbm spread` measures it)"
+            in judged(m).detail)
+
+
+def test_spread_is_the_largest_machine_move_and_the_seed_range():
+    committed = {"m.json": {"a": 0.50, "b": 10, "c": "text", "d": [1.0, 2.0], "e": 0.3}}
+    runs = {"kernels": {"m.json": {"a": 0.52, "b": 10, "c": "text", "d": [1.0, 2.5], "e": 0.3}},
+            "threads": {"m.json": {"a": 0.49, "b": 10, "c": "text", "d": [1.0, 2.0]}},
+            "seed-1": {"m.json": {"a": 0.45, "b": 12, "c": "text", "d": [1.0, 2.0], "e": 0.3}},
+            "seed-2": {"m.json": {"a": 0.505, "b": 9, "c": "text", "d": [1.0, 2.0], "e": 0.4}}}
+    kinds = {"kernels": MACHINE, "threads": MACHINE, "seed-1": SEED, "seed-2": SEED}
+    spreads = measure(committed, runs, kinds)["m.json"]
+    assert set(spreads) == {"a", "b", "d[0]", "d[1]", "e"}               # numbers only
+    assert spreads["a"] == Spread(machine=pytest.approx(0.02), seed=pytest.approx(0.055))
+    assert not spreads["a"].chaotic and spreads["a"].tolerance == pytest.approx(0.0825)
+    assert spreads["b"] == Spread(0.0, 3.0) and spreads["b"].tolerance == 4.5
+    assert spreads["d[1]"].chaotic and spreads["d[1]"].tolerance == 0.75   # the machine moves it, no seed does
+    assert spreads["d[0]"].tolerance == 0.0                                # moved in no rerun: exact
+    assert spreads["e"].machine == float("inf") and spreads["e"].tolerance == 0.0   # lost in a rerun: exact
+
+
+def test_the_committed_spread_file_round_trips_and_covers_every_committed_metric():
+    spreads = {"m.json": {"a": Spread(0.02, 0.055), "e": Spread(float("inf"), 0.1)}}
+    text = dumps(spreads, {"cpu": "x"}, {"train:data/model": {"kernels": True}})
+    back = Tolerances.parse(text)
+    assert back.spreads == spreads and back.about == {"cpu": "x"}
+    assert json.loads(text)["metrics"]["m.json"]["a"] == {"machine": 0.02, "seed": 0.055, "chaotic": False,
+                                                          "tolerance": 0.0825}
+    committed = Tolerances.parse((REPO / SPREAD_FILE).read_text())
+    for path in ("metrics/train.json", "metrics/evaluate.json", "metrics/compare.json", "metrics/spatial.json"):
+        numbers = {k for k, v in leaves(json.loads((REPO / path).read_text())) if is_number(v)}
+        assert numbers == set(committed.spreads[path]), path
 
 
 @pytest.mark.parametrize("new_metrics, expected", [
@@ -113,16 +165,17 @@ def test_stages_missing_from_either_lock_fail():
 
 def test_tolerances_are_read_from_the_meta_of_dvc_yaml():
     declared = tolerances(yaml.safe_load((REPO / "dvc.yaml").read_text()))
-    assert "concepts" not in declared
-    assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"), 0.01)
-    assert declared["compare"] == Tolerance(("metrics/compare.json",), 0.01)
+    assert "concepts" not in declared                                  # must reproduce exactly
+    assert declared["train"] == Tolerance(("metrics/train.json", "metrics/evaluate.json"))
+    assert declared["compare"] == Tolerance(("metrics/compare.json",))
     spatial = ("embed_prompted", "embed_prompt_text", "embed_features", "train_spatial", "evaluate_spatial")
-    assert {s: declared[s] for s in spatial} == {s: Tolerance(("metrics/spatial.json",), 0.02) for s in spatial}
+    assert {s: declared[s] for s in spatial} == {s: Tolerance(("metrics/spatial.json",)) for s in spatial}
     assert {s: t.metrics for s, t in declared.items() if s not in ("train", "compare", *spatial)} == {
         s: ("metrics/evaluate.json",) for s in ("embed_images", "filter", "embed_text", "evaluate", "report")}
+    assert all(t.atol is None for t in declared.values())              # measured, not guessed
     assert tolerances({"stages": {"s": {"do": {"meta": {"reproduce": {"metrics": "m.json", "atol": 0}}}}}}) == {
         "s": Tolerance(("m.json",), 0.0)}
-    for bad in ({"metrics": [], "atol": 0.1}, {"metrics": ["m.json"], "atol": -1}, {"metrics": ["m.json"]},
+    for bad in ({"metrics": [], "atol": 0.1}, {"metrics": ["m.json"], "atol": -1}, {"atol": 0.1},
                 {"metrics": ["m.json"], "atol": 0.1, "rtol": 0.1}):
         with pytest.raises(VerifyError, match="stage s: meta.reproduce"):
             tolerances({"stages": {"s": {"meta": {"reproduce": bad}}}})
@@ -199,7 +252,10 @@ def test_the_example_workflow_runs_sparse_cbm_verify():
     assert workflow[True] == {"push": None, "pull_request": None, "workflow_dispatch": None}  # YAML 1.1 reads `on` as True
     assert steps[0]["uses"].startswith("actions/checkout@") and steps[0]["with"]["fetch-depth"] == 0
     assert steps[1]["with"]["python-version"] == "3.11"
-    assert [s.get("run") for s in steps[2:]] == ["pip install -e .", "sparse-cbm verify"]
+    # what .ci/run does: the README's test command, then verify
+    assert [s.get("run") for s in steps[2:]] == ['pip install -e ".[test]" && pytest', "sparse-cbm verify"]
+    ci = (REPO / ".ci/run").read_text()
+    assert 'pip install -e ".[test]" && DVC_NO_ANALYTICS=1 pytest' in ci and "sparse_cbm.cli verify" in ci
     assert workflow["jobs"]["verify"]["env"]["DVC_NO_ANALYTICS"] == "1"
 
 
@@ -244,21 +300,66 @@ def changed_clone(committed: Path, dest: Path, edit) -> Path:
     return dest
 
 
+CACHES = {("embed_images", "data/image_cache"), ("embed_text", "data/text_cache"),
+          ("embed_prompted", "data/spatial/prompted"), ("embed_features", "data/spatial/features"),
+          ("embed_prompt_text", "data/spatial/prompt_concepts"), ("concepts", "data/concepts"),
+          ("filter", "data/filtered")}
+
+
 @pytest.mark.pipeline
-def test_verify_reruns_and_every_output_reproduces(committed):
+def test_a_lock_made_on_one_kernel_set_verifies_on_another(committed, monkeypatch):
+    """The committed lock was made with this CPU's best kernels; verify reruns everything with PyTorch's
+    scalar kernels, as another CPU would compute: the fp64 caches keep their bytes, and the rest lands
+    within the measured spread."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     proc = verify(committed)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     outs = [(s, o["path"]) for s, v in yaml.safe_load((committed / "dvc.lock").read_text())["stages"].items()
             for o in v["outs"]]
     assert {s for s, _ in outs} == set(yaml.safe_load((committed / "dvc.yaml").read_text())["stages"])
+    assert CACHES <= set(outs)
     for stage, path in outs:
-        assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
+        result = "reproduced$" if (stage, path) in CACHES else r"(reproduced|within tolerance \(compared by .*\))$"
+        assert re.search(rf"^{stage}\s+{re.escape(path)}\s+{result}", out, re.M), out
         assert f"  running {stage}\n" in out
-    assert f"{len(outs)} outputs reproduced exactly, 0 within tolerance, 0 failed" in out
+    assert re.search(rf"^{len(outs)} outputs reproduced exactly, 0 within tolerance, 0 failed$|"
+                     rf"^\d+ outputs reproduced exactly, \d+ within tolerance \(.*\), 0 failed$", out, re.M), out
+    assert f"verify: tolerances from {SPREAD_FILE}, measured on " in out
     assert "warning" not in proc.stderr
     _, _, run = _project()
     assert run(["git", "status", "--porcelain"], committed).stdout == ""  # it ran in a clone
+
+
+@pytest.mark.pipeline
+def test_a_change_in_training_recorded_without_rerunning_fails_naming_train(committed, tmp_path):
+    """A bug seeded in training (labels off by one class), recorded in dvc.lock as `dvc commit` records code
+    without running it: the lock matches the code, so only the rerun's metrics can catch it."""
+    def edit(root):
+        stage = root / "stages/train.py"
+        text = stage.read_text()
+        seeded = text.replace("(train.rows(), train.labels), (val.rows()",
+                              "(train.rows(), (train.labels + 1) % len(classes)), (val.rows()")
+        assert seeded != text
+        stage.write_text(seeded)
+        lock_path = root / "dvc.lock"
+        lock_data = yaml.safe_load(lock_path.read_text())
+        for dep in lock_data["stages"]["train"]["deps"]:
+            if dep["path"] == "stages/train.py":
+                dep.update(md5=hashlib.md5(stage.read_bytes()).hexdigest(), size=stage.stat().st_size)
+        lock_path.write_text(yaml.safe_dump(lock_data, sort_keys=False))
+
+    root = changed_clone(committed, tmp_path / "t", edit)
+    proc = verify(root)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "dvc.lock matches the committed code, params and results" in out           # the lock is not stale
+    assert re.search(r"^train\s+data/model\s+FAILED \(hash differs and metrics moved beyond their measured "
+                     r"spread: .*metrics/(train|evaluate)\.json: [a-z_.\[\]0-9]*top1: [0-9.]+ committed, [0-9.]+ now "
+                     r"\(tolerance [0-9.e-]+\)", out, re.M), out
+    for stage, path in CACHES:
+        assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
+    assert re.search(r"\d+ failed: .*data/model \(train\)", out), out
 
 
 @pytest.mark.pipeline
@@ -272,6 +373,21 @@ def test_a_param_changed_without_rerunning_fails_before_running(committed, tmp_p
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"^train\s+param train\.epochs\s+FAILED \(changed since the committed dvc\.lock: "
                      r"20 in dvc\.lock, 3 now\)$", proc.stdout, re.M), proc.stdout
+    assert "the pipeline was not run" in proc.stdout and "running" not in proc.stdout
+
+
+@pytest.mark.pipeline
+def test_a_stale_lock_fails_before_running_naming_every_stage_whose_code_changed(committed, tmp_path):
+    def edit(root):
+        code = root / "sparse_cbm/bottleneck/objectives/l1.py"
+        code.write_text(code.read_text() + "\n# changed, and dvc.lock not regenerated\n")
+
+    root = changed_clone(committed, tmp_path / "s", edit)
+    proc = verify(root)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for stage in ("train", "compare", "evaluate", "train_spatial", "evaluate_spatial"):
+        assert re.search(rf"^{stage}\s+sparse_cbm/bottleneck\s+FAILED \(dependency modified since the committed "
+                         rf"dvc\.lock\)$", proc.stdout, re.M), proc.stdout
     assert "the pipeline was not run" in proc.stdout and "running" not in proc.stdout
 
 

@@ -3,6 +3,7 @@
     sparse-cbm params check [params.yaml]          validate without running anything
     sparse-cbm params apply cifar10 [released]     merge profiles from params/ into params.yaml
     sparse-cbm verify                              rerun the pipeline in a clean checkout, compare with dvc.lock
+    sparse-cbm spread                              measure how far each metric moves across machines and seeds
     sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
 
@@ -39,6 +40,12 @@ def _verify(args: argparse.Namespace) -> int:
     return verify(in_place=args.in_place, keep=args.keep)
 
 
+def _spread(args: argparse.Namespace) -> int:
+    from sparse_cbm.cli.spread import spread
+
+    return spread(args.configurations.split(","), out=args.out, keep=args.keep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-cbm", description=__doc__.split("\n\n")[0].strip("`"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run in this checkout (which must be clean) instead of a temporary clone")
     verify.add_argument("--keep", action="store_true", help="keep the temporary clone and print its path")
     verify.set_defaults(run=_verify)
+    from sparse_cbm.cli.spread import CONFIGURATIONS
+    from sparse_cbm.cli.tolerances import SPREAD_FILE
+
+    spread = sub.add_parser("spread", help="rerun the committed pipeline on other kernel sets, thread counts and "
+                                           f"seeds, and write the tolerances verify judges by ({SPREAD_FILE})")
+    spread.add_argument("--configurations", default=",".join(CONFIGURATIONS),
+                        help="comma-separated, from: " + "; ".join(f"{n} ({c.says})" for n, c in CONFIGURATIONS.items()))
+    spread.add_argument("--out", default=SPREAD_FILE, help="where to write the measurement (default: %(default)s)")
+    spread.add_argument("--keep", action="store_true", help="keep the clones and their logs")
+    spread.set_defaults(run=_spread)
     explain_parser(sub)
     shapes = sub.add_parser("train-shapes-clip", add_help=False,
                             help="rebuild the small CLIP of the shapes world (--help for its options)")

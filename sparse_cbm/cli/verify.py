@@ -21,8 +21,8 @@ The comparison is made of pure functions (``check_status``, ``compare_locks``, `
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -31,10 +31,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from sparse_cbm.cli.tolerances import SPREAD_FILE, Tolerances, difference, is_number, leaves, parse_metrics
 from sparse_cbm.errors import SparseCbmError
 
 REPRODUCED = "reproduced"
@@ -50,10 +51,12 @@ class VerifyError(SparseCbmError):
 
 @dataclass(frozen=True)
 class Tolerance:
-    """``meta: reproduce:`` of a stage: judge its differing outputs by these metrics files."""
+    """``meta: reproduce:`` of a stage: judge its differing outputs by these metrics files, each
+    metric within its measured spread (``reproduce/spread.json``); ``atol``, when given, for the
+    metrics with no measurement (else they must match exactly)."""
 
     metrics: Tuple[str, ...]
-    atol: float
+    atol: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,16 @@ def tolerances(dvc_yaml: Mapping) -> Dict[str, Tolerance]:
             continue
         where = f"dvc.yaml: stage {name}: meta.reproduce"
         if not isinstance(spec, Mapping) or set(spec) - {"metrics", "atol"}:
-            raise VerifyError(f"{where} must be a mapping with the keys metrics and atol")
+            raise VerifyError(f"{where} must be a mapping with the key metrics (and, optionally, atol)")
         metrics = spec.get("metrics")
         metrics = [metrics] if isinstance(metrics, str) else metrics
         if not metrics or not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
             raise VerifyError(f"{where}.metrics must be a list of metrics files, e.g. [metrics/evaluate.json]")
         atol = spec.get("atol")
-        if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
-            raise VerifyError(f"{where}.atol must be a number >= 0 (the absolute tolerance), not {atol!r}")
-        found[name] = Tolerance(tuple(metrics), float(atol))
+        if atol is not None and (isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0):
+            raise VerifyError(f"{where}.atol must be a number >= 0 (the absolute tolerance of the metrics with no "
+                              f"measured spread), not {atol!r}")
+        found[name] = Tolerance(tuple(metrics), None if atol is None else float(atol))
     return found
 
 
@@ -106,47 +110,26 @@ def tolerance_for(stage: str, declared: Mapping[str, Tolerance]) -> Optional[Tol
 
 # ---------------------------------------------------------------- metrics
 
-def parse_metrics(path: str, text: str) -> Any:
-    suffix = Path(path).suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        return yaml.safe_load(text)
-    if suffix == ".toml":
-        import tomllib
-
-        return tomllib.loads(text)
-    return json.loads(text)
+ToleranceOf = Callable[[str, str], Tuple[float, bool]]   # (file, leaf) -> (tolerance, measured?)
 
 
-def _leaves(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        if not value and prefix:
-            yield prefix, {}
-        for key in value:
-            yield from _leaves(value[key], f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(value, list):
-        if not value:
-            yield prefix, []
-        for i, item in enumerate(value):
-            yield from _leaves(item, f"{prefix}[{i}]")
-    else:
-        yield prefix, value
+def tolerance_of(tol: Tolerance, measured: Tolerances) -> ToleranceOf:
+    """A leaf's measured tolerance; else the stage's ``atol``; else 0 (it must match exactly)."""
+    def of(path: str, key: str) -> Tuple[float, bool]:
+        found = measured.tolerance(path, key)
+        if found is not None:
+            return found, True
+        return (tol.atol if tol.atol is not None else 0.0), False
+
+    return of
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _difference(a: float, b: float) -> float:
-    if a == b or (math.isnan(a) and math.isnan(b)):
-        return 0.0
-    diff = abs(a - b)
-    return math.inf if math.isnan(diff) else diff   # nan on one side only: never within a tolerance
-
-
-def compare_metrics(committed: Any, new: Any, atol: float) -> Tuple[float, List[str]]:
+def compare_metrics(committed: Any, new: Any, atol: Union[float, Callable[[str], Tuple[float, bool]]]
+                    ) -> Tuple[float, List[str]]:
     """Largest numeric difference and the disagreements: keys present on one side only,
-    non-numeric values that differ, numbers further apart than ``atol``."""
-    old, now = dict(_leaves(committed)), dict(_leaves(new))
+    non-numeric values that differ, numbers further apart than their tolerance (``atol``: one
+    number for every leaf, or leaf -> (tolerance, measured?))."""
+    old, now = dict(leaves(committed)), dict(leaves(new))
     problems: List[str] = []
     for key in old.keys() - now.keys():
         problems.append(f"{key or '<root>'} missing from the new run")
@@ -155,18 +138,25 @@ def compare_metrics(committed: Any, new: Any, atol: float) -> Tuple[float, List[
     largest = 0.0
     for key in [k for k in old if k in now]:
         a, b = old[key], now[key]
-        if _number(a) and _number(b):
-            diff = _difference(float(a), float(b))
+        if is_number(a) and is_number(b):
+            diff = difference(float(a), float(b))
             largest = max(largest, diff)
-            if diff > atol:
-                problems.append(f"{key}: {a} committed, {b} now")
+            limit, measured = atol(key) if callable(atol) else (atol, True)
+            if diff > limit:
+                why = f"tolerance {limit:g}" if measured else \
+                    f"no measured spread, so tolerance {limit:g}: `sparse-cbm spread` measures it"
+                problems.append(f"{key}: {a} committed, {b} now ({why})" if callable(atol) else
+                                f"{key}: {a} committed, {b} now")
         elif a != b or isinstance(a, bool) != isinstance(b, bool):   # True == 1 in Python
             problems.append(f"{key}: {a!r} committed, {b!r} now")
     return largest, sorted(problems)
 
 
-def judge_by_metrics(tol: Tolerance, read_committed: Reader, read_new: Reader) -> Tuple[bool, str]:
+def judge_by_metrics(tol: Tolerance, read_committed: Reader, read_new: Reader,
+                     measured: Optional[Tolerances] = None) -> Tuple[bool, str]:
     """(within tolerance?, the text that says how it was judged)."""
+    measured = measured or Tolerances.empty()
+    of = tolerance_of(tol, measured)
     largest, problems = 0.0, []
     for path in tol.metrics:
         texts = {}
@@ -180,14 +170,15 @@ def judge_by_metrics(tol: Tolerance, read_committed: Reader, read_new: Reader) -
             except Exception as exc:  # noqa: BLE001 - any parse error is a failed comparison
                 problems.append(f"{path}: cannot parse the {side} version ({exc})")
         if len(texts) == 2:
-            diff, found = compare_metrics(texts["committed"], texts["new"], tol.atol)
+            diff, found = compare_metrics(texts["committed"], texts["new"], lambda key, p=path: of(p, key))
             largest = max(largest, diff)
             problems += [f"{path}: {p}" for p in found]
     names = ", ".join(tol.metrics)
+    how = "their measured spread" if measured.spreads else f"atol {tol.atol:g}"
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        return False, f"hash differs and metrics disagree beyond atol {tol.atol:g}: {shown}"
-    return True, f"compared by {names}, atol {tol.atol:g}, largest difference {largest:.3g}"
+        return False, f"hash differs and metrics moved beyond {how}: {shown}"
+    return True, f"compared by {names}, within {how}, largest difference {largest:.3g}"
 
 
 # ---------------------------------------------------------------- dvc.lock comparison
@@ -203,7 +194,7 @@ def _hash(out: Mapping) -> Any:
 
 
 def compare_locks(committed_lock: Mapping, new_lock: Mapping, declared: Mapping[str, Tolerance],
-                  read_committed: Reader, read_new: Reader) -> List[Row]:
+                  read_committed: Reader, read_new: Reader, measured: Optional[Tolerances] = None) -> List[Row]:
     """One row per output of every stage in the new lock (then any stage only in the committed one)."""
     old_stages = committed_lock.get("stages") or {}
     new_stages = new_lock.get("stages") or {}
@@ -224,7 +215,7 @@ def compare_locks(committed_lock: Mapping, new_lock: Mapping, declared: Mapping[
                 rows.append(Row(stage, path, FAILED, "hash differs from the committed dvc.lock, "
                                                      "and the stage declares no meta.reproduce tolerance"))
             else:
-                judged = judged or judge_by_metrics(tol, read_committed, read_new)
+                judged = judged or judge_by_metrics(tol, read_committed, read_new, measured)
                 rows.append(Row(stage, path, WITHIN if judged[0] else FAILED, judged[1]))
         for path in old_outs.keys() - new_outs.keys():
             rows.append(Row(stage, path, FAILED, "in the committed dvc.lock but not produced by this run"))
@@ -457,6 +448,27 @@ def verify(in_place: bool = False, keep: bool = False) -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _measured(read: Reader, committed_lock_text: str) -> Tolerances:
+    """The committed ``reproduce/spread.json``, and a word on what it was measured for."""
+    text = read(SPREAD_FILE)
+    if text is None:
+        _say(f"verify: no {SPREAD_FILE} is committed: differing outputs are judged by their stage's atol, or "
+             f"exactly; `sparse-cbm spread` measures how far each metric moves across machines and seeds")
+        return Tolerances.empty()
+    try:
+        measured = Tolerances.parse(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VerifyError(f"{SPREAD_FILE} cannot be read ({exc}): rerun `sparse-cbm spread`, or restore it "
+                          f"with `git checkout -- {SPREAD_FILE}`") from None
+    lock_sha = hashlib.sha256(committed_lock_text.encode()).hexdigest()
+    about = measured.about
+    note = "" if about.get("dvc_lock_sha256") == lock_sha else \
+        " (measured for another dvc.lock: `sparse-cbm spread` measures the current one)"
+    _say(f"verify: tolerances from {SPREAD_FILE}, measured on {about.get('cpu', 'an unnamed CPU')} over "
+         f"{', '.join(about.get('configurations', [])) or 'no reruns'}{note}")
+    return measured
+
+
 def _verify_in(work: Path, in_place: bool, log: Path, survives: bool) -> int:
     committed_text = _reader(work, "HEAD")("dvc.lock")
     if committed_text is None:
@@ -465,6 +477,7 @@ def _verify_in(work: Path, in_place: bool, log: Path, survives: bool) -> int:
         return 1
     committed = yaml.safe_load(committed_text) or {}
     declared = tolerances(yaml.safe_load((work / "dvc.yaml").read_text()) or {})
+    measured = _measured(_reader(work, "HEAD"), committed_text)
     stages = _dvc(["stage", "list", "--name-only"], work).stdout.split()
 
     # the stale-lock check: fails fast, before the long run
@@ -500,7 +513,7 @@ def _verify_in(work: Path, in_place: bool, log: Path, survives: bool) -> int:
     _say(f"verify: dvc repro done in {time.monotonic() - start:.0f} s")
 
     new = yaml.safe_load((work / "dvc.lock").read_text()) or {}
-    rows = compare_locks(committed, new, declared, _reader(work, "HEAD"), _reader(work, None))
+    rows = compare_locks(committed, new, declared, _reader(work, "HEAD"), _reader(work, None), measured)
     _say()
     _say(table(rows))
     _say()

@@ -1,0 +1,186 @@
+"""``sparse-cbm spread``: measure how far every metric moves when the committed pipeline reruns on
+another kernel set, another thread count, or another seed, and write ``reproduce/spread.json``,
+the tolerances ``sparse-cbm verify`` judges by (the model: ``sparse_cbm.cli.tolerances``).
+
+Each configuration reruns the whole pipeline (``dvc repro --force``) in its own clone of HEAD, one
+after the other (two pipelines on two cores would only slow each other). Machine configurations
+change only the environment; seed configurations change only ``seed``. The committed ``dvc.lock``
+and metrics are the base every rerun is measured from, so commit the pipeline's results first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+from tqdm import tqdm
+
+from sparse_cbm.cli import tolerances as tol
+from sparse_cbm.cli.verify import VerifyError, _dvc, _env, _git, _hash, _outs, _reader, _repo_root, _say, tolerances
+
+
+@dataclass(frozen=True)
+class Configuration:
+    kind: str                                   # tol.MACHINE | tol.SEED
+    says: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+# What "another machine of our kind" can differ in, emulated on this one: PyTorch's own kernels
+# (ATEN_CPU_CAPABILITY), the BLAS and oneDNN code paths (an AVX2-only CPU, like an AMD EPYC without
+# AVX-512), and the thread count. Then the seed, to compare against.
+CONFIGURATIONS: Dict[str, Configuration] = {
+    "kernels-default": Configuration(tol.MACHINE, "PyTorch's scalar kernels (ATEN_CPU_CAPABILITY=default)",
+                                     {"ATEN_CPU_CAPABILITY": "default"}),
+    "avx2-cpu": Configuration(tol.MACHINE, "every library held to AVX2, as on a CPU without AVX-512",
+                              {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                               "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}),
+    "threads-1": Configuration(tol.MACHINE, "one thread", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                                                           "OPENBLAS_NUM_THREADS": "1"}),
+    "seed-1": Configuration(tol.SEED, "seed 1", params={"seed": 1}),
+    "seed-2": Configuration(tol.SEED, "seed 2", params={"seed": 2}),
+}
+
+
+def metrics_files(dvc_yaml: Mapping) -> List[str]:
+    """Every metrics file a stage is judged by (``meta.reproduce.metrics``), in first-seen order."""
+    seen: List[str] = []
+    for spec in tolerances(dvc_yaml).values():
+        seen += [m for m in spec.metrics if m not in seen]
+    return seen
+
+
+def _clone(root: Path, sha: str, dest: Path) -> Path:
+    _git(["clone", "--quiet", "--no-hardlinks", str(root), str(dest)], dest.parent)
+    _git(["checkout", "--quiet", "--detach", sha], dest)
+    return dest
+
+
+def _apply_params(work: Path, params: Mapping[str, Any]) -> None:
+    if params:
+        from sparse_cbm.params import apply_overrides
+
+        profile = work / ".dvc" / "tmp" / "spread-params.yaml"
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        profile.write_text(yaml.safe_dump(dict(params)))
+        apply_overrides(profile, str(work / "params.yaml"))
+
+
+def _rerun(work: Path, name: str, config: Configuration, log: Path) -> None:
+    import subprocess
+
+    env = {**_env(), **config.env}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force"], cwd=work, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if line.startswith("Running stage '"):
+                _say(f"  {name}: running {line.split(chr(39))[1]}")
+        if proc.wait() != 0:
+            raise VerifyError(f"`dvc repro` failed in configuration {name} ({config.says}); its log: {log}")
+
+
+def _read_metrics(read, files: Sequence[str]) -> Dict[str, Any]:
+    out = {}
+    for path in files:
+        text = read(path)
+        if text is not None:
+            out[path] = tol.parse_metrics(path, text)
+    return out
+
+
+def _reproduced(committed: Mapping, new: Mapping) -> Dict[str, bool]:
+    """{stage:output: the same hash as committed}."""
+    old = committed.get("stages") or {}
+    out = {}
+    for stage, body in (new.get("stages") or {}).items():
+        before = _outs(old.get(stage, {}))
+        for path, entry in _outs(body).items():
+            out[f"{stage}:{path}"] = path in before and _hash(entry) == _hash(before[path])
+    return out
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False) -> int:
+    unknown = [n for n in names if n not in CONFIGURATIONS]
+    if unknown:
+        raise VerifyError(f"unknown configuration {', '.join(unknown)}: choose from {', '.join(CONFIGURATIONS)}")
+    root = _repo_root()
+    sha = _git(["rev-parse", "HEAD"], root).stdout.strip()
+    read_head = _reader(root, "HEAD")
+    lock_text = read_head("dvc.lock")
+    if lock_text is None:
+        raise VerifyError("no dvc.lock is committed at HEAD: run `dvc repro`, commit its results, then measure")
+    files = metrics_files(yaml.safe_load(read_head("dvc.yaml") or "{}") or {})
+    committed = _read_metrics(read_head, files)
+    tmp = Path(tempfile.mkdtemp(prefix="sparse-cbm-spread-"))
+    runs: Dict[str, Dict[str, Any]] = {}
+    exact: Dict[str, Dict[str, bool]] = {}
+    try:
+        for name in tqdm(names, desc="spread: configurations", unit="run", file=sys.stderr):
+            config = CONFIGURATIONS[name]
+            start = time.monotonic()
+            work = _clone(root, sha, tmp / name)
+            _apply_params(work, config.params)
+            _rerun(work, name, config, tmp / f"{name}.log")
+            runs[name] = _read_metrics(_reader(work, None), files)
+            if config.kind == tol.MACHINE:
+                exact[name] = _reproduced(yaml.safe_load(lock_text), yaml.safe_load((work / "dvc.lock").read_text()))
+            _say(f"  {name}: done in {time.monotonic() - start:.0f} s")
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if keep:
+            _say(f"spread: kept the clones and logs in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    spreads = tol.measure(committed, runs, {n: CONFIGURATIONS[n].kind for n in names})
+    measured = {"commit": sha, "dvc_lock_sha256": hashlib.sha256(lock_text.encode()).hexdigest(), "cpu": _cpu(),
+                "torch": _torch_version(), "configurations": list(names),
+                "says": {n: CONFIGURATIONS[n].says for n in names}}
+    outputs = {key: {n: exact[n][key] for n in exact} for key in sorted({k for v in exact.values() for k in v})}
+    path = root / out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tol.dumps(spreads, measured, outputs))
+    _print(spreads, outputs, path)
+    return 0
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _print(spreads, outputs: Mapping[str, Mapping[str, bool]], path: Path) -> None:
+    _say("outputs with the committed bytes, per machine configuration:")
+    names = sorted({n for v in outputs.values() for n in v})
+    for name in names:
+        same = [k for k, v in outputs.items() if v.get(name)]
+        _say(f"  {name}: {len(same)} of {len(outputs)}")
+    _say("metrics (file: metrics, moved by the machine, moved by the seed, chaotic; the most chaotic):")
+    for file, count, machine, seed, chaotic, worst in tol.summarise(spreads):
+        _say(f"  {file}: {count} metrics, {machine} moved by the machine, {seed} by the seed, {chaotic} chaotic"
+             + (f"; {worst}" if worst else ""))
+    _say(f"wrote {path}")
