@@ -75,7 +75,7 @@ class BackboneParams(_Strict):
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
     batch_size: int = Field(64, gt=0)
     num_workers: int = Field(0, ge=0)
-    precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] = "fp64"  # type: ignore[valid-type]
 
 
 CONCEPTNET_RELATIONS = ("HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLocation", "UsedFor", "CapableOf",

@@ -47,3 +47,10 @@ def copy_project(dest: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "test project"], dest)
     return dest
+
+
+def copy_reproduced(source: Path, dest: Path) -> Path:
+    """A copy of a project that has run (``tests.conftest.reproduced``): its files, git history, outputs and
+    DVC cache, so that `dvc repro` there reruns only what a test changes."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest

@@ -30,7 +30,7 @@ from typing import Dict, List, Set
 import pytest
 import yaml
 
-from tests.project import copy_project, dvc, env
+from tests.project import copy_reproduced, env
 
 pytestmark = pytest.mark.pipeline
 
@@ -150,9 +150,8 @@ def undeclared_reads(stage: str, trace: Trace, spec: Declared, exempt_files: Set
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("reads"))
-    dvc(["repro"], root)
+def traced(reproduced, tmp_path_factory):
+    root = copy_reproduced(reproduced[0], tmp_path_factory.mktemp("reads") / "p")
     specs = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     watcher = ReadWatcher(root)
     try:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sparse_cbm.params import deep_merge
-from tests.project import copy_project, dvc, run
+from tests.project import copy_project, copy_reproduced, dvc, run
 
 pytestmark = pytest.mark.pipeline
 
@@ -30,10 +30,10 @@ def ran(proc) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("proj"))
-    first = dvc(["repro"], root)
-    return root, first
+def project(reproduced, tmp_path_factory):
+    """This module's own copy of the session's reproduced project (its tests change it)."""
+    source, first = reproduced
+    return copy_reproduced(source, tmp_path_factory.mktemp("proj") / "p"), first
 
 
 STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompted", "embed_prompt_text",
@@ -97,7 +97,7 @@ def test_deleting_an_output_reruns_only_its_stage(project):
 def test_two_fresh_runs_are_byte_identical(project, tmp_path):
     root, _ = project
     other = copy_project(tmp_path / "other")
-    dvc(["repro"], other)
+    dvc(["repro", "embed_images"], other)  # a fresh run of the image cache and what it depends on
     assert npy_bytes(other) == npy_bytes(root)
     for split in ("train", "val", "test"):
         rel = CACHE / split / "index.parquet"
@@ -119,10 +119,9 @@ def test_changing_a_param_that_does_not_matter_keeps_the_cache(project):
         params.write_text(original)
 
 
-def test_exp_run_set_param_casts_dvc_float_text(tmp_path):
-    root = copy_project(tmp_path / "exp")
-    dvc(["repro"], root)
-    dvc(["exp", "run", "-S", "dataset.val_fraction=0.000001"], root)
+def test_exp_run_set_param_casts_dvc_float_text(reproduced, tmp_path):
+    root = copy_reproduced(reproduced[0], tmp_path / "exp")
+    dvc(["exp", "run", "-S", "dataset.val_fraction=0.000001", "embed_images"], root)  # that stage is enough
     written = yaml.safe_load((root / "params.yaml").read_text())["dataset"]["val_fraction"]
     assert written == "1e-06"  # DVC's rendering, read back by PyYAML as text
     val = json.loads((root / CACHE / "val" / "manifest.json").read_text())
@@ -154,7 +153,7 @@ def test_stage_errors_are_one_clear_line(tmp_path):
         assert len(errors) == 1
 
 
-def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
+def test_exp_run_switches_to_an_llm_without_writing_its_key(reproduced, tmp_path):
     from tests.fake_servers import FakeServer, chat_answer, json_reply
 
     key = f"sk-{secrets.token_hex(12)}"  # made here, so no file of the project holds it
@@ -165,8 +164,7 @@ def test_exp_run_switches_to_an_llm_without_writing_its_key(tmp_path):
         label = body["messages"][0]["content"].split(" a ")[-1].split(".")[0]
         return json_reply(chat_answer(f"1. {label.split()[0]} colour\n2. sharp corners\n3. paper"))
 
-    root = copy_project(tmp_path / "llm")
-    dvc(["repro"], root)
+    root = copy_reproduced(reproduced[0], tmp_path / "llm")
     os.environ["SPARSE_CBM_TEST_KEY"] = key
     try:
         with FakeServer(llm) as srv:
@@ -209,9 +207,8 @@ def test_concept_stage_errors_are_one_clear_line(tmp_path):
         assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("concepts: error:")]) == 1
 
 
-def test_exp_run_set_loss_reruns_train_only(project, tmp_path):
-    root = copy_project(tmp_path / "loss")
-    dvc(["repro"], root)
+def test_exp_run_set_loss_reruns_train_only(reproduced, tmp_path):
+    root = copy_reproduced(reproduced[0], tmp_path / "loss")
     proc = dvc(["exp", "run", "--set-param", "loss=gumbel"], root)
     assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
     assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"

@@ -12,8 +12,8 @@ import yaml
 
 from sparse_cbm.cli.tolerances import (MACHINE, SEED, SPREAD_FILE, Spread, Tolerances, dumps, is_number, leaves,
                                        measure)
-from sparse_cbm.cli.verify import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
-                                   compare_locks, compare_metrics, summary, table, tolerances)
+from sparse_cbm.cli.lockcheck import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
+                                      compare_locks, compare_metrics, summary, table, tolerances)
 from tests.conftest import REPO
 
 METRICS = {"test": {"cbm": {"top1": 0.9375, "top5": 1.0}}, "loss": "l1", "concepts": 28}
@@ -268,14 +268,11 @@ def _project():
 
 
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory):
+def committed(reproduced, tmp_path_factory):
     """A project whose dvc.lock, metrics and plots come from its own `dvc repro`, committed."""
-    copy_project, dvc, run = _project()
-    root = copy_project(tmp_path_factory.mktemp("verify"))
-    dvc(["repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "pipeline results", "--allow-empty"], root)
-    return root
+    from tests.project import copy_reproduced
+
+    return copy_reproduced(reproduced[0], tmp_path_factory.mktemp("verify") / "p")
 
 
 def verify(root: Path, *args: str):
@@ -350,15 +347,18 @@ def test_a_change_in_training_recorded_without_rerunning_fails_naming_train(comm
         lock_path.write_text(yaml.safe_dump(lock_data, sort_keys=False))
 
     root = changed_clone(committed, tmp_path / "t", edit)
-    proc = verify(root)
+    proc = verify(root, "evaluate")              # evaluate and what it depends on: train and the caches
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
-    assert "dvc.lock matches the committed code, params and results" in out           # the lock is not stale
+    assert "dvc.lock matches the committed code, params and results (6 stages); running `dvc repro --force " \
+           "evaluate`" in out                                                          # the lock is not stale
+    assert "running compare" not in out and not re.search(r"^compare ", out, re.M)
     assert re.search(r"^train\s+data/model\s+FAILED \(hash differs and metrics moved beyond their measured "
                      r"spread: .*metrics/(train|evaluate)\.json: [a-z_.\[\]0-9]*top1: [0-9.]+ committed, [0-9.]+ now "
                      r"\(tolerance [0-9.e-]+\)", out, re.M), out
     for stage, path in CACHES:
-        assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
+        if not stage.startswith(("embed_prompt", "embed_features")):
+            assert re.search(rf"^{stage}\s+{re.escape(path)}\s+reproduced$", out, re.M), out
     assert re.search(r"\d+ failed: .*data/model \(train\)", out), out
 
 
@@ -424,3 +424,10 @@ def test_in_place_refuses_a_dirty_checkout_and_a_clone_warns(committed, tmp_path
     assert "has uncommitted changes; they are not verified" in proc.stderr
     assert proc.returncode == 1 and "param train.epochs" not in proc.stdout
     assert re.search(r"^evaluate\s+metrics/evaluate\.json\s+FAILED", proc.stdout, re.M)
+
+
+@pytest.mark.pipeline
+def test_an_unknown_target_stage_is_a_named_error(committed):
+    proc = verify(committed, "trian")
+    assert proc.returncode == 2 and "no stage trian in dvc.yaml; its stages: concepts, " in proc.stderr
+    assert "running" not in proc.stdout

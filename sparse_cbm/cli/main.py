@@ -2,7 +2,7 @@
 
     sparse-cbm params check [params.yaml]          validate without running anything
     sparse-cbm params apply cifar10 [released]     merge profiles from params/ into params.yaml
-    sparse-cbm verify                              rerun the pipeline in a clean checkout, compare with dvc.lock
+    sparse-cbm verify [STAGE...]                   rerun the pipeline in a clean checkout, compare with dvc.lock
     sparse-cbm spread                              measure how far each metric moves across machines and seeds
     sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
@@ -37,7 +37,7 @@ def _params(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from sparse_cbm.cli.verify import verify
 
-    return verify(in_place=args.in_place, keep=args.keep)
+    return verify(in_place=args.in_place, keep=args.keep, targets=args.stages)
 
 
 def _spread(args: argparse.Namespace) -> int:
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--in-place", action="store_true",
                         help="run in this checkout (which must be clean) instead of a temporary clone")
     verify.add_argument("--keep", action="store_true", help="keep the temporary clone and print its path")
+    verify.add_argument("stages", nargs="*", metavar="STAGE",
+                        help="verify only these stages and the stages they depend on (default: every stage)")
     verify.set_defaults(run=_verify)
     from sparse_cbm.cli.spread import CONFIGURATIONS
     from sparse_cbm.cli.tolerances import SPREAD_FILE

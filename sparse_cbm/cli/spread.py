@@ -11,7 +11,6 @@ and metrics are the base every rerun is measured from, so commit the pipeline's 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shutil
 import sys
@@ -19,13 +18,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import yaml
 from tqdm import tqdm
 
 from sparse_cbm.cli import tolerances as tol
-from sparse_cbm.cli.verify import VerifyError, _dvc, _env, _git, _hash, _outs, _reader, _repo_root, _say, tolerances
+from sparse_cbm.cli.lockcheck import VerifyError, output_hash, outputs, tolerances
+from sparse_cbm.cli.repo import git, reader, repo_root, repro, say
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def metrics_files(dvc_yaml: Mapping) -> List[str]:
 
 
 def _clone(root: Path, sha: str, dest: Path) -> Path:
-    _git(["clone", "--quiet", "--no-hardlinks", str(root), str(dest)], dest.parent)
-    _git(["checkout", "--quiet", "--detach", sha], dest)
+    git(["clone", "--quiet", "--no-hardlinks", str(root), str(dest)], dest.parent)
+    git(["checkout", "--quiet", "--detach", sha], dest)
     return dest
 
 
@@ -74,22 +74,6 @@ def _apply_params(work: Path, params: Mapping[str, Any]) -> None:
         profile.parent.mkdir(parents=True, exist_ok=True)
         profile.write_text(yaml.safe_dump(dict(params)))
         apply_overrides(profile, str(work / "params.yaml"))
-
-
-def _rerun(work: Path, name: str, config: Configuration, log: Path) -> None:
-    import subprocess
-
-    env = {**_env(), **config.env}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force"], cwd=work, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            if line.startswith("Running stage '"):
-                _say(f"  {name}: running {line.split(chr(39))[1]}")
-        if proc.wait() != 0:
-            raise VerifyError(f"`dvc repro` failed in configuration {name} ({config.says}); its log: {log}")
 
 
 def _read_metrics(read, files: Sequence[str]) -> Dict[str, Any]:
@@ -106,9 +90,9 @@ def _reproduced(committed: Mapping, new: Mapping) -> Dict[str, bool]:
     old = committed.get("stages") or {}
     out = {}
     for stage, body in (new.get("stages") or {}).items():
-        before = _outs(old.get(stage, {}))
-        for path, entry in _outs(body).items():
-            out[f"{stage}:{path}"] = path in before and _hash(entry) == _hash(before[path])
+        before = outputs(old.get(stage, {}))
+        for path, entry in outputs(body).items():
+            out[f"{stage}:{path}"] = path in before and output_hash(entry) == output_hash(before[path])
     return out
 
 
@@ -126,9 +110,9 @@ def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False)
     unknown = [n for n in names if n not in CONFIGURATIONS]
     if unknown:
         raise VerifyError(f"unknown configuration {', '.join(unknown)}: choose from {', '.join(CONFIGURATIONS)}")
-    root = _repo_root()
-    sha = _git(["rev-parse", "HEAD"], root).stdout.strip()
-    read_head = _reader(root, "HEAD")
+    root = repo_root()
+    sha = git(["rev-parse", "HEAD"], root).stdout.strip()
+    read_head = reader(root, "HEAD")
     lock_text = read_head("dvc.lock")
     if lock_text is None:
         raise VerifyError("no dvc.lock is committed at HEAD: run `dvc repro`, commit its results, then measure")
@@ -143,16 +127,19 @@ def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False)
             start = time.monotonic()
             work = _clone(root, sha, tmp / name)
             _apply_params(work, config.params)
-            _rerun(work, name, config, tmp / f"{name}.log")
-            runs[name] = _read_metrics(_reader(work, None), files)
+            rc, _, last = repro(work, tmp / f"{name}.log", config.env, label=f"{name}: ")
+            if rc != 0:
+                raise VerifyError(f"`dvc repro` failed in stage {last} under configuration {name} ({config.says}); "
+                                  f"its log: {tmp / f'{name}.log'} (kept: rerun with --keep to keep it)")
+            runs[name] = _read_metrics(reader(work, None), files)
             if config.kind == tol.MACHINE:
                 exact[name] = _reproduced(yaml.safe_load(lock_text), yaml.safe_load((work / "dvc.lock").read_text()))
-            _say(f"  {name}: done in {time.monotonic() - start:.0f} s")
+            say(f"  {name}: done in {time.monotonic() - start:.0f} s")
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
         if keep:
-            _say(f"spread: kept the clones and logs in {tmp}")
+            say(f"spread: kept the clones and logs in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     spreads = tol.measure(committed, runs, {n: CONFIGURATIONS[n].kind for n in names})
@@ -174,13 +161,13 @@ def _torch_version() -> str:
 
 
 def _print(spreads, outputs: Mapping[str, Mapping[str, bool]], path: Path) -> None:
-    _say("outputs with the committed bytes, per machine configuration:")
+    say("outputs with the committed bytes, per machine configuration:")
     names = sorted({n for v in outputs.values() for n in v})
     for name in names:
         same = [k for k, v in outputs.items() if v.get(name)]
-        _say(f"  {name}: {len(same)} of {len(outputs)}")
-    _say("metrics (file: metrics, moved by the machine, moved by the seed, chaotic; the most chaotic):")
+        say(f"  {name}: {len(same)} of {len(outputs)}")
+    say("metrics (file: metrics, moved by the machine, moved by the seed, chaotic; the most chaotic):")
     for file, count, machine, seed, chaotic, worst in tol.summarise(spreads):
-        _say(f"  {file}: {count} metrics, {machine} moved by the machine, {seed} by the seed, {chaotic} chaotic"
+        say(f"  {file}: {count} metrics, {machine} moved by the machine, {seed} by the seed, {chaotic} chaotic"
              + (f"; {worst}" if worst else ""))
-    _say(f"wrote {path}")
+    say(f"wrote {path}")
