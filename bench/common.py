@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the machine's own float32 matmul peak, the yardstick their
-ratios are measured against."""
+ratios are measured against, and the best-of-n timer."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
+
+
+def best_of(fn, repeats: int) -> float:
+    """Seconds of ``fn()``, the best of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import best_of  # noqa: E402
 from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
 from sparse_cbm.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
@@ -28,16 +28,6 @@ from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
 MODEL = "sparse-cbm-shapes"
 CHECKPOINTS = {"image embedding": REPO / "data/pretrained/shapes-clip.pt",
                "prompted embedding": REPO / "data/pretrained/shapes-clip-rings.pt"}
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def rate(what: str, precision: str, images: int, repeats: int) -> float:
