@@ -431,3 +431,12 @@ def test_an_unknown_target_stage_is_a_named_error(committed):
     proc = verify(committed, "trian")
     assert proc.returncode == 2 and "no stage trian in dvc.yaml; its stages: concepts, " in proc.stderr
     assert "running" not in proc.stdout
+
+
+def test_without_a_spread_or_an_atol_metrics_must_match_exactly():
+    new = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
+    rows = compare(new, tol={"train": Tolerance(("metrics/train.json",))}, new_metrics=metrics_with(0.9376))
+    row = by_output(rows)["data/model"]
+    assert row.failed and row.detail.startswith("hash differs and metrics moved beyond exact equality")
+    same = by_output(compare(new, tol={"train": Tolerance(("metrics/train.json",))}))["data/model"]
+    assert same.status == WITHIN and "within exact equality" in same.detail

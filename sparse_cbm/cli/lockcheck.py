@@ -151,7 +151,8 @@ def judge_by_metrics(tol: Tolerance, read_committed: Reader, read_new: Reader,
             largest = max(largest, diff)
             problems += [f"{path}: {p}" for p in found]
     names = ", ".join(tol.metrics)
-    how = "their measured spread" if measured.spreads else f"atol {tol.atol:g}"
+    how = ("their measured spread" if measured.spreads else
+           f"atol {tol.atol:g}" if tol.atol is not None else "exact equality (no measured spread, no atol)")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         return False, f"hash differs and metrics moved beyond {how}: {shown}"
