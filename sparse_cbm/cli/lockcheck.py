@@ -122,8 +122,7 @@ def compare_metrics(committed: Any, new: Any, atol: Union[float, Callable[[str],
             if diff > limit:
                 why = f"tolerance {limit:g}" if measured else \
                     f"no measured spread, so tolerance {limit:g}: `sparse-cbm spread` measures it"
-                problems.append(f"{key}: {a} committed, {b} now ({why})" if callable(atol) else
-                                f"{key}: {a} committed, {b} now")
+                problems.append(f"{key}: {a} committed, {b} now ({why})")
         elif a != b or isinstance(a, bool) != isinstance(b, bool):   # True == 1 in Python
             problems.append(f"{key}: {a!r} committed, {b!r} now")
     return largest, sorted(problems)

@@ -47,6 +47,15 @@ def repo_root() -> Path:
     return Path(proc.stdout.strip())
 
 
+def clone_at(root: Path, sha: str, dest: Path) -> Path:
+    """A clone of ``root`` in ``dest`` (a new folder), checked out at commit ``sha``."""
+    git(["clone", "--quiet", "--no-hardlinks", str(root), str(dest)], dest.parent)
+    if git(["rev-parse", "HEAD"], dest).stdout.strip() != sha:
+        git(["fetch", "--quiet", str(root), sha], dest)
+        git(["checkout", "--quiet", "--detach", sha], dest)
+    return dest
+
+
 def reader(work: Path, rev: Optional[str]) -> Reader:
     def read(path: str) -> Optional[str]:
         if rev is None:

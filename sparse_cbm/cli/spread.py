@@ -24,8 +24,8 @@ import yaml
 from tqdm import tqdm
 
 from sparse_cbm.cli import tolerances as tol
-from sparse_cbm.cli.lockcheck import VerifyError, output_hash, outputs, tolerances
-from sparse_cbm.cli.repo import git, reader, repo_root, repro, say
+from sparse_cbm.cli.lockcheck import REPRODUCED, VerifyError, compare_locks, tolerances
+from sparse_cbm.cli.repo import clone_at, git, reader, repo_root, repro, say
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,6 @@ def metrics_files(dvc_yaml: Mapping) -> List[str]:
     return seen
 
 
-def _clone(root: Path, sha: str, dest: Path) -> Path:
-    git(["clone", "--quiet", "--no-hardlinks", str(root), str(dest)], dest.parent)
-    git(["checkout", "--quiet", "--detach", sha], dest)
-    return dest
-
-
 def _apply_params(work: Path, params: Mapping[str, Any]) -> None:
     if params:
         from sparse_cbm.params import apply_overrides
@@ -87,13 +81,8 @@ def _read_metrics(read, files: Sequence[str]) -> Dict[str, Any]:
 
 def _reproduced(committed: Mapping, new: Mapping) -> Dict[str, bool]:
     """{stage:output: the same hash as committed}."""
-    old = committed.get("stages") or {}
-    out = {}
-    for stage, body in (new.get("stages") or {}).items():
-        before = outputs(old.get(stage, {}))
-        for path, entry in outputs(body).items():
-            out[f"{stage}:{path}"] = path in before and output_hash(entry) == output_hash(before[path])
-    return out
+    rows = compare_locks(committed, new, {}, lambda _: None, lambda _: None)
+    return {f"{r.stage}:{r.output}": r.status == REPRODUCED for r in rows}
 
 
 def _cpu() -> str:
@@ -118,6 +107,7 @@ def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False)
         raise VerifyError("no dvc.lock is committed at HEAD: run `dvc repro`, commit its results, then measure")
     files = metrics_files(yaml.safe_load(read_head("dvc.yaml") or "{}") or {})
     committed = _read_metrics(read_head, files)
+    committed_lock = yaml.safe_load(lock_text)
     tmp = Path(tempfile.mkdtemp(prefix="sparse-cbm-spread-"))
     runs: Dict[str, Dict[str, Any]] = {}
     exact: Dict[str, Dict[str, bool]] = {}
@@ -125,15 +115,16 @@ def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False)
         for name in tqdm(names, desc="spread: configurations", unit="run", file=sys.stderr):
             config = CONFIGURATIONS[name]
             start = time.monotonic()
-            work = _clone(root, sha, tmp / name)
+            work = clone_at(root, sha, tmp / name)
             _apply_params(work, config.params)
             rc, _, last = repro(work, tmp / f"{name}.log", config.env, label=f"{name}: ")
             if rc != 0:
+                where = f"its log: {tmp / f'{name}.log'}" if keep else "--keep keeps its clone and log"
                 raise VerifyError(f"`dvc repro` failed in stage {last} under configuration {name} ({config.says}); "
-                                  f"its log: {tmp / f'{name}.log'} (kept: rerun with --keep to keep it)")
+                                  f"{where}")
             runs[name] = _read_metrics(reader(work, None), files)
             if config.kind == tol.MACHINE:
-                exact[name] = _reproduced(yaml.safe_load(lock_text), yaml.safe_load((work / "dvc.lock").read_text()))
+                exact[name] = _reproduced(committed_lock, yaml.safe_load((work / "dvc.lock").read_text()))
             say(f"  {name}: done in {time.monotonic() - start:.0f} s")
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)

@@ -33,7 +33,7 @@ from typing import Any, List, Optional, Sequence
 import yaml
 
 from sparse_cbm.cli.lockcheck import VerifyError, check_status, compare_locks, count, summary, table, tolerances
-from sparse_cbm.cli.repo import Reader, dvc, git, reader, repo_root, repro, say, tracked_by_git
+from sparse_cbm.cli.repo import Reader, clone_at, dvc, git, reader, repo_root, repro, say, tracked_by_git
 from sparse_cbm.cli.tolerances import SPREAD_FILE, Tolerances
 
 
@@ -48,12 +48,7 @@ def _checkout(root: Path, sha: str, in_place: bool, tmp: Optional[Path]) -> Path
         print(f"verify: warning: {root} has uncommitted changes; they are not verified "
               f"(verify checks the committed HEAD, {sha[:7]})", file=sys.stderr, flush=True)
     assert tmp is not None
-    work = tmp / "repo"
-    git(["clone", "--quiet", "--no-hardlinks", str(root), str(work)], tmp)
-    if git(["rev-parse", "HEAD"], work).stdout.strip() != sha:
-        git(["fetch", "--quiet", str(root), sha], work)
-        git(["checkout", "--quiet", "--detach", sha], work)
-    return work
+    return clone_at(root, sha, tmp / "repo")
 
 
 def verify(in_place: bool = False, keep: bool = False, targets: Sequence[str] = ()) -> int:
