@@ -63,16 +63,3 @@ def make_imagefolder(root: Path, classes=("cat", "dog", "fish"), n_train=6, n_te
                 ext = ".png" if i % 2 else ".jpg"
                 write_image(root / split / cls / f"img_{i}{ext}", seed=c_idx * 1000 + i + (500 if split == "test" else 0))
     return root
-
-
-@pytest.fixture(scope="session")
-def reproduced(tmp_path_factory):
-    """The default pipeline run once for the whole session (`dvc repro` in a copy of this project), its results
-    committed: (folder, what `dvc repro` printed). Tests that change it work on `tests.project.copy_reproduced`."""
-    from tests.project import copy_project, dvc, run
-
-    root = copy_project(tmp_path_factory.mktemp("reproduced"))
-    first = dvc(["repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "pipeline results", "--allow-empty"], root)
-    return root, first

@@ -3,7 +3,7 @@
 ``load_params`` is replaced by one that returns a recording proxy of the same Params: each
 leaf read (``params.train.cbl.lr``) is recorded as its dotted key, and a whole section
 dumped at once (``params.train.model_dump()``) as the section's key. The keys are written
-to ``out.json`` when the stage ends, however it ends. Used by tests/test_declared_reads.py.
+to ``out.json`` when the stage ends, however it ends. Used by tests/pipeline/test_declared_reads.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ minimising, for each lambda of a path,
 (the bias unpenalised) with the field's solver: the ``glm-saga`` package (proximal SAGA),
 which Label-free CBM, SALF-CBM and VLG-CBM use, called unmodified. scikit-learn's
 ``LogisticRegression(solver="saga", l1_ratio=alpha, C=1 / (lambda * N))`` minimises the
-same objective; ``tests/test_sparse_layer.py`` checks that both reach the same solution.
+same objective; ``tests/unit/bottleneck/test_sparse_layer.py`` checks that both reach the same solution.
 
 The path runs from the smallest lambda whose solution has every weight zero down to
 ``epsilon`` times it, each point warm-started from the previous one with glm-saga's own

@@ -30,11 +30,12 @@ from typing import Dict, List, Set
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from tests.project import copy_reproduced, env
 
 pytestmark = pytest.mark.pipeline
 
-STAGES = list(yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"])  # in DAG order
+STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in DAG order
 IGNORED_TOP = {".git", ".dvc", "tests"}  # git and DVC internals; the tracer itself
 
 
