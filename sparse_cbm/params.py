@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,7 @@ from sparse_cbm.concepts import PAPER_PROMPTS, SOURCES as CONCEPT_SOURCES
 from sparse_cbm.datasets import DATASETS
 from sparse_cbm.errors import ParamsError
 from sparse_cbm.runtime.atomic import atomic_write_text
+from sparse_cbm.runtime.cpus import THREADS_AUTO
 from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel as _Strict
 
@@ -276,6 +277,16 @@ class Params(_Strict):
 
     seed: int = 0
     loss: Literal[LOSSES] = "l1"  # type: ignore[valid-type]
+    threads: Union[int, str] = THREADS_AUTO
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().isdigit():  # `dvc exp run -S threads=2` may leave text
+            v = int(v)
+        if v == THREADS_AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be {THREADS_AUTO!r} (the cores this process may use) or a positive number of threads")
     dataset: DatasetParams = DatasetParams()
     backbone: BackboneParams = BackboneParams()
     concepts: ConceptsParams = ConceptsParams()

@@ -16,6 +16,7 @@ from pathlib import Path
 from sparse_cbm.bottleneck.config import TrainParams
 from sparse_cbm.evaluation.compare import compare_bottlenecks
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_write_json
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage
@@ -42,6 +43,7 @@ def base_train_params(params) -> TrainParams:
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     e, c = params.evaluate, params.compare
     splits = {s: read_image_split(IMAGES, s) for s in ("train", "val", "test")}
     backbone = splits["train"].manifest["backbone"]

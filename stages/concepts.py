@@ -18,6 +18,7 @@ from sparse_cbm.concepts.sources import concept_rows
 from sparse_cbm.concepts.table import SHARED, concept_table, write_concept_table
 from sparse_cbm.errors import ConceptSourceError
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.runner import run_stage
 from stages.common import dataset_from
@@ -29,6 +30,7 @@ log = logging.getLogger("stages.concepts")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     c = params.concepts
     dataset = dataset_from(params)
     classes = dataset.classes

@@ -10,6 +10,7 @@ import logging
 
 from sparse_cbm.storage.image_cache import write_image_cache
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from stages.common import backbone_from, dataset_from
 
@@ -20,6 +21,7 @@ log = logging.getLogger("stages.embed_images")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     backbone = backbone_from(params)
     dataset = dataset_from(params)
     log.info("dataset %s: %d classes", dataset.name, len(dataset.classes))

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial.caches import write_prompt_concepts
 from sparse_cbm.storage.text_cache import concept_list_sha256
@@ -22,6 +23,7 @@ log = logging.getLogger("stages.embed_prompt_text")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
     manifest = write_prompt_concepts(OUT, prompting_backbone(params), concepts, concept_list_sha256(concepts))
     log.info("wrote %s: %d concepts x %d", OUT, manifest["count"], manifest["dim"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial.caches import write_prompted_cache
 from sparse_cbm.spatial.prompts import PromptedCopies
@@ -24,6 +25,7 @@ log = logging.getLogger("stages.embed_prompted")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     s = params.spatial
     backbone = prompting_backbone(params)
     dataset = dataset_from(params)

@@ -28,6 +28,7 @@ from sparse_cbm.evaluation.embedding_map import embedding_map
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
 from sparse_cbm.evaluation.metrics import classification_report
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.image_cache import read_image_split
@@ -63,6 +64,7 @@ def load_inputs(params):
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     e = params.evaluate
     splits, rows, text, model, config, inputs = load_inputs(params)
     classes = inputs.classes

@@ -21,6 +21,7 @@ import torch
 from sparse_cbm.classifiers.linear_probe import fit_linear_probe, unit_matrix
 from sparse_cbm.evaluation.concept_quality import match_annotations
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial import evaluate as sev
@@ -75,6 +76,7 @@ def build(params, prompted):
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     e = params.spatial.evaluate
     features, prompted = read_features(FEATURES, "test"), read_prompted(PROMPTED, "test")
     ev, config = build(params, prompted)

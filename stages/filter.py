@@ -21,6 +21,7 @@ from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.concept_filter.presence import presence_scores
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.text_cache import concept_list_text
@@ -35,6 +36,7 @@ log = logging.getLogger("stages.filter")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     f = params.filter
     table = read_concept_table(f"{IN}/concepts.parquet")
     classes = json.loads(open(f"{IN}/classes.json", encoding="utf-8").read())["classes"]

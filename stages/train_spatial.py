@@ -17,6 +17,7 @@ import pandas as pd
 
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.params import load_params
+from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage
@@ -34,6 +35,7 @@ log = logging.getLogger("stages.train_spatial")
 
 def main() -> None:
     params = load_params()
+    use_threads(params.threads)
     s = params.spatial
     labels = {split: read_image_split(IMAGES, split).labels for split in ("train", "val")}
     features = {split: read_features(FEATURES, split) for split in ("train", "val")}

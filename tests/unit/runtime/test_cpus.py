@@ -1,0 +1,84 @@
+"""Thread pools sized from the cores a process may use: affinity mask, cgroup quota, the `threads` param."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from sparse_cbm.runtime.cpus import (QUIET_OPENMP, affinity_cores, cgroup_quota, thread_count, usable_cores,
+                                     use_threads)
+from tests.conftest import REPO
+
+
+def cgroup_v2(tmp_path, text):
+    (tmp_path / "cpu.max").write_text(text)
+    return tmp_path
+
+
+def cgroup_v1(tmp_path, quota, period):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{period}\n")
+    return tmp_path
+
+
+def test_cgroup_v2_and_v1_quotas_in_cores(tmp_path):
+    for d in "abcd":
+        (tmp_path / d).mkdir()
+    assert cgroup_quota(cgroup_v2(tmp_path / "a", "150000 100000\n")) == 1.5
+    assert cgroup_quota(cgroup_v2(tmp_path / "b", "max 100000\n")) is None
+    assert cgroup_quota(cgroup_v1(tmp_path / "c", 50000, 100000)) == 0.5
+    assert cgroup_quota(cgroup_v1(tmp_path / "d", -1, 100000)) is None
+    assert cgroup_quota(tmp_path / "nothing-here") is None
+
+
+def test_usable_cores_is_the_affinity_mask_capped_by_the_quota_rounded_down(tmp_path):
+    assert usable_cores(tmp_path) == affinity_cores()                          # no cgroup files: the mask
+    if hasattr(os, "sched_getaffinity"):
+        assert affinity_cores() == len(os.sched_getaffinity(0))
+    assert usable_cores(cgroup_v2(tmp_path, "150000 100000")) == 1             # 1.5 cores -> 1 thread
+    (tmp_path / "cpu.max").write_text("10000 100000")
+    assert usable_cores(tmp_path) == 1                                         # never below one
+    (tmp_path / "cpu.max").write_text("6400000 100000")
+    assert usable_cores(tmp_path) == affinity_cores()                          # a quota above the mask
+
+
+def test_a_process_limited_by_taskset_gets_one_thread():
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs an affinity mask of two or more cores")
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from sparse_cbm.runtime.cpus import use_threads; import torch; print(use_threads('auto'), "
+            "torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
+
+
+def test_the_threads_param_overrides_and_is_checked():
+    assert thread_count(3) == 3 and thread_count("auto") == usable_cores()
+    for bad in (0, -2, "many", True, 1.5):
+        with pytest.raises(ValueError, match="threads must be 'auto' or a positive integer"):
+            thread_count(bad)
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_stage_processes_make_idle_openmp_threads_sleep_before_torch_loads():
+    code = "import sys, os, stages; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_OPENMP}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "PASSIVE"]
+
+
+def test_every_stage_that_sizes_threads_declares_the_param():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        uses = "use_threads(params.threads)" in (REPO / "stages" / f"{name}.py").read_text()
+        assert uses == ("threads" in stage.get("params", [])), name
+    assert sum("threads" in s.get("params", []) for s in stages.values()) >= len(stages) - 1   # report has no pool
