@@ -171,6 +171,17 @@ def output_hash(out: Mapping) -> Any:
     return {k: v for k, v in out.items() if k not in ("path", "size", "nfiles")}
 
 
+def outputs_sha256(lock: Mapping) -> str:
+    """A digest of every stage's output hashes in a parsed dvc.lock (not its deps, params or commands):
+    equal for two locks whose code or params moved while every result stayed byte for byte the same."""
+    import hashlib
+
+    entries = sorted((stage, path, json.dumps(output_hash(out), sort_keys=True))
+                     for stage, stage_lock in (lock.get("stages") or {}).items()
+                     for path, out in outputs(stage_lock).items())
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 def compare_locks(committed_lock: Mapping, new_lock: Mapping, declared: Mapping[str, Tolerance],
                   read_committed: Reader, read_new: Reader, measured: Optional[Tolerances] = None,
                   only: Optional[Collection[str]] = None) -> List[Row]:

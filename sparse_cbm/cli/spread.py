@@ -24,7 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from sparse_cbm.cli import tolerances as tol
-from sparse_cbm.cli.lockcheck import REPRODUCED, VerifyError, compare_locks, tolerances
+from sparse_cbm.cli.lockcheck import REPRODUCED, VerifyError, compare_locks, outputs_sha256, tolerances
 from sparse_cbm.cli.repo import clone_at, git, reader, repo_root, repro, say
 
 
@@ -134,7 +134,8 @@ def spread(names: Sequence[str], out: str = tol.SPREAD_FILE, keep: bool = False)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     spreads = tol.measure(committed, runs, {n: CONFIGURATIONS[n].kind for n in names})
-    measured = {"commit": sha, "dvc_lock_sha256": hashlib.sha256(lock_text.encode()).hexdigest(), "cpu": _cpu(),
+    measured = {"commit": sha, "dvc_lock_sha256": hashlib.sha256(lock_text.encode()).hexdigest(),
+                "dvc_lock_outputs_sha256": outputs_sha256(committed_lock), "cpu": _cpu(),
                 "torch": _torch_version(), "configurations": list(names),
                 "says": {n: CONFIGURATIONS[n].says for n in names}}
     outputs = {key: {n: exact[n][key] for n in exact} for key in sorted({k for v in exact.values() for k in v})}

@@ -32,7 +32,8 @@ from typing import Any, List, Optional, Sequence
 
 import yaml
 
-from sparse_cbm.cli.lockcheck import VerifyError, check_status, compare_locks, count, summary, table, tolerances
+from sparse_cbm.cli.lockcheck import (VerifyError, check_status, compare_locks, count, outputs_sha256, summary, table,
+                                      tolerances)
 from sparse_cbm.cli.repo import Reader, clone_at, dvc, git, reader, repo_root, repro, say, tracked_by_git
 from sparse_cbm.cli.tolerances import SPREAD_FILE, Tolerances
 
@@ -86,8 +87,13 @@ def _measured(read: Reader, committed_lock_text: str) -> Tolerances:
                          f"with `git checkout -- {SPREAD_FILE}`") from None
     lock_sha = hashlib.sha256(committed_lock_text.encode()).hexdigest()
     about = measured.about
-    note = "" if about.get("dvc_lock_sha256") == lock_sha else \
-        " (measured for another dvc.lock: `sparse-cbm spread` measures the current one)"
+    if about.get("dvc_lock_sha256") == lock_sha:
+        note = ""
+    elif about.get("dvc_lock_outputs_sha256") == outputs_sha256(yaml.safe_load(committed_lock_text)):
+        note = (" (measured for an earlier dvc.lock with the same outputs: its code or params moved, no result "
+                "did; `sparse-cbm spread` measures the current one)")
+    else:
+        note = " (measured for another dvc.lock: `sparse-cbm spread` measures the current one)"
     say(f"verify: tolerances from {SPREAD_FILE}, measured on {about.get('cpu', 'an unnamed CPU')} over "
          f"{', '.join(about.get('configurations', [])) or 'no reruns'}{note}")
     return measured

@@ -1,6 +1,7 @@
 """`sparse-cbm verify`: the comparison on synthetic locks, the spread model, and how CI calls it
 (the command on a real project is in tests/pipeline/test_verify.py)."""
 
+import hashlib
 import json
 import re
 
@@ -264,3 +265,37 @@ def test_without_a_spread_or_an_atol_metrics_must_match_exactly():
     assert row.failed and row.detail.startswith("hash differs and metrics moved beyond exact equality")
     same = by_output(compare(new, tol={"train": Tolerance(("metrics/train.json",))}))["data/model"]
     assert same.status == WITHIN and "within exact equality" in same.detail
+
+
+def test_the_outputs_digest_ignores_deps_and_params_but_not_an_output():
+    from sparse_cbm.cli.lockcheck import outputs_sha256
+
+    moved = json.loads(json.dumps(COMMITTED))
+    moved["stages"]["train"]["deps"] = [{"path": "sparse_cbm/bottleneck", "md5": "new.dir"}]
+    moved["stages"]["train"]["params"] = {"params.yaml": {"threads": "auto"}}
+    assert outputs_sha256(moved) == outputs_sha256(COMMITTED)
+    changed = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
+    assert outputs_sha256(changed) != outputs_sha256(COMMITTED)
+
+
+def test_verify_says_what_the_committed_spread_was_measured_for(capsys):
+    from sparse_cbm.cli.lockcheck import outputs_sha256
+    from sparse_cbm.cli.verify import _measured
+
+    def spread_for(lock_data):
+        text = yaml.safe_dump(lock_data)
+        about = {"cpu": "x", "dvc_lock_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                 "dvc_lock_outputs_sha256": outputs_sha256(lock_data), "configurations": ["seed-1"]}
+        return text, dumps({}, about, {})
+
+    lock_text, spread = spread_for(COMMITTED)
+    moved = json.loads(json.dumps(COMMITTED))
+    moved["stages"]["train"]["deps"] = [{"path": "sparse_cbm/bottleneck", "md5": "new.dir"}]
+    other = lock(concepts={"data/concepts": "a.dir"}, train={"data/model": "other.dir", "metrics/train.json": "c"})
+    notes = []
+    for committed in (lock_text, yaml.safe_dump(moved), yaml.safe_dump(other)):
+        _measured(lambda path: spread, committed)
+        notes.append(capsys.readouterr().out)
+    assert "measured on x over seed-1\n" in notes[0]
+    assert "an earlier dvc.lock with the same outputs" in notes[1]
+    assert "measured for another dvc.lock" in notes[2]
