@@ -49,6 +49,19 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+QUICK = "quick"  # params/quick.yaml: the embedded world on a tenth of the images, about two minutes a `dvc repro`
+
+
+def copy_quick_project(dest: Path) -> Path:
+    """``copy_project`` with the ``quick`` profile applied and committed: what the pipeline tier runs, so that a
+    `dvc repro` takes minutes. Its numbers are not the committed results (those are checked in
+    tests/unit/test_committed_results.py, and `sparse-cbm verify` proves they reproduce)."""
+    copy_project(dest)
+    run([sys.executable, "-m", "sparse_cbm.cli", "params", "apply", QUICK], dest)
+    run(["git", "commit", "-qam", f"params: the {QUICK} profile"], dest)
+    return dest
+
+
 def copy_reproduced(source: Path, dest: Path) -> Path:
     """A copy of a project that has run (``tests.conftest.reproduced``): its files, git history, outputs and
     DVC cache, so that `dvc repro` there reruns only what a test changes."""

@@ -8,11 +8,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory):
-    """The default pipeline run once for the whole session (`dvc repro` in a copy of this project), its results
-    committed: (folder, what `dvc repro` printed). Tests that change it work on `tests.project.copy_reproduced`."""
-    from tests.project import copy_project, dvc, run
+    """The pipeline run once for the whole session (`dvc repro` in a copy of this project with the quick profile
+    applied), its results committed: (folder, what `dvc repro` printed). Tests that change it work on
+    `tests.project.copy_reproduced`, which copies its DVC cache too, so a test reruns only what it changes."""
+    from tests.project import copy_quick_project, dvc, run
 
-    root = copy_project(tmp_path_factory.mktemp("reproduced"))
+    root = copy_quick_project(tmp_path_factory.mktemp("reproduced"))
     first = dvc(["repro"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "pipeline results", "--allow-empty"], root)

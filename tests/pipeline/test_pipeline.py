@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sparse_cbm.params import deep_merge
-from tests.project import copy_project, copy_reproduced, dvc, run
+from tests.project import copy_project, copy_quick_project, copy_reproduced, dvc, run
 
 pytestmark = pytest.mark.pipeline
 
@@ -42,9 +42,7 @@ STAGES = ["concepts", "embed_images", "filter", "embed_text", "train", "evaluate
 
 def test_repro_runs_every_stage_and_writes_the_caches(project):
     root, first = project
-    # compare writes only its committed metrics file: with the same inputs it reproduces it, and DVC skips it
-    assert sorted(ran(first)) == sorted(f"Running stage '{s}':" for s in STAGES if s != "compare")
-    assert "Stage 'compare' didn't change, skipping" in first.stdout + first.stderr
+    assert sorted(ran(first)) == sorted(f"Running stage '{s}':" for s in STAGES)
     text = json.loads((root / "data/text_cache/manifest.json").read_text())
     kept = (root / "data/filtered/concepts.txt").read_text().splitlines()
     assert text["counts"]["concepts"] == len(kept) > 0 and text["classes"] == json.loads(
@@ -96,7 +94,7 @@ def test_deleting_an_output_reruns_only_its_stage(project):
 
 def test_two_fresh_runs_are_byte_identical(project, tmp_path):
     root, _ = project
-    other = copy_project(tmp_path / "other")
+    other = copy_quick_project(tmp_path / "other")
     dvc(["repro", "embed_images"], other)  # a fresh run of the image cache and what it depends on
     assert npy_bytes(other) == npy_bytes(root)
     for split in ("train", "val", "test"):
@@ -280,34 +278,29 @@ def test_report_references_existing_figures_and_the_metrics_numbers(project):
     assert float(cbm_row[1]) == pytest.approx(metrics["concept_quality"]["cbm"]["auroc"], abs=5e-5)
 
 
-def test_offline_pipeline_measures_something_real(project):
-    """The attributes world's acceptance: class names tell CLIP nothing, concepts everything."""
+def test_the_metrics_and_plots_are_what_dvc_shows(project):
+    """What `dvc repro` writes is DVC's metrics and plots; the committed default run's values are checked in
+    tests/unit/test_committed_results.py."""
     root, _ = project
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    test, chance = metrics["test"], 1 / metrics["num_classes"]
-    assert metrics["num_classes"] >= 20 and metrics["test_images"] >= 2000 and metrics["concepts"] >= 100
-    assert test["zero_shot"]["top1"] <= 2 * chance
-    assert test["descriptions"]["top1"] > 5 * test["zero_shot"]["top1"]
-    assert test["cms_descriptions"]["top1"] > 5 * test["zero_shot"]["top1"]
-    assert test["linear_probe"]["top1"] >= 0.9
+    assert metrics["test_images"] == 320 and metrics["num_classes"] == 20      # the quick profile
     quality = metrics["concept_quality"]
-    assert quality["clip_scores"]["auroc"] >= 0.9 and quality["clip_scores"]["annotated_concepts"] == 16
     for key in ("auroc", "precision_at_k", "intervention", "deletion"):
         assert quality["cbm"][key] is not None
     compare = json.loads((root / "metrics/compare.json").read_text())
     grid = yaml.safe_load((root / "params.yaml").read_text())["compare"]
     assert [(c["loss"], c["form"], c["final_layer"]) for c in compare["configs"]] == [
         (loss, form, layer) for loss in grid["losses"] for form in grid["forms"] for layer in grid["final_layers"]]
-    assert all(0 <= c["random_concepts_top1"] <= 1 and "gain_at_5" in c["intervention"] for c in compare["configs"])
     intervention = pd.read_csv(root / "plots/evaluate/intervention.csv")
     assert list(intervention["k"]) == list(range(11))
     shown = dvc(["plots", "show", "--json", "plots/evaluate/intervention.csv"], root).stdout
     assert "cbm" in shown
+    assert json.loads(dvc(["metrics", "show", "--json"], root).stdout)  # DVC reads every metrics file
 
 
 def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
     """The class of bug where labels and embeddings fall out of step must not pass silently."""
-    root = copy_project(tmp_path / "shuffled")
+    root = copy_quick_project(tmp_path / "shuffled")
     shutil.copytree(project[0] / "data", root / "data", dirs_exist_ok=True)
     for split in ("train", "val", "test"):
         path = root / CACHE / split / "labels.npy"
@@ -321,19 +314,18 @@ def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
 
 
 def test_spatial_branch_scores_heatmaps_regions_and_edits(project):
-    """SALF-CBM beside the Sparse-CBM branch: every measure present, each beyond its chance level."""
+    """SALF-CBM beside the Sparse-CBM branch: every measure written and reported (the committed default run's
+    values against chance are checked in tests/unit/test_committed_results.py)."""
     root, _ = project
     m = json.loads((root / "metrics/spatial.json").read_text())
     evaluate = json.loads((root / "metrics/evaluate.json").read_text())
-    assert m["test_images"] == evaluate["test_images"] and m["test_top1"] > 5 / evaluate["num_classes"]
+    assert m["test_images"] == evaluate["test_images"] and 0 <= m["test_top1"] <= 1
     assert set(m["heatmaps"]) == {"salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p"}
     for scores in m["heatmaps"].values():
         assert set(scores) == {"pixel_accuracy", "miou", "map"} and all(0 <= v <= 1 for v in scores.values())
     assert set(m["pointing_game"]) == {"salf_cbm", "gradcam_salf_cbm", "gradcam_probe"}
-    assert m["pointing_game"]["salf_cbm"] > 0.3  # chance: 0.25
-    precision = m["explain_anything"]["precision_at_3"]
-    assert precision["salf_cbm"] > 3 * precision["random"]
-    assert m["local_edit"]["flip_rate"] > 0
+    assert set(m["explain_anything"]["precision_at_3"]) >= {"salf_cbm", "random", "raw_p", "whole_image"}
+    assert m["local_edit"]["images"] > 0 and 0 <= m["local_edit"]["flip_rate"] <= 1
     report = (root / "reports/report.md").read_text()
     assert "SALF-CBM: heatmaps against the true class object's mask" in report
     assert (root / "reports/figures/spatial_panels.png").is_file()

@@ -58,21 +58,25 @@ CACHES = {("embed_images", "data/image_cache"), ("embed_text", "data/text_cache"
 
 
 def test_a_lock_made_on_one_kernel_set_verifies_on_another(committed, monkeypatch):
-    """The committed lock was made with this CPU's best kernels; verify reruns everything with PyTorch's
-    scalar kernels, as another CPU would compute: the fp64 caches keep their bytes, and the rest lands
-    within the measured spread."""
+    """The committed lock was made with this CPU's best kernels; verify reruns both branches with PyTorch's
+    scalar kernels, as another CPU would compute: the fp64 caches keep their bytes, and the rest lands within
+    the measured spread. (Not compare: the quick profile's 320 test images move its control accuracies in
+    steps of 1/320, coarser than the default world's measured spread; the default world's full DAG is what
+    `sparse-cbm spread` measures on other kernel sets.)"""
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
-    proc = verify(committed)
+    proc = verify(committed, "evaluate", "evaluate_spatial")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
+    skipped = {"compare", "report"}
     outs = [(s, o["path"]) for s, v in yaml.safe_load((committed / "dvc.lock").read_text())["stages"].items()
-            for o in v["outs"]]
-    assert {s for s, _ in outs} == set(yaml.safe_load((committed / "dvc.yaml").read_text())["stages"])
+            for o in v["outs"] if s not in skipped]
+    assert {s for s, _ in outs} | skipped == set(yaml.safe_load((committed / "dvc.yaml").read_text())["stages"])
     assert CACHES <= set(outs)
     for stage, path in outs:
         result = "reproduced$" if (stage, path) in CACHES else r"(reproduced|within tolerance \(compared by .*\))$"
         assert re.search(rf"^{stage}\s+{re.escape(path)}\s+{result}", out, re.M), out
         assert f"  running {stage}\n" in out
+    assert not any(f"  running {stage}\n" in out for stage in skipped)
     assert re.search(rf"^{len(outs)} outputs reproduced exactly, 0 within tolerance, 0 failed$|"
                      rf"^\d+ outputs reproduced exactly, \d+ within tolerance \(.*\), 0 failed$", out, re.M), out
     assert f"verify: tolerances from {SPREAD_FILE}, measured on " in out
