@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sparse_cbm.datasets import DatasetSplits, load_dataset
-from sparse_cbm.params import Params
+from sparse_cbm.params import Params, load_params
+from sparse_cbm.runtime.cpus import use_threads
 
 if TYPE_CHECKING:
     from sparse_cbm.clip.backbone import Backbone
+    from sparse_cbm.datasets import DatasetSplits
 
 
-def dataset_from(params: Params) -> DatasetSplits:
+def stage_params() -> Params:
+    """``params.yaml``, validated, with this process's thread pools sized by its ``threads``."""
+    params = load_params()
+    use_threads(params.threads)
+    return params
+
+
+def dataset_from(params: Params) -> "DatasetSplits":
+    """The dataset the params name (imported here: stages that do not build it do not read its code)."""
+    from sparse_cbm.datasets import load_dataset
+
     data = params.dataset
     return load_dataset(
         data.name, data.root, seed=params.seed, val_fraction=data.val_fraction, download=data.download,

@@ -15,13 +15,12 @@ from pathlib import Path
 
 from sparse_cbm.bottleneck.config import TrainParams
 from sparse_cbm.evaluation.compare import compare_bottlenecks
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_write_json
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
+from stages.common import stage_params
 
 IMAGES, TEXT, CONCEPTS, METRICS = "data/image_cache", "data/text_cache", Path("data/filtered/concepts.txt"), \
     Path("metrics/compare.json")
@@ -42,8 +41,7 @@ def base_train_params(params) -> TrainParams:
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     e, c = params.evaluate, params.compare
     splits = {s: read_image_split(IMAGES, s) for s in ("train", "val", "test")}
     backbone = splits["train"].manifest["backbone"]

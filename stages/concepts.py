@@ -17,11 +17,9 @@ from pathlib import Path
 from sparse_cbm.concepts.sources import concept_rows
 from sparse_cbm.concepts.table import SHARED, concept_table, write_concept_table
 from sparse_cbm.errors import ConceptSourceError
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.runner import run_stage
-from stages.common import dataset_from
+from stages.common import dataset_from, stage_params
 
 OUT = "data/concepts"
 CACHE = Path("data/concept_cache")
@@ -29,8 +27,7 @@ log = logging.getLogger("stages.concepts")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     c = params.concepts
     dataset = dataset_from(params)
     classes = dataset.classes

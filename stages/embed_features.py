@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial.caches import write_feature_cache
 from sparse_cbm.spatial.features import feature_backbone
-from stages.common import backbone_from, dataset_from
+from stages.common import backbone_from, dataset_from, stage_params
 
 OUT, SCRATCH = "data/spatial/features", "data/.scratch/embed_features"
 log = logging.getLogger("stages.embed_features")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params))
     manifests = write_feature_cache(dataset_from(params), features, OUT, SCRATCH, batch_size=params.spatial.batch_size)

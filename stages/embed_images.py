@@ -9,10 +9,8 @@ from __future__ import annotations
 import logging
 
 from sparse_cbm.storage.image_cache import write_image_cache
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
-from stages.common import backbone_from, dataset_from
+from stages.common import backbone_from, dataset_from, stage_params
 
 OUT = "data/image_cache"
 SCRATCH = "data/.scratch/embed_images"
@@ -20,8 +18,7 @@ log = logging.getLogger("stages.embed_images")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     backbone = backbone_from(params)
     dataset = dataset_from(params)
     log.info("dataset %s: %d classes", dataset.name, len(dataset.classes))

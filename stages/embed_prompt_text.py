@@ -10,20 +10,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial.caches import write_prompt_concepts
 from sparse_cbm.storage.text_cache import concept_list_sha256
-from stages.common import prompting_backbone
+from stages.common import prompting_backbone, stage_params
 
 CONCEPTS, OUT = Path("data/filtered/concepts.txt"), "data/spatial/prompt_concepts"
 log = logging.getLogger("stages.embed_prompt_text")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
     manifest = write_prompt_concepts(OUT, prompting_backbone(params), concepts, concept_list_sha256(concepts))
     log.info("wrote %s: %d concepts x %d", OUT, manifest["count"], manifest["dim"])

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial.caches import write_prompted_cache
 from sparse_cbm.spatial.prompts import PromptedCopies
-from stages.common import dataset_from, prompting_backbone
+from stages.common import dataset_from, prompting_backbone, stage_params
 
 OUT, SCRATCH = "data/spatial/prompted", "data/.scratch/embed_prompted"
 log = logging.getLogger("stages.embed_prompted")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     s = params.spatial
     backbone = prompting_backbone(params)
     dataset = dataset_from(params)

@@ -13,11 +13,9 @@ import logging
 from pathlib import Path
 
 from sparse_cbm.concepts.table import read_concept_table
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.text_cache import write_text_cache
-from stages.common import backbone_from
+from stages.common import backbone_from, stage_params
 
 IN = Path("data/filtered")
 OUT = "data/text_cache"
@@ -25,8 +23,7 @@ log = logging.getLogger("stages.embed_text")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     e = params.embed_text
     classes = json.loads((IN / "classes.json").read_text(encoding="utf-8"))["classes"]
     concepts = (IN / "concepts.txt").read_text(encoding="utf-8").splitlines()

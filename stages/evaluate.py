@@ -27,13 +27,11 @@ from sparse_cbm.evaluation.concept_quality import assess_scorers
 from sparse_cbm.evaluation.embedding_map import embedding_map
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
 from sparse_cbm.evaluation.metrics import classification_report
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
-from stages.common import dataset_from
+from stages.common import dataset_from, stage_params
 
 IMAGES, TEXT, MODEL, OUT = "data/image_cache", "data/text_cache", "data/model", "data/evaluation"
 CONCEPTS, METRICS, PLOTS = Path("data/filtered/concepts.txt"), Path("metrics/evaluate.json"), Path("plots/evaluate")
@@ -63,8 +61,7 @@ def load_inputs(params):
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     e = params.evaluate
     splits, rows, text, model, config, inputs = load_inputs(params)
     classes = inputs.classes

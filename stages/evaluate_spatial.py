@@ -20,8 +20,6 @@ import torch
 
 from sparse_cbm.classifiers.linear_probe import fit_linear_probe, unit_matrix
 from sparse_cbm.evaluation.concept_quality import match_annotations
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.spatial import evaluate as sev
@@ -32,7 +30,7 @@ from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
 from sparse_cbm.spatial.model import EmbeddingHead, SpatialClassifier
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256
-from stages.common import backbone_from, dataset_from
+from stages.common import backbone_from, dataset_from, stage_params
 
 IMAGES, MODEL, PROMPT_CONCEPTS = "data/image_cache", "data/spatial/model", "data/spatial/prompt_concepts"
 FEATURES, PROMPTED, OUT = "data/spatial/features", "data/spatial/prompted", "data/spatial/evaluation"
@@ -75,8 +73,7 @@ def build(params, prompted):
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     e = params.spatial.evaluate
     features, prompted = read_features(FEATURES, "test"), read_prompted(PROMPTED, "test")
     ev, config = build(params, prompted)

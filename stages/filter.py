@@ -20,13 +20,11 @@ from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
 from sparse_cbm.storage.image_cache import read_image_split
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.concept_filter.presence import presence_scores
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.text_cache import concept_list_text
 from sparse_cbm.concept_filter.text_similarity import TextEncoder
-from stages.common import backbone_from
+from stages.common import backbone_from, stage_params
 
 IN = "data/concepts"
 IMAGES = "data/image_cache"
@@ -35,8 +33,7 @@ log = logging.getLogger("stages.filter")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     f = params.filter
     table = read_concept_table(f"{IN}/concepts.parquet")
     classes = json.loads(open(f"{IN}/classes.json", encoding="utf-8").read())["classes"]

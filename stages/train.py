@@ -19,13 +19,12 @@ from sparse_cbm.bottleneck.checkpoint import save_bottleneck
 from sparse_cbm.bottleneck.config import objective_label, resolve_ce_to_cbl
 from sparse_cbm.bottleneck.train import evaluate_split, train_bottleneck
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
+from stages.common import stage_params
 
 IMAGES, TEXT, FILTERED = "data/image_cache", "data/text_cache", Path("data/filtered")
 MODEL, PLOTS, METRICS = "data/model", Path("plots/train"), Path("metrics/train.json")
@@ -37,8 +36,7 @@ def rounded(record: dict, digits: int = 6) -> dict:
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     t = params.train
     train = read_image_split(IMAGES, "train")
     val = read_image_split(IMAGES, "val", expect_backbone=train.manifest["backbone"])

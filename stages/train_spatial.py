@@ -16,8 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.params import load_params
-from sparse_cbm.runtime.cpus import use_threads
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage
@@ -26,6 +24,7 @@ from sparse_cbm.spatial.checkpoint import save_spatial
 from sparse_cbm.spatial.train import train_spatial
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.storage.text_cache import concept_list_sha256
+from stages.common import stage_params
 
 IMAGES, CONCEPTS = "data/image_cache", Path("data/filtered/concepts.txt")
 FEATURES, PROMPTED, PROMPT_CONCEPTS = "data/spatial/features", "data/spatial/prompted", "data/spatial/prompt_concepts"
@@ -34,8 +33,7 @@ log = logging.getLogger("stages.train_spatial")
 
 
 def main() -> None:
-    params = load_params()
-    use_threads(params.threads)
+    params = stage_params()
     s = params.spatial
     labels = {split: read_image_split(IMAGES, split).labels for split in ("train", "val")}
     features = {split: read_features(FEATURES, split) for split in ("train", "val")}

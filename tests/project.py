@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from sparse_cbm.cli.repo import dvc, env_for_children, run  # noqa: F401 (the tests' run and dvc)
 from tests.conftest import REPO
 
 
@@ -18,21 +18,9 @@ def project_files() -> list[str]:
 
 
 def env() -> dict:
-    e = dict(os.environ)
-    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    e.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return e
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def dvc(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd, check)
+    """What the project's commands run with: ``sparse-cbm verify``'s environment for its children, offline
+    (``tests/conftest.py`` sets the offline variables in this process)."""
+    return env_for_children()
 
 
 def copy_project(dest: Path) -> Path:

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparse_cbm.storage.rows import NpyRows
+from sparse_cbm.storage.rows import FileRows, NpyRows
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class Standardised(nn.Module):
             return (self.activations(x.to(self.device)).float() - self.mean) / self.std
 
 
-class DiskTable:
+class DiskTable(FileRows):
     """glm-saga's SAGA table, (n, c) float32, in a file read and written with ``os.pread``/``os.pwrite``
     (a memory map would not do: every page touched counts towards resident memory). Implements what
     glm-saga 0.1.2 calls on it: ``table[idx]`` -> a new (len(idx), c) tensor, ``table[idx] = values``,
@@ -351,14 +351,6 @@ class DiskTable:
 
     def cpu(self) -> "DiskTable":
         return self
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self):
-        self.close()
 
 
 @dataclass

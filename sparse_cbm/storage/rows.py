@@ -10,7 +10,22 @@ from pathlib import Path
 import numpy as np
 
 
-class NpyRows:
+class FileRows:
+    """A file read (or written) by row with ``os.pread``/``os.pwrite`` through one descriptor, ``self._fd``,
+    closed by ``close()`` or when the object goes."""
+
+    _fd = -1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
+
+
+class NpyRows(FileRows):
     """Rows of a 2-D C-order .npy file, read with ``os.pread``: ``rows[idx]`` for an index
     array or a slice gives a new in-memory array."""
 
@@ -64,11 +79,3 @@ class NpyRows:
                 raise EOFError(f"{self.path}: file ends before row {start + count}")
             done += got
         return part
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self):
-        self.close()

@@ -79,6 +79,6 @@ def test_stage_processes_make_idle_openmp_threads_sleep_before_torch_loads():
 def test_every_stage_that_sizes_threads_declares_the_param():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        uses = "use_threads(params.threads)" in (REPO / "stages" / f"{name}.py").read_text()
+        uses = "params = stage_params()" in (REPO / "stages" / f"{name}.py").read_text()
         assert uses == ("threads" in stage.get("params", [])), name
     assert sum("threads" in s.get("params", []) for s in stages.values()) >= len(stages) - 1   # report has no pool
