@@ -6,6 +6,7 @@
     sparse-cbm spread                              measure how far each metric moves across machines and seeds
     sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
+    sparse-cbm docs [--check]                      regenerate docs/params.md and the results tables
 
 (``python -m sparse_cbm.cli`` is the same command.)
 """
@@ -46,6 +47,12 @@ def _spread(args: argparse.Namespace) -> int:
     return spread(args.configurations.split(","), out=args.out, keep=args.keep)
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from sparse_cbm.cli.docs import docs
+
+    return docs(check=args.check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparse-cbm", description=__doc__.split("\n\n")[0].strip("`"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     spread.add_argument("--keep", action="store_true", help="keep the clones and their logs")
     spread.set_defaults(run=_spread)
     explain_parser(sub)
+    docs = sub.add_parser("docs", help="regenerate docs/params.md from the params schema and the results tables of "
+                                       "README.md and docs/results.md from metrics/*.json")
+    docs.add_argument("--check", action="store_true",
+                      help="change nothing; exit 1 naming every generated file that is stale")
+    docs.set_defaults(run=_docs)
     shapes = sub.add_parser("train-shapes-clip", add_help=False,
                             help="rebuild the small CLIP of the shapes world (--help for its options)")
     shapes.set_defaults(run=None)
