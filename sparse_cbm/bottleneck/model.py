@@ -1,16 +1,10 @@
-"""The concept bottleneck model of the paper (section 4.3), on cached CLIP embeddings.
+"""The concept bottleneck model of the paper (section 4.3), on cached CLIP embeddings:
+psi (CLIP's concept scores) -> CBL -> final layer (``DenseLayer``, or ``StandardizedLinear``: the
+sparse layer's standardised activations, weights and bias). See docs/methods.md#the-model.
 
-psi(x) = CLIP's logit scale x cos(image, concept_j) for every concept (CLIP's
-``logits_per_image``), computed per batch from the caches: the backbone never runs.
-CBL = Linear(|D|, |D|, bias=False); the final layer maps the CBL's outputs to the classes:
-``DenseLayer`` = Linear(|D|, |C|, bias=False) as in the paper, or ``StandardizedLinear``
-(the sparse elastic-net layer: standardised activations, weights with a bias).
-
-``forward`` returns all three stages of a pass (``BottleneckOutput``): the CLIP concept
-scores, the CBL activations and the class logits, so no caller rewrites the pass to get
-at the middle of it. Each CBL output unit names one concept (``units[k]``: its index in
-the concept list): every concept by default; fewer after Label-free CBM's interpretability
-cutoff drops units whose match to their concept stays low.
+``forward`` returns all three stages of a pass (``BottleneckOutput``), so no caller rewrites the
+pass to get at the middle of it. ``units[k]`` is the concept index of CBL unit k: every concept by
+default, fewer after cos3's interpretability cutoff.
 """
 
 from __future__ import annotations

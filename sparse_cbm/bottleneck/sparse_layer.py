@@ -1,21 +1,12 @@
 """A sparse final layer on the bottleneck: elastic-net multinomial regression along a path.
 
-The CBL's outputs are standardised with the mean and standard deviation of the train
-activations, and a linear layer (C x D weights and a bias) is fitted to them by
-minimising, for each lambda of a path,
-
-    mean cross-entropy + lambda * (alpha * |W|_1 + (1 - alpha) / 2 * |W|_2^2)
-
-(the bias unpenalised) with the field's solver: the ``glm-saga`` package (proximal SAGA),
-which Label-free CBM, SALF-CBM and VLG-CBM use, called unmodified. scikit-learn's
-``LogisticRegression(solver="saga", l1_ratio=alpha, C=1 / (lambda * N))`` minimises the
-same objective; ``tests/unit/bottleneck/test_sparse_layer.py`` checks that both reach the same solution.
-
-The path runs from the smallest lambda whose solution has every weight zero down to
-``epsilon`` times it, each point warm-started from the previous one with glm-saga's own
-SAGA state (glm-saga's ``glm_saga`` is called once per lambda, handing over its returned
-``state``: what its own loop over lambdas does). Each point records its NEC (number of
-effective concepts: non-zero weights per class), train and val top-1, weight and bias.
+The CBL's outputs, standardised on train, are fitted for each lambda of a path (from the smallest
+lambda whose solution is all zeros down to ``epsilon`` times it) with the field's solver, the
+``glm-saga`` package (proximal SAGA), called unmodified; each point warm-starts from the previous
+one with glm-saga's own returned ``state`` (what its own loop over lambdas does) and records its NEC,
+train and val top-1, weight and bias. The objective, the path, NEC and ANEC-5: see
+docs/methods.md#two-final-layers-dense-and-sparse. ``tests/unit/bottleneck/test_sparse_layer.py``
+checks it reaches scikit-learn's solution of the same objective.
 
 Memory. Nothing N x |D| is ever held: the train split's image embeddings (an array, a
 memory map or ``NpyRows``) are read a batch at a time, and the CBL activations are computed
@@ -530,10 +521,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     Same inputs and ``seed``, same weights: the only randomness is the seeded order of the blocks.
 
     Convergence decides the NEC: an unconverged SAGA iterate keeps small weights the optimum does not
-    have. On the planted world (5,400 rows, 112 concepts, 20 classes), at the path point whose exact
-    solution (scikit-learn, tol 1e-8) has NEC 4.35: ``max_epochs=50, tol=1e-4`` gave 5.10 (objective
-    1.2e-3 above the optimum), ``200, 1e-4`` 4.55, ``1000, 1e-5`` 4.40 and ``1000, 1e-6`` 4.35
-    (2e-8 above), the last about 8x the time of the first (``max_nec`` stops the path early)."""
+    have (measured: docs/methods.md#two-final-layers-dense-and-sparse); ``max_nec`` stops the path early."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if table not in ("auto", "memory", "disk"):

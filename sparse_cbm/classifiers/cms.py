@@ -1,27 +1,9 @@
-"""Concept Matrix Search (CMS): a training-free classifier through the concept space.
+"""Concept Matrix Search (CMS): the paper's training-free classifier through the concept space
+(section 4.2, Algorithm 1), and its variant over descriptions. See docs/methods.md#concept-matrix-search.
 
-Semenov et al., *Sparse Concept Bottleneck Models: Gumbel Tricks in Contrastive
-Learning* (arXiv 2404.03323), section 4.2, Algorithm 1:
-
-    V = cos(E_I(images), E_T(concepts))      N x |D|
-    T = cos(E_T(classes), E_T(concepts))     |C| x |D|
-    class of image k = argmax_m cos(V_k, T_m)
-
-An image goes to the class whose profile over the concepts looks most like the
-image's own. (The authors' code also divides each row of V by its sum; a positive
-row scale does not change a cosine.)
-
-Two exact ways to compute it, a batch of images at a time (V is never held whole):
-
-* ``direct``: V for the batch, then V @ T^T (2 d|D| + 2 |D||C| FLOPs an image);
-* ``factored`` (the default): with unit rows x (image), c_j (concept), t_m (class) and
-  T_m = (c_j . t_m)_j, V_k . T_m = x_k^T (sum_j c_j c_j^T) t_m, so the numerator is one
-  product with a d x |C| matrix W = C^T T^T, precomputed once in float64 (2 d|C| FLOPs
-  an image, 6x fewer at ImageNet's shape). |V_k| = sqrt(x_k^T G x_k), G = C^T C, is only
-  needed for the score values: the arg-max ignores a positive per-row scale.
-
-Both rank the classes in a centred form that keeps float32 exact enough (see
-``ConceptMatrixSearch``).
+Computed exactly a batch of images at a time (V is never held whole), ``direct`` (V for the batch,
+then V @ T^T) or ``factored`` (the default: one product with a precomputed d x |C| matrix), ranking
+classes in a centred form that keeps float32 exact enough (``ConceptMatrixSearch``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Classification by descriptions (Menon & Vondrick, *Visual Classification via Description
-from Large Language Models*, ICLR 2023): the score of class c is the mean cosine of the
-image to the descriptions "{class}, which has {concept}" of c.
-
-The mean of cosines is the cosine-free product x . mean_p(unit e_p), so it is one
-matrix product with a (|C|, d) matrix of per-class mean unit descriptions. A class
-without descriptions scores -inf and is never predicted.
+"""Classification by descriptions (Menon & Vondrick, ICLR 2023): the score of class c is the mean
+cosine of the image to its descriptions "{class}, which has {concept}", computed as one matrix
+product with the per-class mean unit descriptions. See docs/methods.md#classification-by-descriptions.
 """
 
 from __future__ import annotations

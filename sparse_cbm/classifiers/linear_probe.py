@@ -1,10 +1,5 @@
-"""A linear probe on CLIP image embeddings: the accuracy a linear layer reaches without concepts.
-
-Multinomial logistic regression (scikit-learn's ``LogisticRegression``, L-BFGS, L2
-penalty) on unit-normalised image embeddings, as in CLIP's linear-probe evaluation.
-The inverse regularisation strength C is chosen on the validation split from a small
-grid; the model kept is the one fitted on train with the best C (no refit on
-train + val, so val stays a clean selection set). Ties go to the smaller C.
+"""A linear probe on CLIP image embeddings: the accuracy a linear layer reaches without concepts
+(scikit-learn's logistic regression, C chosen on val). See docs/methods.md#linear-probe.
 """
 
 from __future__ import annotations

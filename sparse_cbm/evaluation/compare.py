@@ -1,20 +1,8 @@
 """The same bottleneck under every objective, final layer and form, measured the same way, each beside
-a random-concept control.
+a random-concept control. See docs/methods.md#the-compare-grid.
 
-For each loss and form of the grid: train the CBM with the run's ``train`` params (each objective
-keeps its own default for ``ce_to_cbl: auto``). Its CBL is shared by both final layers: the
-dense one trained with it, and the sparse one fitted afterwards on its frozen activations along
-a GLM-SAGA path (``fit_sparse_final_layer``), so the grid trains each CBL once. For every
-configuration, on the test split: top-1, NEC (non-zero final-layer weights per class; a dense
-layer's is every unit), ANEC-5 (the test top-1 at the path point whose NEC is closest to 5, the
-same for both layers of one CBL: VLG-CBM's measure of what a bottleneck supports at a fixed
-sparsity), and the concept metrics of ``concept_quality`` where annotations exist.
-
-The **random-concept control** (VLG-CBM's point: a CBM on random concepts can classify as well
-as one on real ones) trains the same configuration on as many random text embeddings, drawn from
-a Gaussian with the mean and covariance of the real concept embeddings (so they lie where CLIP's
-text embeddings lie, modality gap included) and seeded: what the concepts' meaning adds is the
-difference between the two.
+Each CBL is trained once and shared by both final layers (the dense one trained with it, the sparse
+one fitted afterwards on its frozen activations, ``fit_sparse_final_layer``).
 """
 
 from __future__ import annotations

@@ -1,31 +1,9 @@
-"""Do a model's concepts say what is in the image? Measured wherever annotations exist.
+"""Do a model's concepts say what is in the image? Concept AUROC, precision@k, intervention and
+deletion, wherever annotations exist. See docs/methods.md#concept-quality.
 
-For a ``ConceptScorer`` (CLIP's own scores, a CBM's bottleneck) on annotated images:
-
-* **precision@k**: the share of each image's k top concepts that are annotated true of it,
-  ranked by activation and (for a classifier) by contribution to the predicted class;
-  beside it the precision of a random ranking. A concept that matches no annotation
-  counts as not true (it cannot be checked). Activations are ranked as they are, as the
-  paper's explanations rank them: that presumes the units share a scale, which the
-  scale-free objectives (cos3, the faithful contrastive and Gumbel forms: each unit is fixed
-  only up to an affine map) do not give; their contributions are the ranking to read
-  (standardising each unit on train instead lets the near-constant units win: measured, it
-  took the faithful l1 bottleneck's precision@3 from 0.76 to 0.11 here);
-* **concept AUROC**: for each bottleneck concept that matches an annotated attribute, the
-  ROC-AUC (scikit-learn) of its activation against its annotation over the test images;
-  the mean over concepts, and the per-concept table;
-* **intervention** (a classifier): accuracy as the k concepts of each image that disagree
-  most with its annotations are set to their present / absent values, k = 0 .. 10
-  (``intervention.py``); the gain at k = 5;
-* **deletion** (a classifier): each image's concepts are removed (activation set to 0, which
-  takes exactly their contribution out of every logit) in order of their contribution to the
-  predicted class, one at a time; the predicted class's probability is tracked and the area
-  under that curve reported (lower: the explanation names what the decision rests on),
-  beside the same for a random order.
-
-A bottleneck concept matches an attribute when its normalised text equals the
-attribute's concept phrase. Everything is computed a batch of images at a time; the
-AUROC a block of at most 256 concepts at a time: no N x |D| matrix is ever held.
+A bottleneck concept matches an attribute when its normalised text equals the attribute's concept
+phrase. Everything is computed a batch of images at a time; the AUROC a block of at most 256
+concepts at a time: no N x |D| matrix is ever held.
 """
 
 from __future__ import annotations

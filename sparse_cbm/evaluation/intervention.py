@@ -1,15 +1,6 @@
 """Concept interventions (Koh et al., *Concept Bottleneck Models*, ICML 2020): set chosen concept
-activations of an image to "present" or "absent" and decide again.
-
-"Present" and "absent" are the 95th and 5th percentiles of that concept's activation over
-the training images (``fit_intervention_values``): values the model has seen. The
-intervention curve corrects, for every test image, the k concepts whose activation
-disagrees most with its annotation, k = 0 .. max_k, and tracks the accuracy; the gain at
-k is accuracy(k) - accuracy(0). A concept disagrees when its activation lies on the wrong
-side of the midpoint between its absent and present values (below it for an annotated
-concept, above it for one annotated absent), by (distance to the midpoint) / (present -
-absent); a concept that agrees is left alone, so an image with fewer than k disagreeing
-concepts gets fewer corrections.
+activations of an image to "present" or "absent" (the 95th and 5th percentiles of their train
+activations) and decide again; the intervention curve. See docs/methods.md#concept-quality.
 """
 
 from __future__ import annotations

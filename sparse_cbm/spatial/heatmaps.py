@@ -1,16 +1,5 @@
-"""Heatmaps, scored against true object masks as in SALF-CBM's Table 2 (the ImageNet-segmentation
-protocol of Chefer et al.): each heatmap, upsampled to the image, is binarised (above its own
-mean, or above a share of its min-max range) and compared with the class object's mask:
-
-* **pixel accuracy**: the share of pixels where the binary heatmap equals the mask;
-* **mIoU**: the IoU of the foreground and of the background, averaged, then over images;
-* **mAP**: the average precision (scikit-learn) of the continuous heatmap as a score of each
-  pixel being in the mask, averaged over images.
-
-Three heatmaps of the true class are scored on the same images: SALF-CBM's (the class's
-weighted sum of its standardised concept maps), Grad-CAM's (pytorch-grad-cam, on a model
-built from the same backbone), and the raw local similarities P (the same weighted sum, of
-P standardised by its train statistics instead of the maps).
+"""Heatmaps scored against true object masks as in SALF-CBM's Table 2 (pixel accuracy, mIoU, mAP),
+for SALF-CBM's maps, Grad-CAM and the raw local similarities P. See docs/salf-cbm.md#the-method.
 """
 
 from __future__ import annotations

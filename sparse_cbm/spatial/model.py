@@ -1,13 +1,6 @@
-"""The spatially-aware concept bottleneck (SALF-CBM): concept maps from feature maps, pooled to a
-sparse final layer.
-
-c(x) = Conv1x1(resize(F(x), H~ x W~)): the backbone's feature maps, without pooling, resized
-bilinearly to the grid of the visual prompts, then one 1 x 1 convolution with one output
-channel per concept and no bias. c* = the maps pooled over space (mean by default); the
-logits z = W (c* - mean) / std + b, the sparse elastic-net layer of the Sparse-CBM branch
-(``StandardizedLinear``). With mean pooling a class's logit is the mean over locations of its
-**heatmap** h_c = sum_m W[c, m] (c_m - mean_m) / std_m, plus its bias: the heatmap is where
-the decision comes from, concept by concept.
+"""The spatially-aware concept bottleneck (SALF-CBM): concept maps c(x) = Conv1x1(resize(F(x))) from
+feature maps, pooled to c*, then the sparse final layer (``StandardizedLinear``); with mean pooling a
+class's logit is the mean of its heatmap. See docs/salf-cbm.md#the-method.
 """
 
 from __future__ import annotations

@@ -1,18 +1,6 @@
-"""Explain Anything and local editing: a region of an image, its concepts, and an edit there.
-
-A region I is a weight per pixel in [0, 1] at the image's size, from a box, a point (a disc of
-the visual prompts' radius around it) or a mask image. Its concepts are ranked by
-
-    score_m = sum_px I * z_m / sum_px I,    z_m = (c(x)[m] - mean_m) / std_m
-
-the concept maps upsampled to the image and standardised by their pooled values' spread on
-train (SALF-CBM ranks by sum I * c(x)[m]; raw maps are on scales that differ from concept to
-concept, so the raw sum lets the concepts with the largest offsets win everywhere).
-
-A local edit sets c(x)[m] <- c(x)[m] + beta * std_m * I_grid on the concept map's own grid
-(I_grid: the region's share of each grid cell), then reruns the final layer: ``beta`` is in
-units of the concept's spread on train, so ``round=+3`` means "three standard deviations more
-of 'round' in this region".
+"""Explain Anything and local editing: a region of an image (a box, a point or a mask), its concepts
+ranked by the standardised concept maps inside it, and an edit there in units of each concept's
+spread on train. See docs/salf-cbm.md#the-method.
 """
 
 from __future__ import annotations

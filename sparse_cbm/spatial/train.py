@@ -1,11 +1,6 @@
-"""Training SALF-CBM: the concept maps against CLIP's local similarities, then the sparse final layer.
-
-P[n, m, h, w] = cos(CLIP embedding of image n with a ring around grid location (h, w), concept
-m), computed a batch at a time from the prompted-copy cache (never stored whole). The 1 x 1
-convolution is trained with the extended cubic-cosine loss: minus the mean over (m, h, w) of
-cos(q^3, p^3), q and p the columns of c(x) and P at (m, h, w) over the images of a batch,
-mean-centred (LF-CBM's objective, per location). Then the elastic-net path (glm-saga, as in
-the Sparse-CBM branch) on the pooled maps c* of every training image, standardised on train.
+"""Training SALF-CBM: the 1 x 1 convolution against CLIP's local similarities P (the extended
+cubic-cosine loss, P computed a batch at a time from the prompted-copy cache, never stored whole),
+then the elastic-net path on the pooled maps. See docs/salf-cbm.md#the-method.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class Objective:
     name: str
     loss: LossFn
     ce_to_cbl: bool  # with train.ce_to_cbl: auto, does the cross-entropy's gradient reach W_CBL?
-    summary: str  # one line for the README and the report
+    summary: str  # one line describing the objective (nothing reads it at present)
 
     def label(self, params: "TrainParams") -> str:
         """How the report names the objective: the loss, and the Gumbel form where it has one."""
@@ -64,5 +64,5 @@ def get_objective(name: str) -> Objective:
         raise ValueError(f"unknown loss {name!r}; use one of: {', '.join(OBJECTIVES)}") from None
 
 
-# the order here is the order of the README and of `loss` choices
+# the order here is the order of the `loss` choices and of the compare grid
 from sparse_cbm.bottleneck.objectives import l1, contrastive, gumbel, cos3  # noqa: E402,F401

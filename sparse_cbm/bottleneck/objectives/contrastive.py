@@ -1,4 +1,6 @@
-"""contrastive: CLIP's symmetric cross-entropy on the CBL output (the paper's eq. 8)."""
+"""contrastive: CLIP's symmetric cross-entropy on the CBL output (the paper's eq. 8).
+
+See docs/methods.md#contrastive."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""cos3: Label-free CBM's objective (Oikarinen et al., ICLR 2023): CBL output unit m should rise and
-fall across the batch with CLIP's score of concept m.
+"""cos3: Label-free CBM's objective (Oikarinen et al., ICLR 2023): CBL unit m should rise and fall
+across the batch with CLIP's score of concept m (centred, cubed, cosine-compared).
 
-For each unit m: q = its outputs over the batch, p = CLIP's scores of its concept over the
-same images; both mean-centred, cubed elementwise (which weights the images where the concept
-is strongest), then cosine-compared (LF-CBM's ``cos_similarity_cubed_single``). The loss is
-minus the mean over units. Its interpretability cutoff (``train.cos3.cutoff``, LF-CBM's 0.45)
-drops, after training, the units whose similarity on the validation split stays below it.
-
-Here, as in Sparse-CBM, the CBL reads CLIP's concept scores themselves (LF-CBM's projection
-reads a backbone's features), so the objective has an exact optimum: each unit an increasing
-affine map of its own concept's score.
+See docs/methods.md#cos3.
 """
 
 from __future__ import annotations

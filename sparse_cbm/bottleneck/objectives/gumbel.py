@@ -1,20 +1,8 @@
-"""gumbel: the contrastive objective on Gumbel-perturbed logits (the paper's eq. 10), in two forms.
+"""gumbel: the contrastive objective on Gumbel-perturbed logits (the paper's eq. 10), in two forms:
+``paper`` (eq. 10) and ``released`` (the authors' ``criterion_gumbel``), with soft or hard samples.
 
-* ``paper`` (eq. 10): the symmetric cross-entropy with diagonal targets on
-  (alpha * S + G) / tau, one Gumbel(0, 1) draw G per entry, the same G for both
-  directions. Eq. 10's log(alpha <w, phi>) is read as the log-probabilities of the
-  logits alpha <w, phi>; inside the softmax that is the same thing.
-* ``released`` (the authors' code, ``criterion_gumbel`` in SparseCBM's
-  ``bottlenecks/cbm.py``): 1/2 [mean over all entries of -log softmax((S + G0) / tau)
-  along the batch axis + the same along the concept axis with independent noise G1].
-  No alpha and no targets: every entry of both Gumbel-softmax samples is pushed up.
-
-Hard (straight-through one-hot) samples: for ``paper`` the forward value is the share
-of rows and columns whose one-hot sample misses its diagonal target (a 0-1 loss: the
-log of a one-hot is not finite), the backward pass the gradient of minus the soft
-sample's probability of the target. For ``released`` the authors' code takes -log of
-the one-hot sample's zeros and returns inf for every batch, so nothing can be
-trained; we refuse that combination with an error rather than redefine their loss.
+See docs/methods.md#gumbel. The released form with hard samples is refused with an error (their
+code returns inf for every batch) rather than given a loss of our own.
 """
 
 from __future__ import annotations

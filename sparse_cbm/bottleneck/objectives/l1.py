@@ -1,4 +1,6 @@
-"""l1: cross-entropy plus a sparsity penalty on the CBL's weights (the paper's eq. 11)."""
+"""l1: cross-entropy plus a sparsity penalty on the CBL's weights (the paper's eq. 11).
+
+See docs/methods.md#l1 (and #two-forms-paper-and-faithful for the penalty on W - I)."""
 
 from __future__ import annotations
 
