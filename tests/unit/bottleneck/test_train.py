@@ -91,7 +91,7 @@ def test_every_objective_learns_the_planted_concepts(world):
     """Chance is 10%. Sparsity: the mean number of concepts carrying 90% of an image's |CBL activation|.
 
     On this simulator l1 gives clearly sparser activations than contrastive; the Gumbel
-    objectives do not (README, "Training": measured numbers), so that is not asserted."""
+    objectives do not (docs/results.md#on-the-planted-concept-simulator: measured numbers), so that is not asserted."""
     _, _, _, test = world
     results = {}
     for name, (loss, kw) in {"l1": ("l1", {}), "contrastive": ("contrastive", {}), "gumbel": ("gumbel", {}),

@@ -9,7 +9,7 @@ from sparse_cbm.cli.shapes_clip import (DEFAULT_MODEL, DEFAULT_OUT, preprocess_a
                                         train, zero_shot)
 from tests.conftest import REPO
 
-# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm.cli.shapes_clip` (see README).
+# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm.cli.shapes_clip` (see docs/usage.md#backbones).
 CHECKPOINT_SHA256 = "78f26e93e4909863887bdf1048236cb42650cc29eeeab5291e3e60be69d84fee"
 # data/pretrained/shapes-clip-rings.pt, SALF-CBM's prompting CLIP: `sparse-cbm train-shapes-clip --steps 3000
 # --scenes 0.5 --rings 0.5 --out data/pretrained/shapes-clip-rings.pt`
