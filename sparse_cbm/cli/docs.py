@@ -209,8 +209,8 @@ def headline_block(root: Path) -> str:
     lines += [f"| {label} | {_f(ev['test'][key]['top1'])} |" for key, label in ev["methods"].items()]
     cbm = quality["cbm"]
     lines += ["",
-              f"Concept AUROC of the CBM's units {_f(cbm['auroc'])} (CLIP's own concept scores: "
-              f"{_f(quality['clip_scores']['auroc'])}), and its top-{cbm['precision_at_k']['k']} concepts by "
+              f"Concept AUROC of the CBM's units: {_f(cbm['auroc'])} (CLIP's own concept scores: "
+              f"{_f(quality['clip_scores']['auroc'])}); its top-{cbm['precision_at_k']['k']} concepts by "
               f"contribution are true {_f(cbm['precision_at_k']['by_contribution'])} of the time (a random ranking: "
               f"{_f(cbm['precision_at_k']['random_ranking'])}). With `train.form: faithful` (l1, dense layer; "
               f"`metrics/compare.json`): top-1 {_f(faithful['top1'])}, concept AUROC {_f(faithful['auroc'])}, "
