@@ -151,7 +151,7 @@ def _dump_identity(dump: str) -> str:
     path = Path(dump)
     if not path.is_file():
         raise ConceptSourceError(f"concepts.conceptnet.dump: {dump} not found. Download ConceptNet's "
-                                 f"assertions.csv.gz (see README) and give its path, or its URL.")
+                                 f"assertions.csv.gz (see docs/usage.md#concepts) and give its path, or its URL.")
     st = path.stat()
     return f"file:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
