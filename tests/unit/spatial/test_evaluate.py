@@ -3,7 +3,6 @@ constructed test split whose every heatmap is known: SALF-CBM's maps and one Gra
 object, the raw P and the other Grad-CAM on everything but it."""
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
