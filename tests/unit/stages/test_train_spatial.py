@@ -68,8 +68,8 @@ def test_the_stage_writes_the_model_its_tables_and_metrics_and_the_same_bytes_tw
     seen = run_stage(tmp_path / "a", monkeypatch)
     assert seen["prompt_concepts"] == (concept_list_sha256(CONCEPTS), PROMPTS_BACKBONE)
     model, config = load_spatial("data/spatial/model", expect_concepts_sha256=concept_list_sha256(CONCEPTS))
-    assert (config["grid"], config["pooling"], config["feature_shape"], config["seed"]) == (GRID, "mean", [C, GRID, GRID],
-                                                                                           3)
+    assert (config["grid"], config["pooling"], config["feature_shape"], config["seed"]) == (
+        GRID, "mean", [C, GRID, GRID], 3)
     assert config["features"] == FEATURES_BACKBONE and config["concepts"] == CONCEPTS and config["classes"] == CLASSES
     assert len(config["p_mean"]) == len(config["p_std"]) == M and all(s > 0 for s in config["p_std"])
     # rounded to 6 places in float32 (the JSON holds float32's nearest value, not the short decimal)
@@ -91,7 +91,8 @@ def test_the_stage_writes_the_model_its_tables_and_metrics_and_the_same_bytes_tw
     assert {name: (tmp_path / "b" / name).read_bytes() for name in OUTPUTS} == first
 
 
-@pytest.mark.parametrize("kw, message", [({"grid": GRID + 1}, f"spatial.grid is {GRID}"), ({"val_images": 5}, "holds 5 images")])
+@pytest.mark.parametrize("kw, message", [({"grid": GRID + 1}, f"spatial.grid is {GRID}"),
+                                        ({"val_images": 5}, "holds 5 images")])
 def test_caches_from_another_grid_or_dataset_are_refused_before_training(tmp_path, monkeypatch, kw, message):
     with pytest.raises(CacheMismatchError, match=message):
         run_stage(tmp_path, monkeypatch, **kw)
