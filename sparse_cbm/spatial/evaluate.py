@@ -79,8 +79,9 @@ def decided_by_object(ev: SpatialEvaluation, rows: np.ndarray) -> np.ndarray:
 def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompted, threshold,
                    batch_size: int = 32) -> Dict[str, Dict[str, float]]:
     """Every heatmap method on the test images ``rows`` (with prompted copies, in cache order) whose
-    class is decided by the class object alone."""
-    per_method: Dict[str, List[Dict[str, float]]] = {m: [] for m in HEATMAP_METHODS}
+    class is decided by the class object alone; the Grad-CAMs scored are those ``ev.gradcam`` holds."""
+    methods = [m for m in HEATMAP_METHODS if m in ("salf_cbm", "raw_p") or m in ev.gradcam]
+    per_method: Dict[str, List[Dict[str, float]]] = {m: [] for m in methods}
     weight = ev.model.fc.weight.detach()
     k = ev.grid * ev.grid
     scored = decided_by_object(ev, rows)
@@ -98,7 +99,7 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
             heat[method] = upsample(torch.from_numpy(cam(tensors, labels)), size).numpy()
         for j, objects in enumerate(images):
             mask = objects.mask(objects.class_object)
-            for method in HEATMAP_METHODS:
+            for method in methods:
                 per_method[method].append(mask_scores(heat[method][j], mask, threshold))
     return {m: mean_scores(v) for m, v in per_method.items()}
 

@@ -74,9 +74,8 @@ def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, promp
             sims = []
             for lo in range(0, n, batch_size):
                 chosen = np.sort(order[lo:lo + batch_size])
-                if len(chosen) < 2:
+                if len(chosen) < 2 and epoch > 1:
                     continue
-                feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
                 copies = np.concatenate([np.arange(i * k, (i + 1) * k) for i in chosen])
                 p = local_similarities(_rows(prompted, copies).reshape(len(chosen), k, -1).to(device), concepts.to(device),
                                        grid)
@@ -85,6 +84,9 @@ def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, promp
                     p_sum += flat.sum(1)
                     p_sq += (flat ** 2).sum(1)
                     p_count += flat.shape[1]
+                if len(chosen) < 2:  # cos3 centres over the batch: a lone image is no step, but P's statistics count it
+                    continue
+                feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
                 maps = model.concept_maps(feats)
                 sim = cos_cubed_similarity(maps.reshape(len(chosen), -1), p.reshape(len(chosen), -1))
                 loss = -sim.mean()

@@ -1,0 +1,172 @@
+"""The spatial evaluation's heatmap scoring (``score_heatmaps``) and panels (``heatmap_panels``) on a
+constructed test split whose every heatmap is known: SALF-CBM's maps and one Grad-CAM lie on the class
+object, the raw P and the other Grad-CAM on everything but it."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.datasets.base import ImageSource, ObjectMap
+from sparse_cbm.spatial.evaluate import HEATMAP_METHODS, SpatialEvaluation, heatmap_panels, score_heatmaps
+from sparse_cbm.spatial.heatmaps import upsample
+from sparse_cbm.spatial.model import SpatialBottleneck
+
+SIZE, GRID, M = 16, 4, 2  # images 16 x 16 px, concept maps 4 x 4, one concept per class
+QUADRANTS = [(0, 0), (0, 8), (8, 0), (8, 8)]
+
+
+def object_labels(i):
+    """Image i's class object: one 8 x 8 quadrant (whole cells of the 4 x 4 grid)."""
+    y, x = QUADRANTS[i % 4]
+    labels = np.zeros((SIZE, SIZE), np.uint8)
+    labels[y:y + 8, x:x + 8] = 1
+    return labels
+
+
+class Split(ImageSource):
+    """Eight test images; image i has class i % 2 and its object in quadrant i % 4; its pixels are white on
+    the object (so a fake Grad-CAM can read the mask off the input). Image 4 is not decided by its object."""
+
+    def __init__(self):
+        self.labels = np.arange(8, dtype=np.int64) % 2
+        self.ids = [f"t/{i}" for i in range(8)]
+        self.loaded = []
+
+    def load(self, i):
+        self.loaded.append(i)
+        return Image.fromarray(np.repeat(object_labels(i)[:, :, None] * 255, 3, axis=2))
+
+    def object_map(self, i):
+        return ObjectMap(object_labels(i), [np.array([True, False])], 1, decided_by_object=i != 4)
+
+    def fingerprint_parts(self):
+        return ["constructed"]
+
+
+def preprocess(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255)
+
+
+class Cam:
+    """A Grad-CAM stand-in: the input's first channel (the mask), or its complement; records the classes."""
+
+    def __init__(self, invert=False):
+        self.invert, self.calls = invert, []
+
+    def __call__(self, images, classes):
+        self.calls.append((len(images), list(classes)))
+        x = images[:, 0].numpy()
+        return 1 - x if self.invert else x
+
+
+def cell_mask(i):
+    """The object on the 4 x 4 grid."""
+    return object_labels(i).reshape(GRID, 4, GRID, 4).mean((1, 3))
+
+
+def features(n=8):
+    """(n, M * 4 * 4): channel = concept = class; image i's own class's channel is its object (1 on it),
+    except image 4, whose map is the complement (it is not scored, so it must not count)."""
+    out = np.zeros((n, M, GRID, GRID), np.float32)
+    for i in range(n):
+        cells = cell_mask(i)
+        out[i, i % 2] = 1 - cells if i == 4 else cells
+    return out.reshape(n, -1)
+
+
+def prompted(rows):
+    """Cache order (position j = image rows[j]): grid^2 copies each, embedded as [a_0, a_1, 1] with a_c the
+    complement of the object for the image's own class c: P lies off the object."""
+    out = []
+    for i in rows:
+        a = np.zeros((GRID * GRID, M + 1), np.float32)
+        a[:, i % 2] = (1 - cell_mask(i)).reshape(-1)
+        a[:, M] = 0.05
+        out.append(a)
+    return np.concatenate(out)
+
+
+def evaluation(gradcam):
+    model = SpatialBottleneck(M, M, 2, grid=GRID)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.eye(M)[:, :, None, None])
+    model.fc = StandardizedLinear(torch.eye(2) * 2, torch.zeros(2), torch.full((M,), 0.1), torch.ones(M))
+    return SpatialEvaluation(model=model.eval(), feature_shape=(M, GRID, GRID), grid=GRID, p_mean=torch.zeros(M),
+                             p_std=torch.ones(M), concept_embeddings=torch.eye(M, M + 1), attribute_of={},
+                             source=Split(), preprocess=preprocess, features=None, gradcam=gradcam)
+
+
+ROWS = np.array([1, 2, 4, 5, 7])  # the test images with prompted copies, in cache order (image 4 is not scored)
+
+
+def test_heatmaps_on_the_object_score_perfectly_and_those_off_it_score_nothing():
+    cams = {"gradcam_salf_cbm": Cam(), "gradcam_probe": Cam(invert=True)}
+    ev = evaluation(cams)
+    scores = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold=0.5, batch_size=3)
+    assert list(scores) == list(HEATMAP_METHODS)
+    assert scores["gradcam_salf_cbm"] == {"pixel_accuracy": 1.0, "miou": 1.0, "map": 1.0}
+    probe = scores["gradcam_probe"]
+    assert probe["pixel_accuracy"] == 0.0 and probe["miou"] == 0.0 and 0 < probe["map"] < 0.3
+    # the 4 x 4 maps, upsampled bilinearly, rank every object pixel first (mAP 1); binarised at half their range
+    # they miss one pixel of 256 per image, the object's inner corner (0.625^2 of the range), and P only hits it
+    ours, raw = scores["salf_cbm"], scores["raw_p"]
+    assert ours["map"] == 1.0 and ours["pixel_accuracy"] == round(1 - 1 / 256, 4) and ours["miou"] > 0.98
+    assert raw["pixel_accuracy"] == round(1 / 256, 4) and raw["miou"] < 0.01 and 0 < raw["map"] < 0.3
+    # the Grad-CAMs saw the four scored images of the true classes, in batches of at most 3, and never image 4
+    assert cams["gradcam_salf_cbm"].calls == [(3, [1, 0, 1]), (1, [1])]
+    assert 4 not in ev.source.loaded
+
+
+def test_the_mean_threshold_still_ranks_the_object_heatmaps_first():
+    ev = evaluation({"gradcam_salf_cbm": Cam(), "gradcam_probe": Cam(invert=True)})
+    scores = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold="mean")
+    for key in ("pixel_accuracy", "miou", "map"):
+        assert scores["salf_cbm"][key] > scores["raw_p"][key] and scores["salf_cbm"][key] > 0.8
+        assert all(0 <= s[key] <= 1 for s in scores.values())
+        assert all(round(s[key], 4) == s[key] for s in scores.values())  # reported to four places
+
+
+def test_scoring_without_the_black_box_grad_cam():
+    """spatial.features.backbone other than clip: evaluate_spatial builds no gradcam_probe."""
+    ev = evaluation({"gradcam_salf_cbm": Cam()})
+    scores = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold=0.5)
+    assert set(scores) == {"salf_cbm", "gradcam_salf_cbm", "raw_p"}
+    assert scores["gradcam_salf_cbm"]["miou"] == 1.0
+
+
+def test_heatmap_panels_hold_each_images_maps_at_its_size():
+    cams = {"gradcam_salf_cbm": Cam(), "gradcam_probe": Cam(invert=True)}
+    ev = evaluation(cams)
+    panels = heatmap_panels(ev, ROWS, features(), count=3, k=2)
+    n = 3
+    assert panels["rows"].tolist() == [1, 2, 4]
+    assert panels["images"].shape == (n, SIZE, SIZE, 3) and panels["images"].dtype == np.uint8
+    assert panels["masks"].shape == (n, SIZE, SIZE) and panels["masks"].dtype == bool
+    assert panels["concept_maps"].shape == (n, 2, SIZE, SIZE) and panels["concept_maps"].dtype == np.float16
+    assert panels["class_heatmaps"].shape == panels["gradcam"].shape == (n, SIZE, SIZE)
+    assert panels["class_heatmaps"].dtype == panels["gradcam"].dtype == np.float16
+    assert panels["labels"].tolist() == [1, 0, 0]
+    for j, i in enumerate([1, 2, 4]):
+        mask = object_labels(i) == 1
+        np.testing.assert_array_equal(panels["masks"][j], mask)
+        np.testing.assert_array_equal(panels["images"][j][..., 0], mask * 255)
+    # images 1 and 2 are classified by their object's concept, which contributes most and is drawn first
+    assert panels["predictions"][:2].tolist() == [1, 0] and panels["concepts"][:2, 0].tolist() == [1, 0]
+    with torch.no_grad():
+        z = ev.model.standardised(ev.model.concept_maps(torch.from_numpy(features()[[1]]).reshape(1, M, GRID, GRID)))
+    np.testing.assert_allclose(panels["concept_maps"][0, 0], upsample(z[:, 1], (SIZE, SIZE))[0].numpy(), atol=2e-3)
+    for j in (0, 1):
+        heat = panels["class_heatmaps"][j].astype(np.float32)
+        assert heat[panels["masks"][j]].min() > heat[~panels["masks"][j]].max()  # the class heatmap is on the object
+    # the black box's Grad-CAM is drawn when there is one (here the complement of the object), once an image
+    np.testing.assert_array_equal(panels["gradcam"].astype(bool), ~panels["masks"])
+    assert len(cams["gradcam_probe"].calls) == 3 and not cams["gradcam_salf_cbm"].calls
+    assert heatmap_panels(ev, ROWS, features(), count=0, k=2) == {}
+
+
+def test_heatmap_panels_fall_back_to_the_salf_cbm_grad_cam_or_to_none():
+    panels = heatmap_panels(evaluation({"gradcam_salf_cbm": Cam()}), ROWS, features(), count=2, k=1)
+    np.testing.assert_array_equal(panels["gradcam"].astype(bool), panels["masks"])
+    assert panels["concepts"].shape == (2, 1)
+    assert "gradcam" not in heatmap_panels(evaluation({}), ROWS, features(), count=2, k=1)

@@ -1,0 +1,125 @@
+"""SALF-CBM's training (``spatial.train.train_spatial``) on a small constructed world whose local
+similarities P are a known function of the feature maps, so the 1 x 1 convolution can learn them."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_cbm.bottleneck.config import SparseLayerParams
+from sparse_cbm.spatial.checkpoint import load_spatial, save_spatial
+from sparse_cbm.spatial.train import local_similarities, train_spatial
+
+C, M, GRID, N_TRAIN, N_VAL = 4, 3, 3, 24, 12
+SPARSE = SparseLayerParams(path_points=4, max_epochs=10, target_nec=3.0, batch_size=64)
+
+
+def world(seed=0):
+    """Feature maps (N, C * 3 * 3) with one planted concept per channel (the fourth channel is noise);
+    class 1 has more of concept 0, class 0 more of concept 1. A sorted random subset of the
+    train images has prompted copies whose embedding at grid cell (h, w) is [f_0, f_1, f_2, 1] there:
+    its cosine with concept m (the m-th unit vector) rises with channel m at that cell."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = np.arange(n) % 2
+        f = rng.random((n, C, GRID, GRID)).astype(np.float32)
+        f[:, 0] += 0.6 * labels[:, None, None]  # class 1: more of concept 0; class 0: more of concept 1
+        f[:, 1] += 0.6 * (1 - labels)[:, None, None]
+        return f, labels.astype(np.int64)
+
+    (train, labels), (val, val_labels) = split(N_TRAIN), split(N_VAL)
+    prompted_rows = np.sort(rng.choice(N_TRAIN, size=16, replace=False))
+    cells = train[prompted_rows, :M].transpose(0, 2, 3, 1).reshape(len(prompted_rows) * GRID * GRID, M)
+    prompted = np.concatenate([cells, np.ones((len(cells), 1), np.float32)], axis=1)  # (n * K, d), row-major cells
+    concepts = np.eye(M, M + 1, dtype=np.float32)
+    return (train.reshape(N_TRAIN, -1), labels, (val.reshape(N_VAL, -1), val_labels), prompted, prompted_rows,
+            concepts)
+
+
+def run(seed=0, epochs=8, batch_size=8, world_seed=0):
+    features, labels, val, prompted, prompted_rows, concepts = world(world_seed)
+    return train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                         pooling="mean", epochs=epochs, batch_size=batch_size, lr=0.05, sparse=SPARSE, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return run()
+
+
+def test_shapes_steps_and_the_sparse_path(trained):
+    model = trained.model
+    assert model.conv.weight.shape == (M, C, 1, 1) and model.fc.weight.shape == (2, M)
+    assert not model.training
+    assert [s["step"] for s in trained.steps] == list(range(8 * 2))  # 16 prompted images in batches of 8
+    assert [s["epoch"] for s in trained.steps] == [e for e in range(1, 9) for _ in range(2)]
+    assert all(-1 <= s["cos3"] <= 1 for s in trained.steps)
+    necs = [p["nec"] for p in trained.sparse_path]
+    assert len(necs) >= 2 and necs == sorted(necs) and necs[0] < necs[-1]  # lambda decreasing, denser
+    assert (model.fc.weight != 0).sum(1).float().mean() <= SPARSE.target_nec
+    assert trained.p_mean.shape == trained.p_std.shape == (M,)
+    assert trained.p_mean.dtype == trained.p_std.dtype == np.float32 and trained.seconds > 0
+
+
+def direct_p_statistics():
+    _, _, _, prompted, prompted_rows, concepts = world()
+    p = local_similarities(torch.from_numpy(prompted).reshape(len(prompted_rows), GRID * GRID, -1),
+                           torch.from_numpy(concepts), GRID)
+    flat = p.transpose(0, 1).reshape(M, -1).double()
+    return flat.mean(1).numpy(), flat.std(1, unbiased=False).numpy()
+
+
+def test_p_statistics_are_those_of_every_prompted_copy(trained):
+    mean, std = direct_p_statistics()
+    np.testing.assert_allclose(trained.p_mean, mean, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(trained.p_std, std, rtol=1e-5, atol=1e-6)
+
+
+def test_the_maps_learn_p_and_the_final_layer_learns_the_classes(trained):
+    first = np.mean([s["cos3"] for s in trained.steps if s["epoch"] == 1])
+    assert trained.similarity > first + 0.1 and trained.similarity > 0.6
+    assert trained.similarity == pytest.approx(np.mean([s["cos3"] for s in trained.steps if s["epoch"] == 8]))
+    # concept m's map is made from feature channel m: the largest 1 x 1 weight of each row is on its own channel
+    w = trained.model.conv.weight.detach()[:, :, 0, 0]
+    assert w.argmax(1).tolist() == [0, 1, 2]
+    features, labels, val, *_ = world()
+    with torch.no_grad():
+        out = trained.model(torch.from_numpy(features).reshape(N_TRAIN, C, GRID, GRID))
+        pred = out.logits.argmax(1).numpy()
+        val_pred = trained.model(torch.from_numpy(val[0]).reshape(N_VAL, C, GRID, GRID)).logits.argmax(1).numpy()
+    assert (pred == labels).mean() >= 0.9 and (val_pred == val[1]).mean() >= 0.75
+    # the final layer's standardisation is the pooled maps' statistics over every train image (not only the prompted)
+    np.testing.assert_allclose(trained.model.fc.mean.numpy(), out.pooled.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(trained.model.fc.std.numpy(), out.pooled.std(0).numpy(), rtol=1e-3)
+
+
+def test_same_seed_same_bytes_another_seed_another_model(trained):
+    again = run()
+    for name, tensor in trained.model.state_dict().items():
+        assert tensor.numpy().tobytes() == again.model.state_dict()[name].numpy().tobytes(), name
+    assert again.steps == trained.steps
+    drop = lambda path: [{k: v for k, v in p.items() if k != "seconds"} for p in path]  # noqa: E731
+    assert drop(again.sparse_path) == drop(trained.sparse_path)
+    assert again.p_mean.tobytes() == trained.p_mean.tobytes() and again.p_std.tobytes() == trained.p_std.tobytes()
+    other = run(seed=1)
+    assert not torch.equal(other.model.conv.weight, trained.model.conv.weight)
+
+
+def test_a_lone_image_left_at_the_end_of_an_epoch_is_no_step_but_counts_in_p():
+    # 16 images in batches of 5: 5, 5, 5 and one left over, which the centred cos3 cannot score
+    result = run(epochs=1, batch_size=5)
+    assert len(result.steps) == 3
+    mean, std = direct_p_statistics()  # but P's statistics count it (they once left it out)
+    np.testing.assert_allclose(result.p_mean, mean, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.p_std, std, rtol=1e-5, atol=1e-6)
+
+
+def test_the_trained_model_survives_its_checkpoint(trained, tmp_path):
+    config = {"grid": GRID, "pooling": "mean", "feature_shape": [C, GRID, GRID], "concepts": ["a", "b", "c"],
+              "classes": ["x", "y"], "concept_list_sha256": "sha"}
+    save_spatial(tmp_path, trained.model, config)
+    model, back = load_spatial(tmp_path, expect_concepts_sha256="sha")
+    assert back == config
+    x = torch.from_numpy(world()[0]).reshape(N_TRAIN, C, GRID, GRID)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, trained.model(x).logits)

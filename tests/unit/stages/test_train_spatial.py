@@ -1,0 +1,100 @@
+"""Stage train_spatial on the constructed world of tests/unit/spatial/test_train.py, its caches stood in for
+by their readers: what it writes (the model folder, the step and path tables, the metrics), the same bytes
+from the same params, and the caches it refuses."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sparse_cbm.errors import CacheMismatchError
+from sparse_cbm.params import deep_merge, default_params, validate_params
+from sparse_cbm.spatial.checkpoint import load_spatial
+from sparse_cbm.storage.text_cache import concept_list_sha256
+from tests.unit.spatial.test_train import C, GRID, M, N_TRAIN, world
+
+CONCEPTS, CLASSES = ["red", "round", "striped"], ["apple", "ball"]
+FEATURES_BACKBONE, PROMPTS_BACKBONE = {"kind": "clip", "layer": "layer3"}, {"model": "tiny"}
+PARAMS = validate_params(deep_merge(default_params(), {"seed": 3, "spatial": {
+    "grid": GRID, "epochs": 4, "train_batch_size": 8, "lr": 0.05,
+    "sparse": {"path_points": 4, "max_epochs": 10, "target_nec": 3.0}}}))
+OUTPUTS = ("data/spatial/model/config.json", "data/spatial/model/weights.safetensors", "plots/spatial/steps.csv",
+           "plots/spatial/sparse_path.csv", "metrics/spatial_train.json")
+
+
+def fake_caches(monkeypatch, grid=GRID, val_images=None):
+    from stages import train_spatial as stage
+
+    features, labels, (val, val_labels), prompted, prompted_rows, concepts = world()
+    cache = {"train": (features, labels), "val": (val, val_labels)}
+    seen = {}
+
+    def read_image_split(folder, split):
+        return SimpleNamespace(labels=cache[split][1], manifest={"dataset": {"classes": CLASSES}})
+
+    def read_features(folder, split):
+        images = len(cache[split][0]) if split == "train" or val_images is None else val_images
+        return SimpleNamespace(outputs=cache[split][0], manifest={"images": images, "shape": [C, GRID, GRID],
+                                                                  "backbone": FEATURES_BACKBONE})
+
+    def read_prompted(folder, split):
+        return SimpleNamespace(outputs=prompted, rows=prompted_rows, manifest={
+            "shape": [grid, grid], "backbone": PROMPTS_BACKBONE, "images": len(prompted_rows)})
+
+    def read_prompt_concepts(folder, sha, backbone):
+        seen["prompt_concepts"] = (sha, backbone)
+        return concepts
+
+    for name, fake in (("read_image_split", read_image_split), ("read_features", read_features),
+                       ("read_prompted", read_prompted), ("read_prompt_concepts", read_prompt_concepts),
+                       ("stage_params", lambda: PARAMS)):
+        monkeypatch.setattr(stage, name, fake)
+    return stage, seen
+
+
+def run_stage(root, monkeypatch, **kw):
+    (root / "data/filtered").mkdir(parents=True)
+    (root / "data/filtered/concepts.txt").write_text("\n".join(CONCEPTS) + "\n", encoding="utf-8")
+    monkeypatch.chdir(root)
+    stage, seen = fake_caches(monkeypatch, **kw)
+    stage.main()
+    return seen
+
+
+def test_the_stage_writes_the_model_its_tables_and_metrics_and_the_same_bytes_twice(tmp_path, monkeypatch):
+    seen = run_stage(tmp_path / "a", monkeypatch)
+    assert seen["prompt_concepts"] == (concept_list_sha256(CONCEPTS), PROMPTS_BACKBONE)
+    model, config = load_spatial("data/spatial/model", expect_concepts_sha256=concept_list_sha256(CONCEPTS))
+    assert (config["grid"], config["pooling"], config["feature_shape"], config["seed"]) == (
+        GRID, "mean", [C, GRID, GRID], 3)
+    assert config["features"] == FEATURES_BACKBONE and config["concepts"] == CONCEPTS and config["classes"] == CLASSES
+    assert len(config["p_mean"]) == len(config["p_std"]) == M and all(s > 0 for s in config["p_std"])
+    # rounded to 6 places in float32 (the JSON holds float32's nearest value, not the short decimal)
+    assert all(abs(round(v, 6) - v) < 1e-7 for v in config["p_mean"] + config["p_std"])
+    steps = pd.read_csv("plots/spatial/steps.csv")
+    assert list(steps.columns) == ["step", "epoch", "cos3"] and len(steps) == 4 * 2
+    path = pd.read_csv("plots/spatial/sparse_path.csv")
+    assert "seconds" not in path and {"lambda", "nec", "train_top1", "val_top1"} <= set(path) and len(path) >= 2
+    metrics = json.loads(open("metrics/spatial_train.json").read())
+    nec = float((model.fc.weight != 0).sum()) / len(CLASSES)
+    assert metrics == {"cos3": metrics["cos3"], "nec": round(nec, 2), "epochs": 4} and 0 < metrics["cos3"] <= 1
+    assert metrics["cos3"] == round(metrics["cos3"], 4) and abs(metrics["cos3"] - steps["cos3"].iloc[-2:].mean()) < 1e-4
+    x = torch.from_numpy(world()[0]).reshape(N_TRAIN, C, GRID, GRID)
+    with torch.no_grad():
+        assert (model(x).logits.argmax(1).numpy() == world()[1]).mean() >= 0.9
+    first = {name: (tmp_path / "a" / name).read_bytes() for name in OUTPUTS}
+
+    run_stage(tmp_path / "b", monkeypatch)
+    assert {name: (tmp_path / "b" / name).read_bytes() for name in OUTPUTS} == first
+
+
+@pytest.mark.parametrize("kw, message", [({"grid": GRID + 1}, f"spatial.grid is {GRID}"),
+                                        ({"val_images": 5}, "holds 5 images")])
+def test_caches_from_another_grid_or_dataset_are_refused_before_training(tmp_path, monkeypatch, kw, message):
+    with pytest.raises(CacheMismatchError, match=message):
+        run_stage(tmp_path, monkeypatch, **kw)
+    assert not (tmp_path / "data/spatial/model").exists() and not (tmp_path / "metrics").exists()
+    assert np.all([not (tmp_path / name).exists() for name in OUTPUTS])
