@@ -32,11 +32,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.train import matmul_peak  # noqa: E402
+from bench.common import matmul_peak  # noqa: E402
 from sparse_cbm.classifiers.cms import ConceptMatrixSearch  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
-from sparse_cbm.classifiers.zero_shot import classify_by_descriptions, zero_shot_predict  # noqa: E402
+from sparse_cbm.classifiers.descriptions import classify_by_descriptions  # noqa: E402
+from sparse_cbm.classifiers.zero_shot import zero_shot_predict  # noqa: E402
 
 D, C, DIM, PER_CLASS = 4751, 1000, 768, 4
 
