@@ -98,9 +98,12 @@ def run_stage(project: Path, images: Path, model: str, workers: int, batch: int 
     proc = subprocess.run([sys.executable, "-c", probe], cwd=project, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
-    timings = re.findall(r"(train|val|test): (\d+) images in ([\d.]+) s", proc.stderr)
+    timings = re.findall(r"(train|val|test): (\d+) images in ([\d.]+) s \(([\d.]+|nan) img/s\)", proc.stderr)
+    if not timings:
+        raise SystemExit(f"the stage logged no split timings:\n{proc.stderr[-3000:]}")
     n = sum(int(t[1]) for t in timings)
-    seconds = sum(float(t[2]) for t in timings)
+    # a split's seconds from its rate: the log gives seconds to 0.1 s, 0.0 for a small split
+    seconds = sum(int(t[1]) / float(t[3]) if float(t[3]) > 0 else float(t[2]) for t in timings)
     rss_kib = int(re.search(r"MAXRSS (\d+)", proc.stderr).group(1))
     return n / seconds, rss_kib / 1024
 
