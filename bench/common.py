@@ -1,9 +1,13 @@
 """What the benchmark scripts share: the machine's own float32 matmul peak, the yardstick their
-ratios are measured against, and the best-of-n timer."""
+ratios are measured against, the best-of-n timer, and a size's run in a child process."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,3 +33,22 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+# Linux gives a process started from this one this one's resident size as the floor of its peak RSS
+# (the high-water mark is copied at fork and kept across exec), so a child that reports its own peak
+# is started by a small launcher, whose resident size is all it inherits.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
+def child_result(script: str, argv: list, run, in_process: bool = False) -> dict:
+    """The dict ``python script --child *argv`` prints as its last line: a fresh process, whose peak
+    RSS is the size's own. With ``in_process``, ``run()`` in this process instead (smoke runs, which
+    skip the child's imports; their RSS figures are then this process's and mean nothing)."""
+    if in_process:
+        return json.loads(json.dumps(run()))
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, str(script), "--child", *argv],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{Path(script).name} --child {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

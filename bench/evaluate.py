@@ -14,6 +14,7 @@ classification by descriptions:
 * peak RSS of a process that classifies N and 2N rows (flat = bounded by the batch).
 
 Usage: python bench/evaluate.py [--rows 50000] [--batch 4096] [--repeats 3]
+       [--concepts 4751] [--classes 1000] [--dim 768] [--peak-n 2048] [--peak-repeats 10]
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,18 +32,25 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.train import matmul_peak  # noqa: E402
+from bench.common import child_result, matmul_peak  # noqa: E402
 from sparse_cbm.classifiers.cms import ConceptMatrixSearch  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
-from sparse_cbm.classifiers.zero_shot import classify_by_descriptions, zero_shot_predict  # noqa: E402
+from sparse_cbm.classifiers.descriptions import classify_by_descriptions  # noqa: E402
+from sparse_cbm.classifiers.zero_shot import zero_shot_predict  # noqa: E402
 
 D, C, DIM, PER_CLASS = 4751, 1000, 768, 4
+# a tiny run for the unit tier (tests/unit/test_bench.py); {tmp} is a scratch folder
+SMOKE_ARGS = ["--rows", "64", "--batch", "32", "--repeats", "1", "--concepts", "24", "--classes", "6", "--dim", "16",
+              "--peak-n", "64", "--peak-repeats", "1", "--out", "{tmp}", "--in-process"]
 
 
-def world_files(out: Path, rows: int):
-    world = planted_world(num_classes=C, num_concepts=D, concepts_per_class=PER_CLASS, dim=DIM, seed=0)
-    path, labels_path = out / f"val_{rows}.npy", out / f"val_{rows}_labels.npy"
+def world_files(out: Path, rows: int, args: argparse.Namespace):
+    world = planted_world(num_classes=args.classes, num_concepts=args.concepts, concepts_per_class=PER_CLASS,
+                          dim=args.dim, seed=0)
+    stem = f"val_{rows}" if (args.concepts, args.classes, args.dim) == (D, C, DIM) else \
+        f"val_{rows}_{args.concepts}x{args.classes}x{args.dim}"
+    path, labels_path = out / f"{stem}.npy", out / f"{stem}_labels.npy"
     if not path.exists():
         np.save(labels_path, write_planted_npy(path, world, rows, seed=1))
     return world, path, labels_path
@@ -51,6 +58,7 @@ def world_files(out: Path, rows: int):
 
 def methods(world, batch: int):
     """name -> (setup seconds, classify(rows) -> (top1, top5), matmul FLOPs an image)."""
+    (n_class, dim), n_concept = world.class_text.shape, len(world.concept_text)
     concept_text, class_text = world.concept_text, world.class_text  # properties: computed on each access
     t0 = time.perf_counter()
     cms = ConceptMatrixSearch(concept_text, class_text)
@@ -58,18 +66,20 @@ def methods(world, batch: int):
     owner, concept = np.nonzero(world.class_concepts)
     desc = class_text[owner] + concept_text[concept]  # "{class}, which has {concept}"
     return {
-        "zero-shot": (0.0, lambda rows: zero_shot_predict(rows, class_text, batch), 2 * DIM * C),
-        "CMS factored": (cms_s, lambda rows: cms.predict(rows, batch, method="factored"), 2 * DIM * C),
-        "CMS direct": (cms_s, lambda rows: cms.predict(rows, batch, method="direct"), 2 * DIM * D + 2 * D * C),
-        "descriptions": (0.0, lambda rows: classify_by_descriptions(rows, desc, owner, C, batch), 2 * DIM * C),
+        "zero-shot": (0.0, lambda rows: zero_shot_predict(rows, class_text, batch), 2 * dim * n_class),
+        "CMS factored": (cms_s, lambda rows: cms.predict(rows, batch, method="factored"), 2 * dim * n_class),
+        "CMS direct": (cms_s, lambda rows: cms.predict(rows, batch, method="direct"),
+                       2 * dim * n_concept + 2 * n_concept * n_class),
+        "descriptions": (0.0, lambda rows: classify_by_descriptions(rows, desc, owner, n_class, batch),
+                         2 * dim * n_class),
     }
 
 
-def child(out: Path, rows: int, batch: int, repeats: int) -> dict:
-    world, path, labels_path = world_files(out, rows)
+def child(out: Path, rows: int, batch: int, repeats: int, args: argparse.Namespace) -> dict:
+    world, path, labels_path = world_files(out, rows, args)
     labels = np.load(labels_path)
     data = NpyRows(path)
-    peaks = [matmul_peak()]
+    peaks = [matmul_peak(args.peak_n, args.peak_repeats)]
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # torch alone holds ~500 MiB
     result = {"rows": rows, "baseline_rss_mib": baseline, "methods": {}}
     predictions = {}
@@ -85,37 +95,45 @@ def child(out: Path, rows: int, batch: int, repeats: int) -> dict:
                                    "top5": float((top5 == labels[:, None]).any(axis=1).mean())}
     result["cms_same_predictions"] = float((predictions["CMS factored"] == predictions["CMS direct"]).mean())
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peaks.append(matmul_peak())
+    peaks.append(matmul_peak(args.peak_n, args.peak_repeats))
     result["peak_gflops"] = max(peaks)  # the machine is shared: the better of before and after
     return result
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concepts", type=int, default=D, help="|D|")
+    parser.add_argument("--classes", type=int, default=C, help="|C|")
+    parser.add_argument("--dim", type=int, default=DIM, help="embedding width d")
+    parser.add_argument("--peak-n", type=int, default=2048, help="side of the matmul that measures the peak")
+    parser.add_argument("--peak-repeats", type=int, default=10)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "evaluate"))
+    parser.add_argument("--in-process", action="store_true",
+                        help="run each size in this process, not a child (smoke runs: the RSS figures mean nothing)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.child:
-        print(json.dumps(child(out, args.rows, args.batch, args.repeats)))
+        print(json.dumps(child(out, args.rows, args.batch, args.repeats, args)))
         return
 
+    sizes = ["--concepts", str(args.concepts), "--classes", str(args.classes), "--dim", str(args.dim),
+             "--peak-n", str(args.peak_n), "--peak-repeats", str(args.peak_repeats)]
     runs = []
     for rows, repeats in ((args.rows, args.repeats), (2 * args.rows, 1)):
-        world_files(out, rows)
-        proc = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--batch", str(args.batch),
-                               "--repeats", str(repeats), "--out", str(out)], capture_output=True, text=True,
-                              check=True)
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        world_files(out, rows, args)
+        runs.append(child_result(__file__, ["--rows", str(rows), "--batch", str(args.batch), "--repeats", str(repeats),
+                                            "--out", str(out), *sizes],
+                                 lambda: child(out, rows, args.batch, repeats, args), args.in_process))
     first = runs[0]
     peak = first["peak_gflops"]
-    print(f"{first['rows']:,} x {DIM} float16 image embeddings (NpyRows), |D|={D} concepts, |C|={C} classes, "
-          f"batch {args.batch}, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s "
-          f"(float32 2048^3, same process); best of {args.repeats}")
+    print(f"{first['rows']:,} x {args.dim} float16 image embeddings (NpyRows), |D|={args.concepts} concepts, "
+          f"|C|={args.classes} classes, batch {args.batch}, {torch.get_num_threads()} threads; matmul peak "
+          f"{peak:.1f} GFLOP/s (float32 {args.peak_n}^3, same process); best of {args.repeats}")
     for name, m in first["methods"].items():
         rate = first["rows"] / m["seconds"]
         achieved = m["flops_per_image"] * rate / 1e9

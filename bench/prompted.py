@@ -28,6 +28,8 @@ from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
 from sparse_cbm.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
 
+SMOKE_ARGS = ["--images", "1", "--repeats", "1"]  # a tiny run for the unit tier (tests/unit/test_bench.py)
+
 
 def measure(model: str, pretrained: str, images: int, repeats: int) -> None:
     s = Params().spatial
@@ -51,12 +53,12 @@ def measure(model: str, pretrained: str, images: int, repeats: int) -> None:
           f"({prompts.per_image} x {dim} fp16)")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--vit", action="store_true", help="also ViT-B-32 with random weights (slow on a CPU)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     prompts = Params().spatial.prompts
     measure(prompts.model, str(REPO / prompts.pretrained), args.images, args.repeats)
     if args.vit:

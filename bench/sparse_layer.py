@@ -20,6 +20,7 @@ size in a child process:
   grows with N; the B x C x D broadcast, 4.9 GB at batch 256, dominates the second).
 
 Usage: python bench/sparse_layer.py [--rows 100000] [--steps 4] [--batch 256] [--out bench/out/sparse_layer]
+       [--concepts 4751] [--classes 1000] [--dim 768] [--peak-n 2048] [--peak-repeats 10]
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import json
 import math
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import matmul_peak  # noqa: E402
+from bench.common import child_result, matmul_peak  # noqa: E402
 
 from sparse_cbm.bottleneck.model import ConceptBottleneck  # noqa: E402
 from sparse_cbm.bottleneck.sparse_layer import (BlockLoader, DiskTable, Standardised, activation_stats,  # noqa: E402
@@ -50,22 +50,27 @@ from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 
 D, C, DIM = 4751, 1000, 768
+DEFAULT_SHAPE = (D, C, DIM)  # the files of other shapes carry theirs in their names
+# a tiny run for the unit tier (tests/unit/test_bench.py); {tmp} is a scratch folder
+SMOKE_ARGS = ["--rows", "48", "--steps", "2", "--batch", "8", "--concepts", "16", "--classes", "4", "--dim", "16",
+              "--peak-n", "64", "--peak-repeats", "1", "--out", "{tmp}", "--in-process"]
 
 
-def activation_flops(batch: int) -> float:
+def activation_flops(batch: int, D: int = D, DIM: int = DIM) -> float:
     return 2.0 * batch * DIM * D + 2.0 * batch * D * D  # psi, then the CBL
 
 
-def saga_step_flops(batch: int) -> float:
+def saga_step_flops(batch: int, D: int = D, C: int = C, DIM: int = DIM) -> float:
     """A glm-saga step's products: the activations, the final layer's forward twice (it computes
     linear(X) for the loss and again for the softmax), and the two gradients (new and table's) that
     it forms as broadcasts, counted as the matrix products they amount to."""
-    return activation_flops(batch) + 2 * (2.0 * batch * D * C) + 2 * (2.0 * batch * C * D)
+    return activation_flops(batch, D, DIM) + 2 * (2.0 * batch * D * C) + 2 * (2.0 * batch * C * D)
 
 
-def world_files(out: Path, rows: int):
+def world_files(out: Path, rows: int, D: int = D, C: int = C, DIM: int = DIM):
     world = planted_world(num_classes=C, num_concepts=D, concepts_per_class=4, dim=DIM, seed=0)
-    path, labels_path = out / f"train_{rows}.npy", out / f"train_{rows}_labels.npy"
+    stem = f"train_{rows}" if (D, C, DIM) == DEFAULT_SHAPE else f"train_{rows}_{D}x{C}x{DIM}"
+    path, labels_path = out / f"{stem}.npy", out / f"{stem}_labels.npy"
     if not path.exists() or not labels_path.exists():
         np.save(labels_path, write_planted_npy(path, world, rows, seed=1))
     return world, path, labels_path
@@ -90,10 +95,10 @@ class Timed:
             yield batch
 
 
-def child_run(out: Path, rows: int, steps: int, batch: int) -> dict:
+def child_run(out: Path, rows: int, steps: int, batch: int, D: int = D, C: int = C, DIM: int = DIM) -> dict:
     from glm_saga.elasticnet import train_saga
 
-    world, path, labels_path = world_files(out, rows)
+    world, path, labels_path = world_files(out, rows, D, C, DIM)
     torch.manual_seed(0)
     model = ConceptBottleneck(world.concept_text, C, 100.0)
     activations = bottleneck_activations(model)
@@ -128,7 +133,7 @@ def child_run(out: Path, rows: int, steps: int, batch: int) -> dict:
             "rss_stream_mib": rss_stream, "rss_peak_mib": peak_rss_mib()}
 
 
-def gradient_forms(batch: int, repeats: int = 3) -> tuple:
+def gradient_forms(batch: int, repeats: int = 3, D: int = D, C: int = C) -> tuple:
     """Seconds of glm-saga's gradient (a[:, :, None] * X[:, None, :]).mean(0) and of a.T @ X / B."""
     a, x = torch.randn(batch, C), torch.randn(batch, D)
     best = [float("inf"), float("inf")]
@@ -142,52 +147,60 @@ def gradient_forms(batch: int, repeats: int = 3) -> tuple:
     return best[0], best[1]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=4, help="SAGA steps timed (after one warm-up step)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "sparse_layer"))
+    parser.add_argument("--concepts", type=int, default=D, help="|D|")
+    parser.add_argument("--classes", type=int, default=C, help="|C|")
+    parser.add_argument("--dim", type=int, default=DIM, help="embedding width d")
+    parser.add_argument("--peak-n", type=int, default=2048, help="side of the matmul that measures the peak")
+    parser.add_argument("--peak-repeats", type=int, default=10)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run each size in this process, not a child (smoke runs: the RSS figures mean nothing)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    n_d, n_c, dim = args.concepts, args.classes, args.dim
     if args.child:
-        print(json.dumps(child_run(out, args.rows, args.steps, args.batch)))
+        print(json.dumps(child_run(out, args.rows, args.steps, args.batch, n_d, n_c, dim)))
         return
 
     runs = []
     for rows in (args.rows, 2 * args.rows):
-        world_files(out, rows)
-        proc = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--steps", str(args.steps),
-                               "--batch", str(args.batch), "--out", str(out)], capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"child for {rows:,} rows failed:\n{proc.stderr[-3000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    peak = matmul_peak()
-    broadcast_s, matmul_s = gradient_forms(args.batch)
+        world_files(out, rows, n_d, n_c, dim)
+        runs.append(child_result(__file__, ["--rows", str(rows), "--steps", str(args.steps), "--batch", str(args.batch),
+                                            "--out", str(out), "--concepts", str(n_d), "--classes", str(n_c),
+                                            "--dim", str(dim)],
+                                 lambda: child_run(out, rows, args.steps, args.batch, n_d, n_c, dim), args.in_process))
+    peak = matmul_peak(args.peak_n, args.peak_repeats)
+    broadcast_s, matmul_s = gradient_forms(args.batch, D=n_d, C=n_c)
     first = runs[0]
     b = args.batch
     blocks = math.ceil(first["rows"] / b)
-    stream_gflops = activation_flops(b) * blocks / first["stream_s"] / 1e9
-    saga_gflops = saga_step_flops(b) / first["step_s"] / 1e9
-    print(f"|D|={D} |C|={C} d={DIM} batch {b}, {torch.get_num_threads()} threads, {first['rows']:,} rows in a float16 "
-          f".npy (NpyRows), SAGA table on disk; matmul peak {peak:.1f} GFLOP/s (float32 2048^3, same run)")
+    stream_gflops = activation_flops(b, n_d, dim) * blocks / first["stream_s"] / 1e9
+    saga_gflops = saga_step_flops(b, n_d, n_c, dim) / first["step_s"] / 1e9
+    print(f"|D|={n_d} |C|={n_c} d={dim} batch {b}, {torch.get_num_threads()} threads, {first['rows']:,} rows in a "
+          f"float16 .npy (NpyRows), SAGA table on disk; matmul peak {peak:.1f} GFLOP/s (float32 {args.peak_n}^3, "
+          f"same run)")
     print(f"streaming pass (activations per batch, mean/std/max lambda): {first['stream_s']:7.1f} s per pass | "
           f"{first['rows'] / first['stream_s']:8.0f} rows/s | {stream_gflops:6.1f} GFLOP/s, ratio {stream_gflops / peak:.2f}")
     print(f"SAGA epoch at one lambda (glm-saga train_saga): {first['step_s']:.2f} s a step (mean of {first['steps']} "
           f"after a warm-up) -> {first['step_s'] * blocks / 60:7.1f} min per pass of {first['rows']:,} rows "
           f"({first['step_s'] * math.ceil(1_281_167 / b) / 3600:.1f} h for ImageNet's 1,281,167) | "
           f"{saga_gflops:6.1f} GFLOP/s, ratio {saga_gflops / peak:.3f}")
-    print(f"  where it goes: glm-saga forms each of a step's two gradients as a {b} x {C} x {D} broadcast then a mean "
-          f"({b * C * D * 4 / 1e9:.1f} GB): {broadcast_s:.2f} s; the same gradient as a matrix product: {matmul_s:.3f} s "
-          f"({broadcast_s / matmul_s:.0f}x)")
+    print(f"  where it goes: glm-saga forms each of a step's two gradients as a {b} x {n_c} x {n_d} broadcast then a "
+          f"mean ({b * n_c * n_d * 4 / 1e9:.1f} GB): {broadcast_s:.2f} s; the same gradient as a matrix product: "
+          f"{matmul_s:.3f} s ({broadcast_s / matmul_s:.0f}x)")
     print(f"peak RSS after the streaming pass: {runs[0]['rss_stream_mib']:.0f} MiB for {runs[0]['rows']:,} rows, "
           f"{runs[1]['rss_stream_mib']:.0f} MiB for {runs[1]['rows']:,} rows "
           f"(ratio {runs[1]['rss_stream_mib'] / runs[0]['rss_stream_mib']:.2f}; flat = bounded by the batch)")
     print(f"peak RSS of the whole run (streaming pass + SAGA steps): {runs[0]['rss_peak_mib']:.0f} MiB for "
           f"{runs[0]['rows']:,} rows, {runs[1]['rss_peak_mib']:.0f} MiB for {runs[1]['rows']:,} rows "
-          f"(ratio {runs[1]['rss_peak_mib'] / runs[0]['rss_peak_mib']:.2f}; the {b} x {C} x {D} broadcast dominates)")
+          f"(ratio {runs[1]['rss_peak_mib'] / runs[0]['rss_peak_mib']:.2f}; the {b} x {n_c} x {n_d} broadcast dominates)")
 
 
 if __name__ == "__main__":
