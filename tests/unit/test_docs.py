@@ -17,8 +17,6 @@ from tests.conftest import REPO
 
 README_LIMIT = 8500  # bytes; the README is an entry point, the rest lives under docs/
 DOCS = sorted((REPO / "docs").glob("*.md"))
-# paths the docs name that another change adds (the bench smoke tests); harmless once they exist
-ADDED_ELSEWHERE = {"tests/unit/test_bench.py"}
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 POINTER = re.compile(r"docs/[\w.-]+\.md(?:#[\w-]+)?")
@@ -200,7 +198,7 @@ def test_every_docs_pointer_in_the_code_and_params_resolves():
 def test_every_code_path_the_docs_name_exists():
     missing = [f"{path.name}: {p}" for path in [REPO / "README.md", *DOCS]
                for p in CODE_PATH.findall(path.read_text(encoding="utf-8"))
-               if not (REPO / p).exists() and p not in ADDED_ELSEWHERE]
+               if not (REPO / p).exists()]
     assert missing == []
 
 
