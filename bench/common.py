@@ -3,6 +3,7 @@ ratios are measured against, the best-of-n timer, and a size's run in a child pr
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -52,3 +53,13 @@ def child_result(script: str, argv: list, run, in_process: bool = False) -> dict
     if proc.returncode:
         sys.exit(f"{Path(script).name} --child {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def add_scaling_args(parser: argparse.ArgumentParser) -> None:
+    """The options every script that measures growth with size shares: the matmul peak's size, and
+    where each size runs (a child process, or this one for smoke runs)."""
+    parser.add_argument("--peak-n", type=int, default=2048, help="side of the matmul that measures the peak")
+    parser.add_argument("--peak-repeats", type=int, default=10)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run each size in this process, not a child (smoke runs: the RSS figures mean nothing)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

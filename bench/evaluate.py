@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import child_result, matmul_peak  # noqa: E402
+from bench.common import add_scaling_args, child_result, matmul_peak  # noqa: E402
 from sparse_cbm.classifiers.cms import ConceptMatrixSearch  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
@@ -108,12 +108,8 @@ def main(argv=None) -> None:
     parser.add_argument("--concepts", type=int, default=D, help="|D|")
     parser.add_argument("--classes", type=int, default=C, help="|C|")
     parser.add_argument("--dim", type=int, default=DIM, help="embedding width d")
-    parser.add_argument("--peak-n", type=int, default=2048, help="side of the matmul that measures the peak")
-    parser.add_argument("--peak-repeats", type=int, default=10)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "evaluate"))
-    parser.add_argument("--in-process", action="store_true",
-                        help="run each size in this process, not a child (smoke runs: the RSS figures mean nothing)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_scaling_args(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
