@@ -208,15 +208,16 @@ def headline_block(root: Path) -> str:
              "| method | test top-1 |", "|---|---|"]
     lines += [f"| {label} | {_f(ev['test'][key]['top1'])} |" for key, label in ev["methods"].items()]
     cbm = quality["cbm"]
-    lines += ["",
-              f"Concept AUROC of the CBM's units: {_f(cbm['auroc'])} (CLIP's own concept scores: "
-              f"{_f(quality['clip_scores']['auroc'])}); its top-{cbm['precision_at_k']['k']} concepts by "
-              f"contribution are true {_f(cbm['precision_at_k']['by_contribution'])} of the time (a random ranking: "
-              f"{_f(cbm['precision_at_k']['random_ranking'])}). With `train.form: faithful` (l1, dense layer; "
-              f"`metrics/compare.json`): top-1 {_f(faithful['top1'])}, concept AUROC {_f(faithful['auroc'])}, "
-              f"precision@{faithful['precision_at_k']['k']} {_f(faithful['precision_at_k']['by_contribution'])}. "
-              f"SALF-CBM (`metrics/spatial.json`): top-1 {_f(spatial['test_top1'])} at NEC {_g(spatial['nec'])}, "
-              f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25)."]
+    at_k, f_at_k = cbm["precision_at_k"], faithful["precision_at_k"]
+    sentences = (
+        f"Concept AUROC of the CBM's units: {_f(cbm['auroc'])} (CLIP's own concept scores: "
+        f"{_f(quality['clip_scores']['auroc'])}); its top-{at_k['k']} concepts by contribution are true "
+        f"{_f(at_k['by_contribution'])} of the time (a random ranking: {_f(at_k['random_ranking'])}).",
+        f"With `train.form: faithful` (l1, dense layer; `metrics/compare.json`): top-1 {_f(faithful['top1'])}, "
+        f"concept AUROC {_f(faithful['auroc'])}, precision@{f_at_k['k']} {_f(f_at_k['by_contribution'])}.",
+        f"SALF-CBM (`metrics/spatial.json`): top-1 {_f(spatial['test_top1'])} at NEC {_g(spatial['nec'])}, "
+        f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25).")
+    lines += ["", " ".join(sentences)]
     return "\n".join(lines)
 
 
