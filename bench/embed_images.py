@@ -35,9 +35,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sparse_cbm_app.cli.pipeline import stage_command  # noqa: E402
 from sparse_cbm.clip.backbone import TINY_MODEL, load_backbone  # noqa: E402
-from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, render  # noqa: E402
-from sparse_cbm.params import default_params, deep_merge  # noqa: E402
+from sparse_cbm.datasets.shapes import render  # noqa: E402
+from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SIZES  # noqa: E402
+from sparse_cbm_app.params import default_params, deep_merge  # noqa: E402
 
 BATCH = 64
 # a tiny run for the unit tier (tests/unit/test_bench.py); {tmp} is a scratch folder. One stage run
@@ -91,7 +93,8 @@ def run_stage(project: Path, images: Path, model: str, workers: int, batch: int 
         params["threads"] = threads
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     (project / "stages").symlink_to(REPO / "stages")
-    probe = ("import resource, subprocess, sys; p = subprocess.run([sys.executable, '-m', 'stages.embed_images']); "
+    args = stage_command("embed_images", REPO)[1:]  # -m stages.embed_images --out ... (dvc.yaml's paths)
+    probe = (f"import resource, subprocess, sys; p = subprocess.run([sys.executable, *{args!r}]); "
              "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
              "sys.exit(p.returncode)")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")

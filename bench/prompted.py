@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import best_of  # noqa: E402
 from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
-from sparse_cbm.params import Params  # noqa: E402
+from sparse_cbm_app.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
 
 SMOKE_ARGS = ["--images", "1", "--repeats", "1"]  # a tiny run for the unit tier (tests/unit/test_bench.py)

@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 from bench.common import add_scaling_args, child_result, matmul_peak  # noqa: E402
 
 from sparse_cbm.bottleneck.model import ConceptBottleneck  # noqa: E402
-from sparse_cbm.bottleneck.sparse_layer import (BlockLoader, DiskTable, Standardised, activation_stats,  # noqa: E402
-                                                bottleneck_activations)
+from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable  # noqa: E402
+from sparse_cbm.bottleneck.sparse_layer import Standardised, activation_stats, bottleneck_activations  # noqa: E402
 from sparse_cbm.simulate import planted_world, write_planted_npy  # noqa: E402
 from sparse_cbm.storage.rows import NpyRows  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sparse_cbm.params import Params, load_params
+from sparse_cbm_app.params import Params, load_params
 from sparse_cbm.runtime.cpus import use_threads
 
 if TYPE_CHECKING:

@@ -13,20 +13,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Optional, Sequence
 
-from sparse_cbm.concepts.sources import concept_rows
+from sparse_cbm_app.concept_sources import concept_rows
 from sparse_cbm.concepts.table import SHARED, concept_table, write_concept_table
 from sparse_cbm.errors import ConceptSourceError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from stages.common import dataset_from, stage_params
 
-OUT = "data/concepts"
-CACHE = Path("data/concept_cache")
 log = logging.getLogger("stages.concepts")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("concepts", argv, "out", "cache")
+    OUT, CACHE = paths.out, Path(paths.cache)
     params = stage_params()
     c = params.concepts
     dataset = dataset_from(params)

@@ -9,23 +9,25 @@ stage ``spatial.features.layer``; or a torchvision model). Reads params ``seed``
 from __future__ import annotations
 
 import logging
+from typing import Optional, Sequence
 
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import write_feature_cache
 from sparse_cbm.spatial.features import feature_backbone
 from stages.common import backbone_from, dataset_from, stage_params
 
-OUT, SCRATCH = "data/spatial/features", "data/.scratch/embed_features"
 log = logging.getLogger("stages.embed_features")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("embed_features", argv, "out", "scratch")
     params = stage_params()
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params))
-    manifests = write_feature_cache(dataset_from(params), features, OUT, SCRATCH, batch_size=params.spatial.batch_size)
+    manifests = write_feature_cache(dataset_from(params), features, paths.out, paths.scratch,
+                                    batch_size=params.spatial.batch_size)
     for split, m in manifests.items():
-        log.info("wrote %s/%s: %d images x %s", OUT, split, m["images"], " x ".join(map(str, m["shape"])))
+        log.info("wrote %s/%s: %d images x %s", paths.out, split, m["images"], " x ".join(map(str, m["shape"])))
 
 
 if __name__ == "__main__":

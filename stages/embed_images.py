@@ -7,26 +7,26 @@ Unfinished work waits in ``data/.scratch/embed_images/`` and a rerun resumes it.
 from __future__ import annotations
 
 import logging
+from typing import Optional, Sequence
 
 from sparse_cbm.storage.image_cache import write_image_cache
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from stages.common import backbone_from, dataset_from, stage_params
 
-OUT = "data/image_cache"
-SCRATCH = "data/.scratch/embed_images"
 log = logging.getLogger("stages.embed_images")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("embed_images", argv, "out", "scratch")
     params = stage_params()
     backbone = backbone_from(params)
     dataset = dataset_from(params)
     log.info("dataset %s: %d classes", dataset.name, len(dataset.classes))
-    manifests = write_image_cache(dataset, backbone, OUT, SCRATCH, batch_size=params.backbone.batch_size,
+    manifests = write_image_cache(dataset, backbone, paths.out, paths.scratch, batch_size=params.backbone.batch_size,
                                   num_workers=params.backbone.num_workers, skip_corrupt=params.dataset.skip_corrupt,
                                   extra_manifest={"seed": params.seed, "val_fraction": params.dataset.val_fraction})
     for split, m in manifests.items():
-        log.info("wrote %s/%s: %d x %d", OUT, split, m["count"], m["dim"])
+        log.info("wrote %s/%s: %d x %d", paths.out, split, m["count"], m["dim"])
 
 
 if __name__ == "__main__":

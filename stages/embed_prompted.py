@@ -11,17 +11,18 @@ Unfinished work waits in ``data/.scratch/embed_prompted/`` and a rerun resumes i
 from __future__ import annotations
 
 import logging
+from typing import Optional, Sequence
 
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import write_prompted_cache
 from sparse_cbm.spatial.prompts import PromptedCopies
 from stages.common import dataset_from, prompting_backbone, stage_params
 
-OUT, SCRATCH = "data/spatial/prompted", "data/.scratch/embed_prompted"
 log = logging.getLogger("stages.embed_prompted")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("embed_prompted", argv, "out", "scratch")
     params = stage_params()
     s = params.spatial
     backbone = prompting_backbone(params)
@@ -30,11 +31,11 @@ def main() -> None:
     describe = {"radius": s.radius, "line_width": s.line_width, "colour": list(s.colour)}
     log.info("%d ringed copies per image (grid %d x %d, radius %g px, line %g px)", prompts.per_image, s.grid, s.grid,
              s.radius, s.line_width)
-    manifests = write_prompted_cache(dataset, prompts, {"train": s.train_images, "test": s.test_images}, OUT, SCRATCH,
-                                     seed=params.seed, batch_size=s.batch_size, describe=describe)
+    manifests = write_prompted_cache(dataset, prompts, {"train": s.train_images, "test": s.test_images}, paths.out,
+                                     paths.scratch, seed=params.seed, batch_size=s.batch_size, describe=describe)
     for split, m in manifests.items():
-        log.info("wrote %s/%s: %d images x %d copies x %d (%.1f MB per 1,000 images)", OUT, split, m["images"],
-                 m["per_image"], m["dim"], m["per_image"] * m["dim"] * 2 / 1e3)
+        log.info("wrote %s/%s: %d images x %d copies x %d (%.1f MB per 1,000 images)", paths.out, split,
+                 m["images"], m["per_image"], m["dim"], m["per_image"] * m["dim"] * 2 / 1e3)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 from sparse_cbm.concepts.table import read_concept_table
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.text_cache import write_text_cache
 from stages.common import backbone_from, stage_params
 
-IN = Path("data/filtered")
-OUT = "data/text_cache"
 log = logging.getLogger("stages.embed_text")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("embed_text", argv, "filtered", "out")
+    IN, OUT = Path(paths.filtered), paths.out
     params = stage_params()
     e = params.embed_text
     classes = json.loads((IN / "classes.json").read_text(encoding="utf-8"))["classes"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,26 +29,19 @@ from sparse_cbm.evaluation.embedding_map import embedding_map
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
 from sparse_cbm.evaluation.metrics import classification_report
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
-from sparse_cbm.runtime.runner import run_stage
-from sparse_cbm.storage.image_cache import read_image_split
-from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
+from sparse_cbm.runtime.runner import run_stage, stage_paths
+from sparse_cbm.storage.inputs import read_cached_inputs
 from stages.common import dataset_from, stage_params
 
-IMAGES, TEXT, MODEL, OUT = "data/image_cache", "data/text_cache", "data/model", "data/evaluation"
-CONCEPTS, METRICS, PLOTS = Path("data/filtered/concepts.txt"), Path("metrics/evaluate.json"), Path("plots/evaluate")
 SUMMARY = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1")
 log = logging.getLogger("stages.evaluate")
 
 
-def load_inputs(params):
-    splits = {s: read_image_split(IMAGES, s) for s in ("train", "val", "test")}
-    backbone = splits["train"].manifest["backbone"]
-    for s in ("val", "test"):
-        read_image_split(IMAGES, s, expect_backbone=backbone)
-    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
-    text = read_text_cache(TEXT, expect_backbone=backbone, expect_concepts_sha256=concept_list_sha256(concepts))
-    model, config = load_bottleneck(MODEL, expect_concepts_sha256=concept_list_sha256(concepts),
-                                    expect_backbone=backbone)
+def load_inputs(params, paths):
+    cached = read_cached_inputs(paths.images, ("train", "val", "test"), concepts=paths.concepts, text=paths.text)
+    splits, concepts, text = cached.splits, cached.concepts, cached.text
+    model, config = load_bottleneck(paths.model, expect_concepts_sha256=cached.concepts_sha256,
+                                    expect_backbone=cached.backbone)
     rows = {s: split.rows() for s, split in splits.items()}
     inputs = EvaluationInputs(
         concepts=concepts, classes=config["classes"], concept_embeddings=text.concept_embeddings,
@@ -60,10 +54,11 @@ def load_inputs(params):
     return splits, rows, text, model, config, inputs
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("evaluate", argv, "images", "text", "concepts", "model", "out", "plots", "metrics")
     params = stage_params()
     e = params.evaluate
-    splits, rows, text, model, config, inputs = load_inputs(params)
+    splits, rows, text, model, config, inputs = load_inputs(params, paths)
     classes = inputs.classes
     classifiers = build_classifiers(inputs)
     results, reports = {}, {}
@@ -98,22 +93,22 @@ def main() -> None:
                                  max_k=e.concept_quality.intervention_max_k,
                                  deletion_steps=e.concept_quality.deletion_steps)
         metrics["concept_quality"] = {"models": {n: s.label for n, s in scorers.items()}, **quality["summary"]}
-    write_plots(quality)
-    write_outputs(params, scorers, splits["test"], rows["test"], inputs, reports["test"], quality)
-    atomic_write_json(METRICS, metrics)
+    write_plots(Path(paths.plots), quality)
+    write_outputs(paths.out, params, scorers, splits["test"], rows["test"], inputs, reports["test"], quality)
+    atomic_write_json(Path(paths.metrics), metrics)
     log.info("test top-1: %s", ", ".join(f"{m} {r['top1']:.4f}" for m, r in results["test"].items()))
 
 
-def write_plots(quality) -> None:
+def write_plots(plots: Path, quality) -> None:
     """The intervention and deletion curves (DVC plots); only their x column without annotations."""
-    PLOTS.mkdir(parents=True, exist_ok=True)
+    plots.mkdir(parents=True, exist_ok=True)
     for name, x in (("intervention", "k"), ("deletion", "step")):
         frame = None if quality is None else quality[name]
         frame = pd.DataFrame({x: []}) if frame is None else frame
-        atomic_write_text(PLOTS / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(plots / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
 
 
-def write_outputs(params, scorers, test_split, test_rows, inputs, test_reports, quality) -> None:
+def write_outputs(out, params, scorers, test_split, test_rows, inputs, test_reports, quality) -> None:
     """data/evaluation/: per-class table, confusion, AUROC per concept, explanations with thumbnails,
     class concepts, PCA map."""
     e, classes, cbm = params.evaluate, inputs.classes, scorers["cbm"]
@@ -128,7 +123,7 @@ def write_outputs(params, scorers, test_split, test_rows, inputs, test_reports, 
     position = {image_id: k for k, image_id in enumerate(source.ids)}
     table = pd.DataFrame({"class": classes, "test_images": [r["support"] for r in test_reports["cbm"]["per_class"]],
                           **{m: [r["accuracy"] for r in rep["per_class"]] for m, rep in test_reports.items()}})
-    with atomic_directory(OUT) as tmp:
+    with atomic_directory(out) as tmp:
         table.to_csv(tmp / "per_class.csv", index=False, float_format="%.4f")
         atomic_write_json(tmp / "confusion.json", {"classes": classes,
                                                    "matrix": test_reports["cbm"]["confusion_matrix"]})

@@ -12,35 +12,33 @@ CLIP's concept embeddings (``data/spatial/prompt_concepts``), the dataset (image
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from sparse_cbm.bottleneck.final_layer import nec
 from sparse_cbm.classifiers.linear_probe import fit_linear_probe, unit_matrix
 from sparse_cbm.evaluation.concept_quality import match_annotations
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial import evaluate as sev
 from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
 from sparse_cbm.spatial.checkpoint import load_spatial
 from sparse_cbm.spatial.features import feature_backbone
 from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
 from sparse_cbm.spatial.model import EmbeddingHead, SpatialClassifier
-from sparse_cbm.storage.image_cache import read_image_split
+from sparse_cbm.storage.inputs import read_cached_inputs, read_concept_list
 from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import backbone_from, dataset_from, stage_params
 
-IMAGES, MODEL, PROMPT_CONCEPTS = "data/image_cache", "data/spatial/model", "data/spatial/prompt_concepts"
-FEATURES, PROMPTED, OUT = "data/spatial/features", "data/spatial/prompted", "data/spatial/evaluation"
-CONCEPTS, METRICS = Path("data/filtered/concepts.txt"), Path("metrics/spatial.json")
 log = logging.getLogger("stages.evaluate_spatial")
 
 
-def black_box(params, backbone) -> EmbeddingHead:
+def black_box(params, backbone, images: str) -> EmbeddingHead:
     """A linear probe on the backbone's embeddings (fitted as the evaluate stage fits it), as a model of images."""
-    train, val = (read_image_split(IMAGES, s) for s in ("train", "val"))
+    train, val = read_cached_inputs(images, ("train", "val")).splits.values()
     lp = params.evaluate.linear_probe
     probe = fit_linear_probe((unit_matrix(train.rows()), train.labels), (unit_matrix(val.rows()), val.labels),
                              cs=lp.cs, max_iter=lp.max_iter, seed=params.seed)
@@ -51,17 +49,18 @@ def black_box(params, backbone) -> EmbeddingHead:
     return EmbeddingHead(backbone.model.encode_image, coef, bias, backbone.model).eval()
 
 
-def build(params, prompted):
-    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
-    model, config = load_spatial(MODEL, expect_concepts_sha256=concept_list_sha256(concepts))
-    embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts), prompted.manifest["backbone"])
+def build(params, prompted, paths):
+    concepts = read_concept_list(paths.concepts)
+    model, config = load_spatial(paths.model, expect_concepts_sha256=concept_list_sha256(concepts))
+    embeddings = read_prompt_concepts(paths.prompt_concepts, concept_list_sha256(concepts),
+                                      prompted.manifest["backbone"])
     backbone = backbone_from(params)
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone)
     dataset = dataset_from(params)
     cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), features.target_layer)}
     if f.backbone == "clip":
-        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone), features.target_layer)
+        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone, paths.images), features.target_layer)
     matched = match_annotations(concepts, dataset.attributes)
     ev = sev.SpatialEvaluation(
         model=model, feature_shape=tuple(config["feature_shape"]), grid=config["grid"],
@@ -72,15 +71,17 @@ def build(params, prompted):
     return ev, config
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("evaluate_spatial", argv, "images", "concepts", "model", "features", "prompted",
+                        "prompt_concepts", "out", "metrics")
     params = stage_params()
     e = params.spatial.evaluate
-    features, prompted = read_features(FEATURES, "test"), read_prompted(PROMPTED, "test")
-    ev, config = build(params, prompted)
+    features, prompted = read_features(paths.features, "test"), read_prompted(paths.prompted, "test")
+    ev, config = build(params, prompted, paths)
     labels = np.asarray(ev.source.labels)
     pred = sev.spatial_predictions(ev.model, features.outputs, ev.feature_shape)
     metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),
-               "nec": round(float((ev.model.fc.weight != 0).sum()) / ev.model.num_classes, 2)}
+               "nec": round(nec(ev.model.fc.weight), 2)}
     log.info("SALF-CBM test top-1 %.4f on %d images", metrics["test_top1"], len(labels))
     rows = prompted.rows
     if ev.source.object_map(int(rows[0])) is None:
@@ -95,12 +96,12 @@ def main() -> None:
         panels = sev.heatmap_panels(ev, rows, features.outputs, e.panels, e.k)
     metrics["heatmap_images"] = int(len(sev.decided_by_object(ev, rows))) if panels else 0
     metrics["prompted_test_images"] = int(len(rows))
-    with atomic_directory(OUT) as tmp:
+    with atomic_directory(paths.out) as tmp:
         pd.DataFrame({"label": labels, "prediction": pred}).to_parquet(tmp / "predictions.parquet", index=False)
         if panels:
             np.savez_compressed(tmp / "panels.npz", **panels, concept_names=np.array(config["concepts"]),
                                 class_names=np.array(config["classes"]))
-    atomic_write_json(METRICS, metrics)
+    atomic_write_json(paths.metrics, metrics)
     log.info("spatial metrics: %s", {k: v for k, v in metrics.items() if k != "heatmaps"})
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Optional, Sequence
 
 import torch.nn.functional as F
 
@@ -21,18 +22,17 @@ from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
 from sparse_cbm.storage.image_cache import read_image_split
 from sparse_cbm.concept_filter.presence import presence_scores
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.text_cache import concept_list_text
 from sparse_cbm.concept_filter.text_similarity import TextEncoder
 from stages.common import backbone_from, stage_params
 
-IN = "data/concepts"
-IMAGES = "data/image_cache"
-OUT = "data/filtered"
 log = logging.getLogger("stages.filter")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("filter", argv, "concepts", "images", "out")
+    IN, IMAGES, OUT = paths.concepts, paths.images, paths.out
     params = stage_params()
     f = params.filter
     table = read_concept_table(f"{IN}/concepts.parquet")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -21,11 +22,10 @@ from sparse_cbm.report.page import Page, Section, headline_table, method_label, 
     render_html, render_markdown
 from sparse_cbm.report.spatial import spatial_sections
 from sparse_cbm.report.trust import trust_sections
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 
-EVAL, PLOTS, OUT = Path("data/evaluation"), Path("plots/train"), "reports"
-EVAL_PLOTS, COMPARE = Path("plots/evaluate"), Path("metrics/compare.json")
-SPATIAL, SPATIAL_TRAIN, SPATIAL_EVAL = "metrics/spatial.json", "metrics/spatial_train.json", Path("data/spatial/evaluation")
+READS = ("evaluate_metrics", "train_metrics", "compare_metrics", "spatial_metrics", "spatial_train_metrics",
+         "filter_summary", "image_manifest", "evaluation", "train_plots", "evaluate_plots", "spatial_evaluation")
 log = logging.getLogger("stages.report")
 
 
@@ -33,11 +33,13 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def build(tmp: Path) -> Page:
-    metrics = read_json("metrics/evaluate.json")
-    train_metrics = read_json("metrics/train.json")
-    summary = read_json("data/filtered/summary.json")
-    manifest = read_json("data/image_cache/test/manifest.json")
+def build(tmp: Path, paths) -> Page:
+    EVAL, PLOTS, EVAL_PLOTS = Path(paths.evaluation), Path(paths.train_plots), Path(paths.evaluate_plots)
+    SPATIAL_EVAL = Path(paths.spatial_evaluation)
+    metrics = read_json(paths.evaluate_metrics)
+    train_metrics = read_json(paths.train_metrics)
+    summary = read_json(paths.filter_summary)
+    manifest = read_json(paths.image_manifest)
     explanations = read_json(EVAL / "explanations.json")
     class_concepts = read_json(EVAL / "class_concepts.json")
     confusion = read_json(EVAL / "confusion.json")
@@ -75,9 +77,9 @@ def build(tmp: Path) -> Page:
         Section("Sparsity", "Of the CBM's concept activations (test) and its final-layer weights.",
                 table=[["measure", "value"], *[[k, v] for k, v in sparsity.items()]]),
     ]
-    sections += trust_sections(metrics, read_json(COMPARE), EVAL, EVAL_PLOTS, tmp)
-    sections += spatial_sections(read_json(SPATIAL), read_json(SPATIAL_TRAIN), metrics, train_metrics,
-                                 SPATIAL_EVAL / "panels.npz", tmp)
+    sections += trust_sections(metrics, read_json(paths.compare_metrics), EVAL, EVAL_PLOTS, tmp)
+    sections += spatial_sections(read_json(paths.spatial_metrics), read_json(paths.spatial_train_metrics), metrics,
+                                 train_metrics, SPATIAL_EVAL / "panels.npz", tmp)
     sections += [
         Section("Training", f"objective {train_metrics['objective']} ({train_metrics['form']} form), kept epoch "
                 f"{train_metrics['kept_epoch']} of {train_metrics['epochs_run']}; final layer "
@@ -102,12 +104,13 @@ def build(tmp: Path) -> Page:
                 sections=sections)
 
 
-def main() -> None:
-    with atomic_directory(OUT) as tmp:
-        page = build(tmp)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("report", argv, *READS, "out")
+    with atomic_directory(paths.out) as tmp:
+        page = build(tmp, paths)
         (tmp / "report.md").write_text(render_markdown(page), encoding="utf-8")
         (tmp / "index.html").write_text(render_html(page, tmp), encoding="utf-8")
-    log.info("wrote %s/index.html and %s/report.md", OUT, OUT)
+    log.info("wrote %s/index.html and %s/report.md", paths.out, paths.out)
 
 
 if __name__ == "__main__":

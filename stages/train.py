@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from sparse_cbm.bottleneck.checkpoint import save_bottleneck
 from sparse_cbm.bottleneck.config import objective_label, resolve_ce_to_cbl
+from sparse_cbm.bottleneck.final_layer import nec
 from sparse_cbm.bottleneck.train import evaluate_split, train_bottleneck
-from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.device import resolve_device
-from sparse_cbm.runtime.runner import run_stage
-from sparse_cbm.storage.image_cache import read_image_split
-from sparse_cbm.storage.text_cache import concept_list_sha256, read_text_cache
+from sparse_cbm.runtime.runner import run_stage, stage_paths
+from sparse_cbm.storage.inputs import read_cached_inputs
+from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import stage_params
 
-IMAGES, TEXT, FILTERED = "data/image_cache", "data/text_cache", Path("data/filtered")
-MODEL, PLOTS, METRICS = "data/model", Path("plots/train"), Path("metrics/train.json")
 log = logging.getLogger("stages.train")
 
 
@@ -35,18 +34,14 @@ def rounded(record: dict, digits: int = 6) -> dict:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in record.items()}
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("train", argv, "images", "text", "concepts", "model", "plots", "metrics")
+    MODEL, PLOTS, METRICS = paths.model, Path(paths.plots), Path(paths.metrics)
     params = stage_params()
     t = params.train
-    train = read_image_split(IMAGES, "train")
-    val = read_image_split(IMAGES, "val", expect_backbone=train.manifest["backbone"])
-    concepts = (FILTERED / "concepts.txt").read_text(encoding="utf-8").splitlines()
-    text = read_text_cache(TEXT, expect_backbone=train.manifest["backbone"],
-                           expect_concepts_sha256=concept_list_sha256(concepts))
-    classes = train.manifest["dataset"]["classes"]
-    if text.manifest["classes"] != classes:
-        raise CacheMismatchError(f"{TEXT} was made for the classes {text.manifest['classes'][:5]}..., the image cache "
-                                 f"holds {classes[:5]}...: rerun `dvc repro` so that both come from one dataset.")
+    inputs = read_cached_inputs(paths.images, ("train", "val"), concepts=paths.concepts, text=paths.text)
+    train, val = inputs.splits["train"], inputs.splits["val"]
+    concepts, text, classes = inputs.concepts, inputs.text, inputs.classes
     label, ce_to_cbl = objective_label(params.loss, t), resolve_ce_to_cbl(params.loss, t.ce_to_cbl)
     device = str(resolve_device(t.device))
     log.info("training %s on %d images, %d concepts, %d classes (CE reaches the CBL: %s)", label,
@@ -72,7 +67,7 @@ def main() -> None:
     metrics = {"loss": params.loss, "objective": label, "form": t.form, "final_layer": t.final_layer,
                "ce_to_cbl": ce_to_cbl, "kept_epoch": result.kept_epoch, "epochs_run": len(result.epochs),
                "units": len(result.model.units), "dropped_concepts": dropped,
-               "nec": round(float((result.model.fc.weight.detach() != 0).sum()) / len(classes), 2),
+               "nec": round(nec(result.model.fc.weight), 2),
                **{f"{split}_{k}": v for split, m in final.items() for k, v in m.items()}}
     atomic_write_json(METRICS, rounded(metrics, 4))
     log.info("kept epoch %d: val top-1 %.4f, top-5 %.4f; %.1f s", result.kept_epoch, final["val"]["top1"],

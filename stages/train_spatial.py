@@ -12,30 +12,34 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pandas as pd
 
+from sparse_cbm.bottleneck import final_layer
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
 from sparse_cbm.runtime.device import resolve_device
-from sparse_cbm.runtime.runner import run_stage
+from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
 from sparse_cbm.spatial.checkpoint import save_spatial
 from sparse_cbm.spatial.train import train_spatial
-from sparse_cbm.storage.image_cache import read_image_split
+from sparse_cbm.storage.inputs import read_cached_inputs
 from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import stage_params
 
-IMAGES, CONCEPTS = "data/image_cache", Path("data/filtered/concepts.txt")
-FEATURES, PROMPTED, PROMPT_CONCEPTS = "data/spatial/features", "data/spatial/prompted", "data/spatial/prompt_concepts"
-MODEL, PLOTS, METRICS = "data/spatial/model", Path("plots/spatial"), Path("metrics/spatial_train.json")
 log = logging.getLogger("stages.train_spatial")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    paths = stage_paths("train_spatial", argv, "images", "concepts", "features", "prompted", "prompt_concepts",
+                        "model", "plots", "metrics")
+    FEATURES, PROMPTED, PROMPT_CONCEPTS = paths.features, paths.prompted, paths.prompt_concepts
+    MODEL, PLOTS, METRICS = paths.model, Path(paths.plots), Path(paths.metrics)
     params = stage_params()
     s = params.spatial
-    labels = {split: read_image_split(IMAGES, split).labels for split in ("train", "val")}
+    images = read_cached_inputs(paths.images, ("train", "val"), concepts=paths.concepts)
+    labels = {split: images.splits[split].labels for split in ("train", "val")}
     features = {split: read_features(FEATURES, split) for split in ("train", "val")}
     prompted = read_prompted(PROMPTED, "train")
     for split, f in features.items():
@@ -45,10 +49,10 @@ def main() -> None:
     if prompted.manifest["shape"] != [s.grid, s.grid]:
         raise CacheMismatchError(f"{PROMPTED} was made on a {prompted.manifest['shape']} grid, spatial.grid is {s.grid}: "
                                  f"run `dvc repro embed_prompted`.")
-    concepts = CONCEPTS.read_text(encoding="utf-8").splitlines()
+    concepts = images.concepts
     concept_embeddings = read_prompt_concepts(PROMPT_CONCEPTS, concept_list_sha256(concepts),
                                               prompted.manifest["backbone"])
-    classes = read_image_split(IMAGES, "train").manifest["dataset"]["classes"]
+    classes = images.classes
     shape = tuple(features["train"].manifest["shape"])
     log.info("SALF-CBM: %d concepts on %s feature maps, %d prompted train images", len(concepts), shape,
              prompted.manifest["images"])
@@ -67,7 +71,7 @@ def main() -> None:
     # the path's points without their wall-clock seconds (logged above): the same params give the same bytes
     path = pd.DataFrame(result.sparse_path).drop(columns=["seconds"], errors="ignore")
     atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
-    nec = float((result.model.fc.weight != 0).sum()) / len(classes)
+    nec = final_layer.nec(result.model.fc.weight)
     atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2),
                                 "epochs": s.epochs})
     log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, nec, result.seconds)

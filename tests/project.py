@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparse_cbm.cli.repo import dvc, env_for_children, run  # noqa: F401 (the tests' run and dvc)
+from sparse_cbm_app.cli.repo import dvc, env_for_children, run  # noqa: F401 (the tests' run and dvc)
 from tests.conftest import REPO
 
 
@@ -45,7 +45,7 @@ def copy_quick_project(dest: Path) -> Path:
     `dvc repro` takes minutes. Its numbers are not the committed results (those are checked in
     tests/unit/test_committed_results.py, and `sparse-cbm verify` proves they reproduce)."""
     copy_project(dest)
-    run([sys.executable, "-m", "sparse_cbm.cli", "params", "apply", QUICK], dest)
+    run([sys.executable, "-m", "sparse_cbm_app.cli", "params", "apply", QUICK], dest)
     run(["git", "commit", "-qam", f"params: the {QUICK} profile"], dest)
     return dest
 

@@ -1,4 +1,5 @@
-"""Run one stage with every params access recorded: ``python -m tests.trace_stage <stage> <out.json>``.
+"""Run one stage with every params access recorded: ``python -m tests.trace_stage <stage> <out.json> [args...]``
+(``args``: the stage's own command-line arguments, its paths as dvc.yaml's ``cmd`` passes them).
 
 ``load_params`` is replaced by one that returns a recording proxy of the same Params: each
 leaf read (``params.train.cbl.lr``) is recorded as its dotted key, and a whole section
@@ -15,7 +16,7 @@ from typing import Any, Set
 
 from pydantic import BaseModel
 
-import sparse_cbm.params as params_module
+import sparse_cbm_app.params as params_module
 
 
 class Recording:
@@ -43,10 +44,11 @@ class Recording:
         raise AttributeError("params are read-only in a stage")
 
 
-def main(stage: str, out: str) -> int:
+def main(stage: str, out: str, args=()) -> int:
     seen: Set[str] = set()
     original = params_module.load_params
     params_module.load_params = lambda path="params.yaml": Recording(original(path), "", seen)
+    sys.argv[1:] = list(args)  # what the stage parses (run_module replaces only argv[0])
     code = 0
     try:
         runpy.run_module(f"stages.{stage}", run_name="__main__", alter_sys=True)
@@ -59,4 +61,4 @@ def main(stage: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

@@ -1,6 +1,6 @@
 """The training configuration: the ``train:`` section of params.yaml, with every default.
 
-The library owns this schema; ``sparse_cbm.params`` composes it into the whole file.
+The library owns this schema; ``sparse_cbm_app.params`` composes it into the whole file.
 Choices (objectives, Gumbel forms, tau schedules, optimizers) come from the modules
 that implement them, so a name is defined once.
 """
@@ -12,7 +12,8 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from sparse_cbm.bottleneck.objectives import OBJECTIVES, get_objective
-from sparse_cbm.bottleneck.objectives.gumbel import GUMBEL_FORMS, RELEASED_HARD_ERROR, TAU_SCHEDULES
+from sparse_cbm.bottleneck.objectives.gumbel import (FAITHFUL_RELEASED_ERROR, GUMBEL_FORMS, RELEASED_HARD_ERROR,
+                                                     TAU_SCHEDULES)
 from sparse_cbm.bottleneck.optim import LR_SCHEDULES, OPTIMIZERS
 from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel
@@ -103,10 +104,6 @@ class TrainParams(StrictModel):
                                                                        "path (glm-saga)")
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="where training runs: `auto` (the profiles), "
                                                                    "`cpu`, `cuda`, `cuda:N`, `mps`")
-
-
-FAITHFUL_RELEASED_ERROR = ("train.form: faithful pairs CBL output m with concept m, and the released Gumbel objective "
-                           "has no targets to pair: with loss gumbel use train.gumbel.objective: paper.")
 
 
 def check_combination(loss: str, params: TrainParams) -> None:

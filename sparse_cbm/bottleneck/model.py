@@ -1,6 +1,7 @@
 """The concept bottleneck model of the paper (section 4.3), on cached CLIP embeddings:
-psi (CLIP's concept scores) -> CBL -> final layer (``DenseLayer``, or ``StandardizedLinear``: the
-sparse layer's standardised activations, weights and bias). See docs/methods.md#the-model.
+psi (CLIP's concept scores) -> CBL -> final layer (``final_layer.DenseLayer``, or
+``final_layer.StandardizedLinear``: the sparse layer's standardised activations, weights and bias).
+See docs/methods.md#the-model.
 
 ``forward`` returns all three stages of a pass (``BottleneckOutput``), so no caller rewrites the
 pass to get at the middle of it. ``units[k]`` is the concept index of CBL unit k: every concept by
@@ -16,47 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparse_cbm.bottleneck.final_layer import DenseLayer, StandardizedLinear
+
 
 class BottleneckOutput(NamedTuple):
     scores: torch.Tensor  # psi: logit_scale x cos(image, concept), (B, |D|)
     activations: torch.Tensor  # S = CBL(psi), (B, units): the bottleneck, one unit per concept
     logits: torch.Tensor  # final layer (S), (B, |C|)
-
-
-class DenseLayer(nn.Linear):
-    """The paper's final layer: logits = W S, no bias."""
-
-    def __init__(self, units: int, num_classes: int):
-        super().__init__(units, num_classes, bias=False)
-
-    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """W[c, m] * a_m: they sum to the logit of c."""
-        return self.weight[classes] * activations
-
-
-class StandardizedLinear(nn.Module):
-    """logits = W (S - mean) / std + b: the sparse final layer, fitted on standardised activations."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.weight = nn.Parameter(torch.as_tensor(weight, dtype=torch.float32).clone())
-        self.bias = nn.Parameter(torch.as_tensor(bias, dtype=torch.float32).clone())
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
-
-    @classmethod
-    def empty(cls, units: int, num_classes: int) -> "StandardizedLinear":
-        return cls(torch.zeros(num_classes, units), torch.zeros(num_classes), torch.zeros(units), torch.ones(units))
-
-    def standardize(self, activations: torch.Tensor) -> torch.Tensor:
-        return (activations - self.mean) / self.std
-
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.standardize(activations) @ self.weight.T + self.bias
-
-    def contributions(self, activations: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """W[c, m] * (a_m - mean_m) / std_m: they sum to the logit of c minus its bias."""
-        return self.weight[classes] * self.standardize(activations)
 
 
 class ConceptBottleneck(nn.Module):

@@ -8,25 +8,8 @@ train and val top-1, weight and bias. The objective, the path, NEC and ANEC-5: s
 docs/methods.md#two-final-layers-dense-and-sparse. ``tests/unit/bottleneck/test_sparse_layer.py``
 checks it reaches scikit-learn's solution of the same objective.
 
-Memory. Nothing N x |D| is ever held: the train split's image embeddings (an array, a
-memory map or ``NpyRows``) are read a batch at a time, and the CBL activations are computed
-per batch by glm-saga's ``preprocess`` hook. glm-saga's SAGA table (one float32 per example
-and class: 5 GB at ImageNet's 1.28M x 1,000) lives in memory, or, with ``table="disk"``
-(and ``"auto"`` above ``table_budget_bytes``), in a temporary file read and written with
-``os.pread``/``os.pwrite`` (``DiskTable``). What glm-saga does with the table (glm_saga
-0.1.2, ``elasticnet.py``, read for this): ``train_saga`` takes ``state["a_table"].to(
-table_device)`` at its start (or makes ``torch.zeros(n_ex, n_classes)`` when no state is
-given), reads ``a_table[idx].to(device)`` and writes ``a_table[idx] = a.to(table_device)``
-once per batch, and returns ``a_table.cpu()`` in the state it hands back (after the last
-epoch, on its tolerance test or on its look-behind test); ``glm_saga`` passes that state to
-the next lambda and returns it; nothing else touches it. ``DiskTable`` implements exactly
-these four operations.
-
-Batches are contiguous blocks of rows; what is shuffled, with a seeded generator and a
-fresh order every pass, is the order of the blocks (``BlockLoader``), so the table is read
-and written a block at a time. SAGA over a fixed partition into minibatches minimises the
-same objective (each block is one term of the sum). On a file sorted by class, blocks are
-one class each; the solution is the same, convergence may be slower.
+Memory: nothing N x |D| is ever held; the train split is read a block at a time (``saga_rows.BlockLoader``)
+and glm-saga's SAGA table may live on disk (``saga_rows.DiskTable``): see ``sparse_cbm.bottleneck.saga_rows``.
 """
 
 from __future__ import annotations
@@ -35,7 +18,6 @@ import contextlib
 import io
 import logging
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -47,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparse_cbm.storage.rows import FileRows, NpyRows
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
+from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable
 
 log = logging.getLogger(__name__)
 
@@ -55,84 +38,6 @@ Activations = Callable[[torch.Tensor], torch.Tensor]  # raw image embeddings (B,
 Split = Tuple[object, np.ndarray]  # (embeddings: array, memory map or NpyRows, labels (N,) int)
 
 TABLE_BUDGET_BYTES = 512 * 2 ** 20  # table="auto" goes to disk above this
-
-
-# ----------------------------------------------------------------------------------------------
-# The layer
-
-
-@dataclass
-class SparseLayer:
-    """logits = ((a - mean) / std) @ weight.T + bias, on the CBL activations a."""
-
-    weight: torch.Tensor  # (C, D) float32
-    bias: torch.Tensor  # (C,)
-    mean: torch.Tensor  # (D,) of the train activations
-    std: torch.Tensor  # (D,) sample standard deviation (n - 1) of the train activations; 1 where it is 0
-
-    def standardise(self, activations: torch.Tensor) -> torch.Tensor:
-        return (activations.float() - self.mean) / self.std
-
-    def logits(self, activations: torch.Tensor) -> torch.Tensor:
-        """(B, C) class logits of (B, D) activations."""
-        return torch.addmm(self.bias, self.standardise(activations), self.weight.T)
-
-    def contributions(self, activations: torch.Tensor, classes) -> torch.Tensor:
-        """(B, D): W[c_i, m] * standardised a_im for each row i and its class c_i (an int or a (B,)
-        tensor); row i sums to logit[i, c_i] - bias[c_i]."""
-        classes = torch.as_tensor(classes, dtype=torch.long)
-        return self.weight[classes] * self.standardise(activations)
-
-    @property
-    def num_classes(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def nec(self) -> float:
-        """Number of effective concepts: non-zero weights per class."""
-        return nec(self.weight)
-
-    def class_concepts(self, c: int) -> np.ndarray:
-        """Indices of the concepts with a non-zero weight for class c, largest |weight| first."""
-        w = self.weight[c]
-        idx = torch.nonzero(w).flatten()
-        return idx[w[idx].abs().argsort(descending=True)].numpy()
-
-    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of the same layer on raw activations: W / std and b - (W / std) @ mean."""
-        w = self.weight / self.std
-        return w, self.bias - w @ self.mean
-
-    def truncated(self, target_nec: float) -> "SparseLayer":
-        """VLG-CBM's ``weight_truncation``: keep the round(target_nec * C) largest |weights| (all the
-        weights tied with the smallest kept one), zero the others; no refit."""
-        keep = int(round(target_nec * self.num_classes))
-        flat = self.weight.flatten().abs()
-        if keep >= int((flat > 0).sum()):
-            return self
-        threshold = flat.sort(descending=True).values[keep - 1] if keep > 0 else math.inf
-        w = torch.where(self.weight.abs() >= threshold, self.weight, torch.zeros_like(self.weight))
-        return SparseLayer(w, self.bias.clone(), self.mean, self.std)
-
-    def state_dict(self) -> Dict[str, torch.Tensor]:
-        """Plain contiguous float32 tensors (safetensors can save them)."""
-        return {k: getattr(self, k).detach().to("cpu", torch.float32).contiguous().clone()
-                for k in ("weight", "bias", "mean", "std")}
-
-    @classmethod
-    def from_state_dict(cls, state: Dict[str, torch.Tensor]) -> "SparseLayer":
-        t = {k: torch.as_tensor(state[k], dtype=torch.float32) for k in ("weight", "bias", "mean", "std")}
-        c, d = t["weight"].shape
-        if t["bias"].shape != (c,) or t["mean"].shape != (d,) or t["std"].shape != (d,):
-            raise ValueError(f"inconsistent sparse layer shapes: weight {tuple(t['weight'].shape)}, bias "
-                             f"{tuple(t['bias'].shape)}, mean {tuple(t['mean'].shape)}, std {tuple(t['std'].shape)}")
-        return cls(**t)
-
-
-def nec(weight: torch.Tensor) -> float:
-    """Non-zero weights per class of a (C, D) weight (VLG-CBM counts |w| > 1e-5; glm-saga's proximal
-    step gives exact zeros)."""
-    return int(torch.count_nonzero(weight)) / weight.shape[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,9 +74,9 @@ class SparsePath:
     table: str  # "memory" or "disk": where glm-saga's SAGA table was kept
     seconds: float = 0.0
 
-    def layer(self, i: int) -> SparseLayer:
+    def layer(self, i: int) -> StandardizedLinear:
         p = self.points[i]
-        return SparseLayer(p.weight, p.bias, self.mean, self.std)
+        return StandardizedLinear(p.weight, p.bias, self.mean, self.std)
 
     def index_closest(self, target_nec: float = 5.0) -> int:
         """The point whose NEC is closest to ``target_nec``; ties: the best val top-1, then the sparser."""
@@ -181,7 +86,7 @@ class SparsePath:
             return (round(abs(p.nec - target_nec), 9), -val, p.nec, i)
         return min(range(len(self.points)), key=key)
 
-    def choose(self, target_nec: float = 5.0) -> SparseLayer:
+    def choose(self, target_nec: float = 5.0) -> StandardizedLinear:
         """The layer at ``index_closest(target_nec)``, as fitted (no truncation)."""
         return self.layer(self.index_closest(target_nec))
 
@@ -196,7 +101,7 @@ class SparsePath:
             return (-p.nec, -(p.val_top1 if not math.isnan(p.val_top1) else -math.inf), i)
         return min(within, key=key)
 
-    def choose_within(self, max_nec: float = 5.0) -> SparseLayer:
+    def choose_within(self, max_nec: float = 5.0) -> StandardizedLinear:
         """The layer at ``index_within(max_nec)``: what the train stage keeps for ``target_nec``."""
         return self.layer(self.index_within(max_nec))
 
@@ -205,8 +110,9 @@ class SparsePath:
         ``target_nec``; the last point when none does."""
         return next((i for i, p in enumerate(self.points) if p.nec >= target_nec), len(self.points) - 1)
 
-    def choose_vlg(self, target_nec: float = 5.0) -> SparseLayer:
-        """VLG-CBM's ANEC procedure: ``index_vlg``'s layer truncated to ``target_nec`` (``SparseLayer.truncated``)."""
+    def choose_vlg(self, target_nec: float = 5.0) -> StandardizedLinear:
+        """VLG-CBM's ANEC procedure: ``index_vlg``'s layer truncated to ``target_nec``
+        (``StandardizedLinear.truncated``)."""
         return self.layer(self.index_vlg(target_nec)).truncated(target_nec)
 
     def summary(self) -> List[Dict[str, float]]:
@@ -223,47 +129,6 @@ def bottleneck_activations(model) -> Activations:
     return lambda x: model.cbl(model.concept_scores(x))
 
 
-def _read_rows(embeddings, lo: int, hi: int, raw: Optional[np.ndarray]) -> torch.Tensor:
-    """Rows lo:hi as a new float32 (hi - lo, d) tensor."""
-    if isinstance(embeddings, NpyRows):
-        rows = embeddings.read_into(lo, raw[:hi - lo])
-    else:
-        rows = np.asarray(embeddings[lo:hi])
-    return torch.from_numpy(np.array(rows, dtype=np.float32, copy=True))
-
-
-class BlockLoader:
-    """glm-saga's loader: (X, y, idx) batches, X the raw image embeddings as float32, idx the rows'
-    indices. Batches are contiguous blocks of ``batch_size`` rows (the last may be shorter); with
-    ``shuffle`` the blocks come in a random order from a generator seeded with ``seed``, a fresh
-    order every pass, so the same seed gives the same sequence of passes. ``max_blocks`` stops each
-    pass after that many blocks (benchmarks)."""
-
-    def __init__(self, embeddings, labels: np.ndarray, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 max_blocks: Optional[int] = None):
-        if len(embeddings) != len(labels):
-            raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.embeddings, self.labels = embeddings, np.asarray(labels, dtype=np.int64)
-        self.batch_size, self.shuffle, self.max_blocks = batch_size, shuffle, max_blocks
-        self.rng = np.random.default_rng(seed)
-        self.num_blocks = math.ceil(len(self.labels) / batch_size)
-        self._raw = (np.empty((batch_size, embeddings.shape[1]), dtype=embeddings.dtype)
-                     if isinstance(embeddings, NpyRows) else None)
-
-    def __len__(self) -> int:
-        return self.num_blocks if self.max_blocks is None else min(self.num_blocks, self.max_blocks)
-
-    def __iter__(self):
-        order = self.rng.permutation(self.num_blocks) if self.shuffle else np.arange(self.num_blocks)
-        n = len(self.labels)
-        for b in order[:len(self)]:
-            lo, hi = int(b) * self.batch_size, min((int(b) + 1) * self.batch_size, n)
-            yield (_read_rows(self.embeddings, lo, hi, self._raw), torch.from_numpy(self.labels[lo:hi].copy()),
-                   torch.arange(lo, hi))
-
-
 class Standardised(nn.Module):
     """glm-saga's ``preprocess``: raw embeddings -> (activations(x) - mean) / std, without gradients.
     Its ``device`` attribute is what glm-saga's ``get_device`` reads."""
@@ -278,70 +143,6 @@ class Standardised(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return (self.activations(x.to(self.device)).float() - self.mean) / self.std
-
-
-class DiskTable(FileRows):
-    """glm-saga's SAGA table, (n, c) float32, in a file read and written with ``os.pread``/``os.pwrite``
-    (a memory map would not do: every page touched counts towards resident memory). Implements what
-    glm-saga 0.1.2 calls on it: ``table[idx]`` -> a new (len(idx), c) tensor, ``table[idx] = values``,
-    and ``.to(device)`` and ``.cpu()``, which return the table itself. It starts all zeros (a sparse
-    file). Indices are read and written as runs of consecutive rows: one call per contiguous block."""
-
-    def __init__(self, path: str | Path, n: int, c: int):
-        self.path, self.shape = Path(path), (int(n), int(c))
-        self.row_bytes = 4 * self.shape[1]
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.ftruncate(self._fd, self.shape[0] * self.row_bytes)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def size(self, dim: Optional[int] = None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def _runs(self, idx) -> List[Tuple[int, int, int]]:
-        """(first row, count, position in idx) of each run of consecutive rows."""
-        if isinstance(idx, slice):
-            start, stop, step = idx.indices(self.shape[0])
-            idx = np.arange(start, stop, step)
-        idx = torch.as_tensor(idx).cpu().numpy().astype(np.int64, copy=False).reshape(-1)
-        if len(idx) and (idx.min() < 0 or idx.max() >= self.shape[0]):
-            raise IndexError(f"row index out of range for a table of {self.shape[0]} rows")
-        if len(idx) == 0:
-            return []
-        cuts = np.flatnonzero(np.diff(idx) != 1) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [len(idx)]])
-        return [(int(idx[s]), int(e - s), int(s)) for s, e in zip(starts, ends)]
-
-    def __getitem__(self, idx) -> torch.Tensor:
-        runs = self._runs(idx)
-        out = np.empty((sum(r[1] for r in runs), self.shape[1]), dtype=np.float32)
-        raw = memoryview(out.reshape(-1).view(np.uint8))
-        for first, count, at in runs:
-            view = raw[at * self.row_bytes:(at + count) * self.row_bytes]
-            done, offset = 0, first * self.row_bytes
-            while done < len(view):
-                got = os.preadv(self._fd, [view[done:]], offset + done)
-                if got == 0:
-                    raise EOFError(f"{self.path}: table file ends before row {first + count}")
-                done += got
-        return torch.from_numpy(out)
-
-    def __setitem__(self, idx, values) -> None:
-        arr = torch.as_tensor(values).detach().to("cpu", torch.float32).contiguous().numpy()
-        raw = memoryview(arr.reshape(-1).view(np.uint8))
-        for first, count, at in self._runs(idx):
-            view = raw[at * self.row_bytes:(at + count) * self.row_bytes]
-            done, offset = 0, first * self.row_bytes
-            while done < len(view):
-                done += os.pwrite(self._fd, view[done:], offset + done)
-
-    def to(self, *args, **kwargs) -> "DiskTable":
-        return self
-
-    def cpu(self) -> "DiskTable":
-        return self
 
 
 @dataclass
@@ -398,7 +199,7 @@ def activation_stats(activations: Activations, embeddings, labels: np.ndarray, n
 
 
 @torch.no_grad()
-def predict(layer: SparseLayer, activations: Activations, embeddings, *, batch_size: int = 1024,
+def predict(layer: StandardizedLinear, activations: Activations, embeddings, *, batch_size: int = 1024,
             device="cpu") -> np.ndarray:
     """(N,) predicted classes, a batch at a time."""
     device = torch.device(device)
@@ -412,7 +213,7 @@ def predict(layer: SparseLayer, activations: Activations, embeddings, *, batch_s
     return out
 
 
-def top1(layer: SparseLayer, activations: Activations, split: Split, *, batch_size: int = 1024,
+def top1(layer: StandardizedLinear, activations: Activations, split: Split, *, batch_size: int = 1024,
          device="cpu") -> float:
     """Top-1 accuracy of ``layer`` on a split (embeddings, labels), a batch at a time."""
     embeddings, labels = split

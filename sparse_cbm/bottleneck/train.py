@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparse_cbm.bottleneck.config import TrainParams, check_combination, resolve_ce_to_cbl
-from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck, StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
+from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck
 from sparse_cbm.bottleneck.objectives import StepContext, get_objective
 from sparse_cbm.bottleneck.objectives.gumbel import tau_at
 from sparse_cbm.bottleneck.optim import make_optimizer, make_schedulers

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sparse_cbm.classifiers.batched import Predictions, predict_batches
+from sparse_cbm.runtime.registry import Registry
 
 
 class Classifier(abc.ABC):
@@ -86,17 +87,12 @@ class EvaluationInputs:
 
 
 Builder = Callable[[EvaluationInputs], Optional[Classifier]]
-CLASSIFIERS: Dict[str, Builder] = {}
+CLASSIFIERS: Registry[Builder] = Registry("classifier")
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
     """Register ``builder(inputs) -> Classifier`` (or None when the inputs do not allow it) as ``name``."""
-    def add(builder: Builder) -> Builder:
-        if name in CLASSIFIERS:
-            raise ValueError(f"classifier {name!r} is registered twice")
-        CLASSIFIERS[name] = builder
-        return builder
-    return add
+    return CLASSIFIERS.register(name)
 
 
 def build_classifiers(inputs: EvaluationInputs) -> Dict[str, Classifier]:

@@ -7,7 +7,7 @@
 Importing this module registers ``sparse-cbm-tiny``, a small open_clip
 architecture (width 64, 2 layers, 64 px input) that runs the whole pipeline on
 a CPU in seconds, and ``sparse-cbm-shapes`` (a small ResNet image tower), the
-architecture of the CLIP that ``python -m sparse_cbm.cli.shapes_clip`` trains on shapes.
+architecture of the CLIP that ``python -m sparse_cbm_app.cli.shapes_clip`` trains on shapes.
 """
 
 from __future__ import annotations

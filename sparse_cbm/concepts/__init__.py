@@ -1,6 +1,6 @@
 """Concept sources (ConceptNet, an LLM, a file, a dataset's annotations) and the concept table they fill."""
 
-SOURCES = ("conceptnet", "llm", "file", "attributes")  # concepts.source; implemented in sources.py
+# concepts.source's choices: the Registry ``SOURCES`` in sparse_cbm_app/concept_sources.py
 
 # the paper's three prompts for an LLM ({label} is the class name): the default of concepts.llm.prompts
 PAPER_PROMPTS = {

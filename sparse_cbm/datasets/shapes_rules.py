@@ -20,7 +20,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from sparse_cbm.datasets.shapes import ALL_VALUES, ATTRIBUTES, ShapesWorld, concept
+from sparse_cbm.datasets.shapes_world import ALL_VALUES, ATTRIBUTES, ShapesWorld, concept
 
 Rule = Tuple[Tuple[str, str], Tuple[str, str]]
 

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, CombinationWorld
+from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SIZES, CombinationWorld
 from sparse_cbm.datasets.shapes_rules import RuleWorld
 
 OTHER_RADIUS = 0.12

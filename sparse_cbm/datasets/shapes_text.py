@@ -23,10 +23,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from sparse_cbm.runtime.atomic import atomic_write_text
-from sparse_cbm.datasets.shapes import ALL_VALUES, ATTRIBUTE_VALUES, ATTRIBUTES, class_name, class_table, concept
+from sparse_cbm.datasets.shapes_world import (ALL_VALUES, ATTRIBUTE_VALUES, ATTRIBUTES, SHAPES_DEFAULTS, class_name,
+                                              class_table, concept)
 DISTRACTORS = ("yellow", "orange", "purple", "hexagon", "pentagon", "heart",
                "checkered", "wooden", "wheels", "feathers", "fur", "leaves")
-DEFAULT_CLASS_ATTRIBUTES = ("shape", "colour")
+DEFAULT_CLASS_ATTRIBUTES = SHAPES_DEFAULTS.class_attributes
 CONCEPTS_FILE = "data/concept_files/shapes_concepts.csv"
 _TEMPLATES = ("a photo of a {}.", "a {}.", "{}", "an image of a {}.", "a picture of a {}.")
 _BACKGROUND_PHRASES = ("on a {} background", "with a {} background")

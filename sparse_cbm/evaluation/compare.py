@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from sparse_cbm.bottleneck.config import TrainParams, check_combination, objective_label
-from sparse_cbm.bottleneck.model import ConceptBottleneck, StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
+from sparse_cbm.bottleneck.model import ConceptBottleneck
 from sparse_cbm.bottleneck.train import sparse_path, train_bottleneck
 from sparse_cbm.classifiers.cbm import BottleneckClassifier
 from sparse_cbm.datasets.base import Attribute
@@ -40,11 +42,6 @@ def top1(model: ConceptBottleneck, embeddings, labels: np.ndarray, batch_size: i
     return float((pred == np.asarray(labels)).mean()) if len(labels) else float("nan")
 
 
-def nec(model: ConceptBottleneck) -> float:
-    """Non-zero final-layer weights per class."""
-    return float((model.fc.weight.detach() != 0).sum()) / model.num_classes
-
-
 def with_layer(model: ConceptBottleneck, layer) -> ConceptBottleneck:
     out = copy.deepcopy(model)
     out.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)
@@ -64,14 +61,47 @@ def _variants(base: TrainParams, losses, forms) -> List[Tuple[str, TrainParams]]
     return out
 
 
-def compare_bottlenecks(concept_embeddings: np.ndarray, concepts: Sequence[str], num_classes: int,
-                        logit_scale: float, train: Tuple[Any, np.ndarray], val: Tuple[Any, np.ndarray],
-                        test: Tuple[Any, np.ndarray], *, losses: Sequence[str], final_layers: Sequence[str],
-                        forms: Sequence[str], params: TrainParams, seed: int, device: str = "cpu",
-                        random_control: bool = True, annotations: Optional[np.ndarray] = None,
-                        attributes: Sequence[Attribute] = (), batch_size: int = 4096,
-                        quality: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+@dataclass
+class CompareData:
+    """What the grid is trained and measured on: the concepts' text embeddings, the concepts, the
+    classes' count, CLIP's logit scale, (embeddings, labels) of train, val and test, and the test
+    split's attribute annotations (``None``: the dataset has none) with the attributes they name."""
+
+    concept_embeddings: np.ndarray
+    concepts: Sequence[str]
+    num_classes: int
+    logit_scale: float
+    train: Tuple[Any, np.ndarray]
+    val: Tuple[Any, np.ndarray]
+    test: Tuple[Any, np.ndarray]
+    annotations: Optional[np.ndarray] = None
+    attributes: Sequence[Attribute] = ()
+
+
+@dataclass
+class CompareSettings:
+    """The grid (``losses`` x ``forms`` x ``final_layers``), the train params every cell shares, and
+    how it is measured (``quality``: the keywords of ``concept_quality``)."""
+
+    losses: Sequence[str]
+    final_layers: Sequence[str]
+    forms: Sequence[str]
+    params: TrainParams
+    seed: int
+    device: str = "cpu"
+    random_control: bool = True
+    batch_size: int = 4096
+    quality: Optional[Dict[str, Any]] = None
+
+
+def compare_bottlenecks(data: CompareData, settings: CompareSettings) -> List[Dict[str, Any]]:
     """One record per (loss, form, final layer): see the module docstring."""
+    concept_embeddings, concepts, num_classes, logit_scale = (data.concept_embeddings, data.concepts,
+                                                              data.num_classes, data.logit_scale)
+    train, val, test, annotations, attributes = data.train, data.val, data.test, data.annotations, data.attributes
+    losses, final_layers, forms, params, seed, device = (settings.losses, settings.final_layers, settings.forms,
+                                                         settings.params, settings.seed, settings.device)
+    random_control, batch_size, quality = settings.random_control, settings.batch_size, settings.quality
     control_embeddings = random_concept_embeddings(concept_embeddings, seed) if random_control else None
     records = []
     for loss, variant in _variants(params, losses, forms):
@@ -84,7 +114,7 @@ def compare_bottlenecks(concept_embeddings: np.ndarray, concepts: Sequence[str],
         for layer, (model, anec) in real.items():
             record: Dict[str, Any] = {"loss": loss, "objective": label, "form": variant.form, "final_layer": layer,
                                       "top1": round(top1(model, test[0], test[1], batch_size), 4),
-                                      "nec": round(nec(model), 2), "anec5": anec,
+                                      "nec": round(nec(model.fc.weight), 2), "anec5": anec,
                                       "units": len(model.units)}
             if annotations is not None:
                 classifier = BottleneckClassifier(model, concepts)

@@ -1,15 +1,28 @@
-"""How a stage module runs: logging to stderr, timing, and one clear line on a known error."""
+"""How a stage module runs: its paths from its command line, logging to stderr, timing, and one clear line
+on a known error."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 from sparse_cbm.errors import SparseCbmError
 
 log = logging.getLogger("sparse_cbm")
+
+
+def stage_paths(stage: str, argv: Optional[Sequence[str]], *names: str) -> argparse.Namespace:
+    """The paths a stage reads and writes, each a required ``--<name>`` option of ``python -m
+    stages.<stage>`` (``argv``; None: the process's). dvc.yaml's ``vars`` name every path once and
+    each stage's ``cmd`` passes them, so no stage writes a path of the pipeline itself."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}",
+                                     description=f"Stage {stage} (its paths as dvc.yaml passes them).")
+    for name in names:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, metavar="PATH")
+    return parser.parse_args(argv)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.runtime.device import model_dtype
 
 POOLINGS = ("mean", "max")

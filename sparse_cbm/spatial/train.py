@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparse_cbm.bottleneck.config import SparseLayerParams
-from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
 from sparse_cbm.spatial.model import SpatialBottleneck
 

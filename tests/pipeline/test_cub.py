@@ -13,7 +13,7 @@ def test_cub_folder_runs_through_evaluate_with_concept_metrics(tmp_path):
 
     import yaml
 
-    from sparse_cbm.params import deep_merge
+    from sparse_cbm_app.params import deep_merge
     from tests.project import copy_project, dvc
 
     root = copy_project(tmp_path / "proj")

@@ -11,7 +11,7 @@ Each stage of a repro'd copy of the project runs again, traced two ways:
 A read is declared when it lies under one of the stage's deps or outs, or (params) under
 one of its params keys (or the stage depends on params.yaml whole). Exempt, by design and
 said in dvc.yaml: the files read by parsing params.yaml at all (``import
-sparse_cbm.params``: the schema and the registries its choices come from) and by the stage
+sparse_cbm_app.params``: the schema and the registries its choices come from) and by the stage
 runner (errors, atomic writes, logging), which decide no result; a stage's own scratch
 folder under data/.scratch; and the params a stage lists under ``meta: undeclared_params``
 (ones that do not change results, such as DataLoader workers).
@@ -30,6 +30,7 @@ from typing import Dict, List, Set
 import pytest
 import yaml
 
+from sparse_cbm_app.cli.pipeline import resolved_dvc_yaml, stage_command
 from tests.conftest import REPO
 from tests.project import copy_reproduced, env
 
@@ -153,11 +154,11 @@ def undeclared_reads(stage: str, trace: Trace, spec: Declared, exempt_files: Set
 @pytest.fixture(scope="module")
 def traced(reproduced, tmp_path_factory):
     root = copy_reproduced(reproduced[0], tmp_path_factory.mktemp("reads") / "p")
-    specs = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    specs = resolved_dvc_yaml(root)["stages"]  # its ${paths.*} resolved, before the watcher starts
     watcher = ReadWatcher(root)
     try:
         # what parsing params.yaml and running a stage cost every stage (see the module docstring)
-        base = run_traced(root, ["-c", "import sparse_cbm.params, sparse_cbm.runtime.runner, stages"])
+        base = run_traced(root, ["-c", "import sparse_cbm_app.params, sparse_cbm.runtime.runner, stages"])
         assert base.returncode == 0, base.stderr
         exempt = watcher.reads() | {"tests/trace_stage.py"}
         traces = {}
@@ -165,7 +166,8 @@ def traced(reproduced, tmp_path_factory):
         for stage in STAGES:
             watcher.rescan()
             out = keys / f"{stage}.json"
-            proc = run_traced(root, ["-m", "tests.trace_stage", stage, str(out)])
+            args = stage_command(stage, root)[3:]  # python -m stages.<stage> <args>
+            proc = run_traced(root, ["-m", "tests.trace_stage", stage, str(out), *args])
             files = watcher.reads()
             traces[stage] = Trace(files, set(json.loads(out.read_text())), proc.returncode, proc.stderr[-3000:])
     finally:

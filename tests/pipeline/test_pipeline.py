@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparse_cbm.params import deep_merge
+from sparse_cbm_app.cli.pipeline import stage_command
+from sparse_cbm_app.params import deep_merge
 from tests.project import copy_project, copy_quick_project, copy_reproduced, dvc, run
 
 pytestmark = pytest.mark.pipeline
@@ -143,7 +144,7 @@ def test_stage_errors_are_one_clear_line(tmp_path):
         if "nmae" in override:
             merged["dataset"].pop("name")
         params.write_text(yaml.safe_dump(merged))
-        proc = run(["python", "-m", "stages.embed_images"], root, check=False)
+        proc = run(stage_command("embed_images", root), root, check=False)
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -199,7 +200,7 @@ def test_concept_stage_errors_are_one_clear_line(tmp_path):
     }
     for override, expected in cases.items():
         params.write_text(yaml.safe_dump(deep_merge(offline, yaml.safe_load(override))))
-        proc = run(["python", "-m", "stages.concepts"], root, check=False)
+        proc = run(stage_command("concepts", root), root, check=False)
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr and "Traceback" not in proc.stderr
         assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("concepts: error:")]) == 1
@@ -341,7 +342,7 @@ def test_explain_prints_a_regions_concepts_and_an_edit(project, tmp_path):
         classes = list(panels["class_names"])
     Image.fromarray(image).save(tmp_path / "scene.png")
     box = ",".join(map(str, bounding_box(mask)))
-    cli = [sys.executable, "-m", "sparse_cbm.cli", "explain", str(tmp_path / "scene.png"), "--box", box,
+    cli = [sys.executable, "-m", "sparse_cbm_app.cli", "explain", str(tmp_path / "scene.png"), "--box", box,
            "--out", str(tmp_path / "heat.png")]
     out = json.loads(run([*cli, "--json", "--edit", f"{names[0]}=-3"], root).stdout)
     assert out["prediction"]["class"] in classes and 0 < out["prediction"]["probability"] <= 1

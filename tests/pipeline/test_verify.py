@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse_cbm.cli.tolerances import SPREAD_FILE
+from sparse_cbm_app.cli.tolerances import SPREAD_FILE
 
 pytestmark = pytest.mark.pipeline
 
@@ -31,7 +31,7 @@ def committed(reproduced, tmp_path_factory):
 
 def verify(root: Path, *args: str):
     _, _, run = _project()
-    return run([sys.executable, "-m", "sparse_cbm.cli", "verify", *args], root, check=False)
+    return run([sys.executable, "-m", "sparse_cbm_app.cli", "verify", *args], root, check=False)
 
 
 def set_epochs(params: Path, epochs: int) -> None:

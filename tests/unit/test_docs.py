@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sparse_cbm.cli.docs import DocsError, generated, params_markdown, stale
-from sparse_cbm.cli.main import main
+from sparse_cbm_app.cli.docs import DocsError, generated, params_markdown, stale
+from sparse_cbm_app.cli.main import main
 from tests.conftest import REPO
 
 README_LIMIT = 8500  # bytes; the README is an entry point, the rest lives under docs/
@@ -111,7 +111,7 @@ def test_check_names_the_files_a_moved_metric_makes_stale_and_docs_rewrites_them
 
 
 def test_a_changed_description_makes_the_params_reference_stale(monkeypatch):
-    from sparse_cbm.params import Params
+    from sparse_cbm_app.params import Params
 
     monkeypatch.setattr(Params.model_fields["seed"], "description", "a changed description")
     assert "docs/params.md" in stale(REPO)

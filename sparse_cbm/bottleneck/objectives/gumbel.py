@@ -19,6 +19,8 @@ from sparse_cbm.bottleneck.objectives.contrastive import diagonal_cross_entropy
 RELEASED_HARD_ERROR = ("train.gumbel.hard: true with train.gumbel.objective: released is undefined: the authors' "
                        "code takes -log of the zeros of a one-hot sample and returns inf for every batch. Use "
                        "hard: false, or objective: paper (whose hard form is a straight-through 0-1 loss).")
+FAITHFUL_RELEASED_ERROR = ("train.form: faithful pairs CBL output m with concept m, and the released Gumbel objective "
+                           "has no targets to pair: with loss gumbel use train.gumbel.objective: paper.")
 
 
 def sample_gumbel(shape, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
@@ -88,7 +90,6 @@ def _paper(out, ctx) -> torch.Tensor:
 
 def _released(out, ctx) -> torch.Tensor:
     if ctx.params.form == "faithful":
-        from sparse_cbm.bottleneck.config import FAITHFUL_RELEASED_ERROR
         raise ValueError(FAITHFUL_RELEASED_ERROR)
     return gumbel_released_loss(out.activations, ctx.tau, hard=ctx.params.gumbel.hard, generator=ctx.generator)
 

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 
 from sparse_cbm.bottleneck.checkpoint import load_bottleneck, save_bottleneck
 from sparse_cbm.bottleneck.config import TrainParams, check_combination
-from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck, StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
+from sparse_cbm.bottleneck.model import BottleneckOutput, ConceptBottleneck
 from sparse_cbm.bottleneck.objectives import StepContext, get_objective
 from sparse_cbm.bottleneck.objectives.contrastive import faithful_contrastive_loss, unit_concept_similarity
 from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
 from sparse_cbm.bottleneck.train import train_bottleneck, unit_cos3_similarity
-from sparse_cbm.evaluation.compare import compare_bottlenecks, random_concept_embeddings
+from sparse_cbm.evaluation.compare import CompareData, CompareSettings, compare_bottlenecks, random_concept_embeddings
 from sparse_cbm.simulate import planted_world
 
 
@@ -139,9 +140,10 @@ def test_random_control_embeddings_match_the_concepts_first_two_moments():
 
 def test_compare_grid_records_every_configuration(world):
     w, train, val, test = world
-    records = compare_bottlenecks(w.concept_text, [f"c{j}" for j in range(24)], 6, 50.0, train, val, test,
-                                  losses=["l1", "cos3"], final_layers=["dense", "sparse"], forms=["paper", "faithful"],
-                                  params=TrainParams(epochs=4, batch_size=64, sparse={"target_nec": 3.0}), seed=0)
+    records = compare_bottlenecks(
+        CompareData(w.concept_text, [f"c{j}" for j in range(24)], 6, 50.0, train, val, test),
+        CompareSettings(losses=["l1", "cos3"], final_layers=["dense", "sparse"], forms=["paper", "faithful"],
+                        params=TrainParams(epochs=4, batch_size=64, sparse={"target_nec": 3.0}), seed=0))
     assert [(r["loss"], r["form"], r["final_layer"]) for r in records] == [
         (loss, form, layer) for loss in ("l1", "cos3") for form in ("paper", "faithful") for layer in ("dense", "sparse")]
     for r in records:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
 from sparse_cbm.bottleneck.model import ConceptBottleneck
-from sparse_cbm.bottleneck.sparse_layer import (BlockLoader, DiskTable, PathPoint, SparseLayer, SparsePath,
-                                                Standardised, accuracy_at_nec, activation_stats,
-                                                bottleneck_activations, fit_sparse_path, nec, top1)
+from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable
+from sparse_cbm.bottleneck.sparse_layer import (PathPoint, SparsePath, Standardised, accuracy_at_nec,
+                                                activation_stats, bottleneck_activations, fit_sparse_path, top1)
 from sparse_cbm.simulate import planted_world
 from sparse_cbm.storage.rows import NpyRows
 
@@ -139,7 +140,7 @@ def test_vlg_rule_takes_the_first_point_reaching_the_target_and_truncates(hand_p
 def random_layer(c=5, d=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(c, d, generator=g) * (torch.rand(c, d, generator=g) < 0.4)
-    return SparseLayer(w, torch.randn(c, generator=g), torch.randn(d, generator=g) * 3,
+    return StandardizedLinear(w, torch.randn(c, generator=g), torch.randn(d, generator=g) * 3,
                        torch.rand(d, generator=g) + 0.5)
 
 
@@ -147,7 +148,7 @@ def test_logits_and_contributions():
     layer = random_layer()
     a = torch.randn(7, 12, generator=torch.Generator().manual_seed(1)) * 4
     expected = ((a.double() - layer.mean.double()) / layer.std.double()) @ layer.weight.double().T + layer.bias.double()
-    logits = layer.logits(a)
+    logits = layer(a).detach()
     torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-5)
     classes = logits.argmax(1)
     contrib = layer.contributions(a, classes)
@@ -165,13 +166,13 @@ def test_state_dict_round_trip_through_safetensors(tmp_path):
     safetensors = pytest.importorskip("safetensors.torch")
     layer = random_layer()
     safetensors.save_file(layer.state_dict(), tmp_path / "layer.safetensors")
-    back = SparseLayer.from_state_dict(safetensors.load_file(tmp_path / "layer.safetensors"))
+    back = StandardizedLinear.from_state_dict(safetensors.load_file(tmp_path / "layer.safetensors"))
     a = torch.randn(3, 12)
-    assert torch.equal(back.logits(a), layer.logits(a))
+    assert torch.equal(back(a), layer(a))
     bad = layer.state_dict()
     bad["mean"] = bad["mean"][:5]
     with pytest.raises(ValueError, match="inconsistent"):
-        SparseLayer.from_state_dict(bad)
+        StandardizedLinear.from_state_dict(bad)
 
 
 # ---------------------------------------------------------------------------------------------

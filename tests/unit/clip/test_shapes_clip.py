@@ -5,11 +5,11 @@ import torch
 
 from sparse_cbm.clip.backbone import file_sha256, load_backbone
 from sparse_cbm.datasets import load_dataset
-from sparse_cbm.cli.shapes_clip import (DEFAULT_MODEL, DEFAULT_OUT, preprocess_all, ring_accuracy, save_checkpoint,
+from sparse_cbm_app.cli.shapes_clip import (DEFAULT_MODEL, DEFAULT_OUT, preprocess_all, ring_accuracy, save_checkpoint,
                                         train, zero_shot)
 from tests.conftest import REPO
 
-# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm.cli.shapes_clip` (see docs/usage.md#backbones).
+# sha256 of data/pretrained/shapes-clip.pt; rebuild with `python -m sparse_cbm_app.cli.shapes_clip` (see docs/usage.md#backbones).
 CHECKPOINT_SHA256 = "78f26e93e4909863887bdf1048236cb42650cc29eeeab5291e3e60be69d84fee"
 # data/pretrained/shapes-clip-rings.pt, SALF-CBM's prompting CLIP: `sparse-cbm train-shapes-clip --steps 3000
 # --scenes 0.5 --rings 0.5 --out data/pretrained/shapes-clip-rings.pt`
@@ -24,7 +24,8 @@ def test_committed_checkpoint_is_the_recorded_one():
 def test_committed_checkpoint_classifies_fresh_shapes_zero_shot():
     backbone = load_backbone(DEFAULT_MODEL, str(REPO / DEFAULT_OUT), device="cpu")
     assert backbone.identity["checkpoint_sha256"] == CHECKPOINT_SHA256 and not backbone.identity["random_weights"]
-    data = load_dataset("shapes", seed=1, shapes_n_train=12, shapes_n_test=48, val_fraction=0.0)
+    data = load_dataset("shapes", seed=1, shapes_n_train=12, shapes_n_test=48, val_fraction=0.0,
+                        shapes_preset="easy")
     test = data.splits["test"]
     images = preprocess_all(test, backbone.preprocess)
     accuracy = zero_shot(backbone.model, open_clip.get_tokenizer(DEFAULT_MODEL), images, test.labels, data.classes)

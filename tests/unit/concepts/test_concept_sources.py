@@ -63,3 +63,14 @@ def test_table_round_trip_keeps_the_schema(tmp_path):
     assert pd.isna(back.pop("prompt"))
     assert back == {"class_index": 0, "class_name": "dog", "concept": "tail", "source": "conceptnet",
                     "relation": "HasA", "weight": 2.0, "node": "/c/en/tail"}
+
+
+def test_sources_are_looked_up_in_the_registry_in_the_order_of_the_params_choices():
+    from types import SimpleNamespace
+
+    from sparse_cbm_app.concept_sources import SOURCES, concept_rows
+    from sparse_cbm_app.params import CONCEPT_SOURCES
+
+    assert SOURCES.names() == CONCEPT_SOURCES == ("conceptnet", "llm", "file", "attributes")
+    with pytest.raises(ConceptSourceError, match=r"unknown concepts.source 'lmm' \(did you mean 'llm'\?\)"):
+        concept_rows(SimpleNamespace(source="lmm"), None, "unused")

@@ -5,7 +5,7 @@ from PIL import Image
 from sparse_cbm.datasets import carve_val, load_dataset
 from sparse_cbm.datasets.classnames import clean_class_name, clean_class_names, read_class_names_file
 from sparse_cbm.datasets.imagefolder import load_rgb
-from sparse_cbm.datasets.shapes import class_name, class_table
+from sparse_cbm.datasets.shapes_world import class_name, class_table
 from sparse_cbm.errors import CorruptImageError, DatasetError
 from tests.conftest import make_imagefolder, write_image
 
@@ -39,9 +39,9 @@ def test_class_names_files(tmp_path):
 
 
 def test_shapes_is_deterministic_for_a_seed():
-    a = load_dataset("shapes", seed=3, shapes_n_train=60, shapes_n_test=24)
-    b = load_dataset("shapes", seed=3, shapes_n_train=60, shapes_n_test=24)
-    c = load_dataset("shapes", seed=4, shapes_n_train=60, shapes_n_test=24)
+    a = load_dataset("shapes", seed=3, shapes_n_train=60, shapes_n_test=24, shapes_preset="easy")
+    b = load_dataset("shapes", seed=3, shapes_n_train=60, shapes_n_test=24, shapes_preset="easy")
+    c = load_dataset("shapes", seed=4, shapes_n_train=60, shapes_n_test=24, shapes_preset="easy")
     for split in ("train", "val", "test"):
         assert a.splits[split].ids == b.splits[split].ids
         np.testing.assert_array_equal(a.splits[split].labels, b.splits[split].labels)
@@ -53,7 +53,7 @@ def test_shapes_is_deterministic_for_a_seed():
 
 def test_shapes_attributes_match_class_names():
     d = load_dataset("shapes", seed=0, shapes_n_train=48, shapes_n_test=24,
-                     shapes_class_attributes=["shape", "colour", "texture"])
+                     shapes_class_attributes=["shape", "colour", "texture"], shapes_preset="easy")
     assert len(d.classes) == 4 * 3 * 3
     src = d.splits["train"]
     cols = src.extra_columns()
@@ -67,7 +67,8 @@ def test_shapes_attributes_match_class_names():
 
 
 def test_shapes_labels_are_balanced():
-    d = load_dataset("shapes", seed=0, shapes_n_train=120, shapes_n_test=24, val_fraction=0.0)
+    d = load_dataset("shapes", seed=0, shapes_n_train=120, shapes_n_test=24, val_fraction=0.0,
+                     shapes_preset="easy")
     counts = np.bincount(d.splits["train"].labels)
     assert counts.min() == counts.max() == 10
 
@@ -153,8 +154,11 @@ def test_truncated_and_non_image_files_name_the_file(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(DatasetError, match="valid names: cifar10, cifar100, places365, imagefolder, cub, shapes"):
+    with pytest.raises(DatasetError, match=r"unknown dataset.name 'mnist'; "
+                                           r"use one of: cifar10, cifar100, places365, imagefolder, cub, shapes\."):
         load_dataset("mnist")
+    with pytest.raises(DatasetError, match=r"did you mean 'cifar10'\?"):
+        load_dataset("cifar1O")
 
 
 def test_cifar_missing_without_download_is_a_clear_error(tmp_path):

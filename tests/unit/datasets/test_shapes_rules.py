@@ -5,7 +5,7 @@ import csv
 import numpy as np
 
 from sparse_cbm.datasets import load_dataset
-from sparse_cbm.datasets.shapes import ALL_VALUES, ATTRIBUTES, annotated_attributes, concept
+from sparse_cbm.datasets.shapes_world import ALL_VALUES, ATTRIBUTES, annotated_attributes, concept
 from sparse_cbm.datasets.shapes_rules import (ASSOCIATES, CONCEPTS_FILE, EXCLUSIVE, RULES, candidate_concept_rows,
                                               concept_list_csv, constant_concepts, main, rule_concepts, satisfies)
 from sparse_cbm.datasets.shapes_text import DISTRACTORS

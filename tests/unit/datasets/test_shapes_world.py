@@ -46,7 +46,7 @@ def test_concepts_of_images_and_classes():
 
 
 def test_class_concepts_hold_for_every_image_of_the_class():
-    d = load_dataset("shapes", seed=0, shapes_n_train=48, shapes_n_test=24)
+    d = load_dataset("shapes", seed=0, shapes_n_train=48, shapes_n_test=24, shapes_preset="easy")
     table = class_concept_table()
     src = d.splits["train"]
     cols = src.extra_columns()
@@ -80,3 +80,33 @@ def test_committed_concept_list_is_current(tmp_path):
     assert out.read_text(encoding="utf-8") == committed
     main(["--out", str(tmp_path / "cli.csv")])
     assert (tmp_path / "cli.csv").read_text(encoding="utf-8") == committed
+
+
+def test_shapes_defaults_are_owned_once_by_shapes_world():
+    import inspect
+
+    import pytest
+
+    from sparse_cbm.datasets import DATASETS
+    from sparse_cbm.datasets.shapes import load_shapes
+    from sparse_cbm.datasets.shapes_presets import PRESETS, make_world
+    from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SHAPES_DEFAULTS
+    from sparse_cbm.errors import DatasetError
+    from sparse_cbm_app.params import DatasetParams, ShapesParams
+
+    schema = ShapesParams()
+    assert (schema.preset, schema.n_train, schema.n_test, schema.image_size, tuple(schema.class_attributes)) == (
+        SHAPES_DEFAULTS.preset, SHAPES_DEFAULTS.n_train, SHAPES_DEFAULTS.n_test, SHAPES_DEFAULTS.image_size,
+        SHAPES_DEFAULTS.class_attributes)
+    signature = inspect.signature(load_dataset).parameters
+    assert {k: signature[f"shapes_{k}"].default for k in ("n_train", "n_test", "image_size", "class_attributes",
+                                                          "preset")} == vars(SHAPES_DEFAULTS)
+    assert inspect.signature(load_shapes).parameters["preset"].default == SHAPES_DEFAULTS.preset
+    # the params' choices, in their order, come from the registries
+    assert PRESETS.names() == ("attributes", "scenes", "easy")
+    assert ShapesParams.model_fields["preset"].annotation.__args__ == PRESETS.names()
+    assert DatasetParams.model_fields["name"].annotation.__args__ == DATASETS
+    assert DATASETS == ("cifar10", "cifar100", "places365", "imagefolder", "cub", "shapes")
+    assert tuple(ATTRIBUTE_VALUES) == ("shape", "colour", "texture", "background")
+    with pytest.raises(DatasetError, match=r"unknown dataset.shapes.preset 'scene' \(did you mean 'scenes'\?\)"):
+        make_world("scene", ["shape"])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.datasets.base import ImageSource, ObjectMap
 from sparse_cbm.spatial.evaluate import HEATMAP_METHODS, SpatialEvaluation, heatmap_panels, score_heatmaps
 from sparse_cbm.spatial.heatmaps import upsample

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sparse_cbm.bottleneck.model import StandardizedLinear
+from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.datasets.shapes import load_shapes
 from sparse_cbm.spatial.heatmaps import mask_scores, pointing_share, upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
@@ -146,7 +146,7 @@ def test_scenes_have_object_maps_whose_class_object_decides_the_class():
 
 def test_the_prompting_clip_is_named_whole_or_not_at_all():
     from sparse_cbm.errors import SparseCbmError
-    from sparse_cbm.params import deep_merge, default_params, validate_params
+    from sparse_cbm_app.params import deep_merge, default_params, validate_params
 
     both_null = validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"model": None, "pretrained": None}}}))
     assert both_null.spatial.prompts.pretrained is None

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.unit.report.test_page import Parsed
+from tests.unit.stages import stage_argv
 
 CLASSES, CONCEPTS = ["apple", "ball"], ["red", "round", "striped"]
 EVALUATE = {
@@ -118,7 +119,7 @@ def report(tmp_path_factory):
     synthetic_project(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        stage.main()
+        stage.main(stage_argv("report"))
     return root
 
 

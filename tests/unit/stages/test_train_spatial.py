@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from sparse_cbm.errors import CacheMismatchError
-from sparse_cbm.params import deep_merge, default_params, validate_params
+from sparse_cbm_app.params import deep_merge, default_params, validate_params
 from sparse_cbm.spatial.checkpoint import load_spatial
 from sparse_cbm.storage.text_cache import concept_list_sha256
 from tests.unit.spatial.test_train import C, GRID, M, N_TRAIN, world
+from tests.unit.stages import stage_argv
 
 CONCEPTS, CLASSES = ["red", "round", "striped"], ["apple", "ball"]
 FEATURES_BACKBONE, PROMPTS_BACKBONE = {"kind": "clip", "layer": "layer3"}, {"model": "tiny"}
@@ -26,14 +27,15 @@ OUTPUTS = ("data/spatial/model/config.json", "data/spatial/model/weights.safeten
 
 
 def fake_caches(monkeypatch, grid=GRID, val_images=None):
+    import sparse_cbm.storage.inputs as inputs
     from stages import train_spatial as stage
 
     features, labels, (val, val_labels), prompted, prompted_rows, concepts = world()
     cache = {"train": (features, labels), "val": (val, val_labels)}
     seen = {}
 
-    def read_image_split(folder, split):
-        return SimpleNamespace(labels=cache[split][1], manifest={"dataset": {"classes": CLASSES}})
+    def read_image_split(folder, split, expect_backbone=None):
+        return SimpleNamespace(labels=cache[split][1], manifest={"dataset": {"classes": CLASSES}, "backbone": {}})
 
     def read_features(folder, split):
         images = len(cache[split][0]) if split == "train" or val_images is None else val_images
@@ -48,7 +50,8 @@ def fake_caches(monkeypatch, grid=GRID, val_images=None):
         seen["prompt_concepts"] = (sha, backbone)
         return concepts
 
-    for name, fake in (("read_image_split", read_image_split), ("read_features", read_features),
+    monkeypatch.setattr(inputs, "read_image_split", read_image_split)
+    for name, fake in (("read_features", read_features),
                        ("read_prompted", read_prompted), ("read_prompt_concepts", read_prompt_concepts),
                        ("stage_params", lambda: PARAMS)):
         monkeypatch.setattr(stage, name, fake)
@@ -60,7 +63,7 @@ def run_stage(root, monkeypatch, **kw):
     (root / "data/filtered/concepts.txt").write_text("\n".join(CONCEPTS) + "\n", encoding="utf-8")
     monkeypatch.chdir(root)
     stage, seen = fake_caches(monkeypatch, **kw)
-    stage.main()
+    stage.main(stage_argv("train_spatial"))
     return seen
 
 

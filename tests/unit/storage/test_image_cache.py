@@ -18,7 +18,8 @@ KW = dict(batch_size=16, num_workers=0, skip_corrupt=False)
 
 @pytest.fixture(scope="module")
 def shapes():
-    return load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25)
+    return load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25,
+                        shapes_preset="easy")
 
 
 def test_cache_contents_are_aligned(shapes, tiny_backbone, tmp_path):
@@ -114,7 +115,8 @@ def test_scratch_made_with_another_key_is_restarted(shapes, tiny_backbone, tmp_p
 
 
 def test_failed_run_publishes_nothing(shapes, tiny_backbone, tmp_path, monkeypatch):
-    shapes_broken = load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25)
+    shapes_broken = load_dataset("shapes", seed=0, shapes_n_train=72, shapes_n_test=36, val_fraction=0.25,
+                                 shapes_preset="easy")
     shapes_broken.splits["test"] = Interrupting(shapes_broken.splits["test"], stop_at=5)
     with pytest.raises(KeyboardInterrupt):
         write_image_cache(shapes_broken, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
@@ -151,7 +153,8 @@ def test_corrupt_image_stops_or_is_skipped(tiny_backbone, tmp_path):
 
 
 def test_empty_val_split_is_a_valid_cache(tiny_backbone, tmp_path):
-    data = load_dataset("shapes", seed=1, shapes_n_train=24, shapes_n_test=12, val_fraction=0.0)
+    data = load_dataset("shapes", seed=1, shapes_n_train=24, shapes_n_test=12, val_fraction=0.0,
+                        shapes_preset="easy")
     manifests = write_image_cache(data, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
     assert manifests["val"]["count"] == 0
     val = read_image_split(tmp_path / "cache", "val")

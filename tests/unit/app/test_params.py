@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from sparse_cbm.errors import ParamsError
-from sparse_cbm.params import apply_overrides, deep_merge, default_params, load_params, profile_path, validate_params
+from sparse_cbm_app.params import apply_overrides, deep_merge, default_params, load_params, profile_path, validate_params
 from tests.conftest import REPO
 
 
@@ -129,7 +129,7 @@ def test_apply_keeps_comments_and_validates(tmp_path):
 def test_cli_check_reports_one_clear_line(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("dataset:\n  nmae: shapes\n")
-    proc = subprocess.run([sys.executable, "-m", "sparse_cbm.cli", "params", "check", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "sparse_cbm_app.cli", "params", "check", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("sparse-cbm params: error:")
     assert "unknown key 'dataset.nmae'" in proc.stderr

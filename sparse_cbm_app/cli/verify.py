@@ -13,10 +13,10 @@ whether every output reproduces the hash recorded in the committed ``dvc.lock``.
    reproduced. Different: a stage that declares ``meta: reproduce: {metrics: [...]}`` in
    dvc.yaml is judged by those metrics files, committed against regenerated: same keys, same
    non-numeric values, every number within its measured spread (``reproduce/spread.json``,
-   ``sparse_cbm.cli.tolerances``). Otherwise, or when the metrics disagree, the output fails.
+   ``sparse_cbm_app.cli.tolerances``). Otherwise, or when the metrics disagree, the output fails.
 
 Exit status: 0 when nothing failed, 1 when something did, 2 when the check cannot run.
-The comparisons are pure functions (``sparse_cbm.cli.lockcheck``).
+The comparisons are pure functions (``sparse_cbm_app.cli.lockcheck``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any, List, Optional, Sequence
 
 import yaml
 
-from sparse_cbm.cli.lockcheck import (VerifyError, check_status, compare_locks, count, outputs_sha256, summary, table,
+from sparse_cbm_app.cli.lockcheck import (VerifyError, check_status, compare_locks, count, outputs_sha256, summary, table,
                                       tolerances)
-from sparse_cbm.cli.repo import Reader, clone_at, dvc, git, reader, repo_root, repro, say, tracked_by_git
-from sparse_cbm.cli.tolerances import SPREAD_FILE, Tolerances
+from sparse_cbm_app.cli.repo import Reader, clone_at, dvc, git, reader, repo_root, repro, say, tracked_by_git
+from sparse_cbm_app.cli.tolerances import SPREAD_FILE, Tolerances
 
 
 def _checkout(root: Path, sha: str, in_place: bool, tmp: Optional[Path]) -> Path:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from sparse_cbm.cli.tolerances import Tolerances, difference, is_number, leaves, parse_metrics
+from sparse_cbm_app.cli.tolerances import Tolerances, difference, is_number, leaves, parse_metrics
 from sparse_cbm.errors import SparseCbmError
 
 

@@ -1,6 +1,6 @@
 """``sparse-cbm spread``: measure how far every metric moves when the committed pipeline reruns on
 another kernel set, another thread count, or another seed, and write ``reproduce/spread.json``,
-the tolerances ``sparse-cbm verify`` judges by (the model: ``sparse_cbm.cli.tolerances``).
+the tolerances ``sparse-cbm verify`` judges by (the model: ``sparse_cbm_app.cli.tolerances``).
 
 Each configuration reruns the whole pipeline (``dvc repro --force``) in its own clone of HEAD, one
 after the other (two pipelines on two cores would only slow each other). Machine configurations
@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Mapping, Sequence
 import yaml
 from tqdm import tqdm
 
-from sparse_cbm.cli import tolerances as tol
-from sparse_cbm.cli.lockcheck import REPRODUCED, VerifyError, compare_locks, outputs_sha256, tolerances
-from sparse_cbm.cli.repo import clone_at, git, reader, repo_root, repro, say
+from sparse_cbm_app.cli import tolerances as tol
+from sparse_cbm_app.cli.lockcheck import REPRODUCED, VerifyError, compare_locks, outputs_sha256, tolerances
+from sparse_cbm_app.cli.repo import clone_at, git, reader, repo_root, repro, say
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def metrics_files(dvc_yaml: Mapping) -> List[str]:
 
 def _apply_params(work: Path, params: Mapping[str, Any]) -> None:
     if params:
-        from sparse_cbm.params import apply_overrides
+        from sparse_cbm_app.params import apply_overrides
 
         profile = work / ".dvc" / "tmp" / "spread-params.yaml"
         profile.parent.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@ import re
 import pytest
 import yaml
 
-from sparse_cbm.cli.tolerances import (MACHINE, SEED, SPREAD_FILE, Spread, Tolerances, dumps, is_number, leaves,
+from sparse_cbm_app.cli.tolerances import (MACHINE, SEED, SPREAD_FILE, Spread, Tolerances, dumps, is_number, leaves,
                                        measure)
-from sparse_cbm.cli.lockcheck import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
+from sparse_cbm_app.cli.lockcheck import (FAILED, REPRODUCED, WITHIN, Tolerance, VerifyError, check_status,
                                       compare_locks, compare_metrics, summary, table, tolerances)
 from tests.conftest import REPO
 
@@ -241,7 +241,7 @@ def test_ci_runs_verify_after_the_readme_test_command():
     lines = (REPO / ".ci/run").read_text().splitlines()
     test = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && DVC_NO_ANALYTICS=1 pytest'
     assert lines[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in lines
-    assert lines.index(test) < lines.index("DVC_NO_ANALYTICS=1 pytest -m pipeline") < lines.index("python -m sparse_cbm.cli verify")
+    assert lines.index(test) < lines.index("DVC_NO_ANALYTICS=1 pytest -m pipeline") < lines.index("python -m sparse_cbm_app.cli verify")
 
 
 def test_the_example_workflow_runs_sparse_cbm_verify():
@@ -254,7 +254,7 @@ def test_the_example_workflow_runs_sparse_cbm_verify():
     assert [s.get("run") for s in steps[2:]] == ['pip install -e ".[test]" && pytest', "pytest -m pipeline",
                                                  "sparse-cbm verify"]
     ci = (REPO / ".ci/run").read_text()
-    assert 'pip install -e ".[test]" && DVC_NO_ANALYTICS=1 pytest' in ci and "sparse_cbm.cli verify" in ci
+    assert 'pip install -e ".[test]" && DVC_NO_ANALYTICS=1 pytest' in ci and "sparse_cbm_app.cli verify" in ci
     assert workflow["jobs"]["verify"]["env"]["DVC_NO_ANALYTICS"] == "1"
 
 
@@ -268,7 +268,7 @@ def test_without_a_spread_or_an_atol_metrics_must_match_exactly():
 
 
 def test_the_outputs_digest_ignores_deps_and_params_but_not_an_output():
-    from sparse_cbm.cli.lockcheck import outputs_sha256
+    from sparse_cbm_app.cli.lockcheck import outputs_sha256
 
     moved = json.loads(json.dumps(COMMITTED))
     moved["stages"]["train"]["deps"] = [{"path": "sparse_cbm/bottleneck", "md5": "new.dir"}]
@@ -279,8 +279,8 @@ def test_the_outputs_digest_ignores_deps_and_params_but_not_an_output():
 
 
 def test_verify_says_what_the_committed_spread_was_measured_for(capsys):
-    from sparse_cbm.cli.lockcheck import outputs_sha256
-    from sparse_cbm.cli.verify import _measured
+    from sparse_cbm_app.cli.lockcheck import outputs_sha256
+    from sparse_cbm_app.cli.verify import _measured
 
     def spread_for(lock_data):
         text = yaml.safe_dump(lock_data)

@@ -29,17 +29,22 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, SparseLayerParams, TrainParams, check_combination
 from sparse_cbm.clip import PRECISIONS
-from sparse_cbm.concepts import PAPER_PROMPTS, SOURCES as CONCEPT_SOURCES
+from sparse_cbm.concepts import PAPER_PROMPTS
+from sparse_cbm_app.concept_sources import SOURCES
 from sparse_cbm.datasets import DATASETS
+from sparse_cbm.datasets.shapes_presets import PRESETS
+from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SHAPES_DEFAULTS
 from sparse_cbm.errors import ParamsError
 from sparse_cbm.runtime.atomic import atomic_write_text
 from sparse_cbm.runtime.cpus import THREADS_AUTO
 from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel as _Strict
+from sparse_cbm.spatial.model import POOLINGS
 
-SHAPES_CLASS_ATTRIBUTES = ("shape", "colour", "texture", "background")
-SHAPES_PRESETS = ("attributes", "scenes", "easy")
-SPATIAL_POOLINGS = ("mean", "max")
+CONCEPT_SOURCES = SOURCES.names()
+SHAPES_CLASS_ATTRIBUTES = tuple(ATTRIBUTE_VALUES)
+SHAPES_PRESETS = PRESETS.names()
+SPATIAL_POOLINGS = POOLINGS
 PROFILES_DIR = Path("params")
 
 
@@ -47,14 +52,17 @@ class ShapesParams(_Strict):
     """The procedural ``shapes`` dataset, made from the top-level seed."""
 
     preset: Literal[SHAPES_PRESETS] = Field(  # type: ignore[valid-type]
-        "attributes", description="`attributes`: 20 nonce-named classes, each a rule over two attributes; `scenes`: "
-        "the same classes drawn as scenes of 2-4 objects, the class decided by the largest; `easy`: classes are "
-        "attribute combinations, named after them (`class_attributes`)")
-    n_train: int = Field(6000, gt=0, description="shapes images made for train (val is carved from them)")
-    n_test: int = Field(2400, gt=0, description="shapes images made for test")
-    image_size: int = Field(64, ge=16, le=1024, description="side of a shapes image, in pixels")
+        SHAPES_DEFAULTS.preset, description="`attributes`: 20 nonce-named classes, each a rule over two "
+        "attributes; `scenes`: the same classes drawn as scenes of 2-4 objects, the class decided by the largest; "
+        "`easy`: classes are attribute combinations, named after them (`class_attributes`)")
+    n_train: int = Field(SHAPES_DEFAULTS.n_train, gt=0,
+                         description="shapes images made for train (val is carved from them)")
+    n_test: int = Field(SHAPES_DEFAULTS.n_test, gt=0, description="shapes images made for test")
+    image_size: int = Field(SHAPES_DEFAULTS.image_size, ge=16, le=1024,
+                            description="side of a shapes image, in pixels")
     class_attributes: List[Literal[SHAPES_CLASS_ATTRIBUTES]] = Field(  # type: ignore[valid-type]
-        ["shape", "colour"], description="`easy` preset only: the attributes whose combinations are the classes")
+        list(SHAPES_DEFAULTS.class_attributes),
+        description="`easy` preset only: the attributes whose combinations are the classes")
 
     @field_validator("class_attributes")
     @classmethod

@@ -1,6 +1,7 @@
 """``sparse-cbm explain IMAGE``: SALF-CBM's Explain Anything and local editing, for people.
 
-The trained SALF-CBM (``data/spatial/model``, made by ``dvc repro``) predicts the image, ranks
+The trained SALF-CBM (``--model``; the pipeline's by default, dvc.yaml's ``paths.spatial_model``, made by
+``dvc repro``) predicts the image, ranks
 the concepts of a region (``--box X0,Y0,X1,Y1``, ``--point X,Y`` or ``--mask PNG``; the whole
 image without one) and writes the image with the heatmaps of those concepts. ``--edit
 CONCEPT=BETA`` (repeatable) raises that concept's map by BETA standard deviations inside the
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from sparse_cbm_app.cli.pipeline import pipeline_path
 from sparse_cbm.errors import SparseCbmError
 
 
@@ -55,7 +57,7 @@ def parse_edits(pairs: List[str], concepts: List[str]) -> Dict[int, float]:
             close = difflib.get_close_matches(name, concepts, n=5, cutoff=0.5)
             raise ExplainError(f"--edit: {name!r} is not a concept of this SALF-CBM"
                                + (f"; did you mean {', '.join(map(repr, close))}?" if close else
-                                  f" ({len(concepts)} concepts in data/filtered/concepts.txt)"))
+                                  f" (it has {len(concepts)} concepts)"))
         out[concepts.index(name)] = value
     return out
 
@@ -110,7 +112,7 @@ def heatmap_figure(image, maps: np.ndarray, titles: List[str], region: np.ndarra
 def explain(args: argparse.Namespace) -> int:
     from sparse_cbm.clip.backbone import load_backbone
     from sparse_cbm.datasets.imagefolder import load_rgb
-    from sparse_cbm.params import load_params
+    from sparse_cbm_app.params import load_params
     from sparse_cbm.spatial.checkpoint import load_spatial
     from sparse_cbm.spatial.features import feature_backbone
     from sparse_cbm.spatial.heatmaps import upsample
@@ -119,6 +121,8 @@ def explain(args: argparse.Namespace) -> int:
     if not Path(args.image).is_file():
         raise ExplainError(f"no image at {args.image}")
     params = load_params(args.params)
+    if args.model is None:
+        args.model = pipeline_path("spatial_model")
     model, config = load_spatial(args.model)
     concepts, classes = config["concepts"], config["classes"]
     edits = parse_edits(args.edit, concepts)
@@ -182,7 +186,7 @@ def add_parser(sub) -> None:
                    help="raise CONCEPT's map by BETA standard deviations in the region (negative lowers it)")
     p.add_argument("--top", type=int, default=3, help="concepts listed (default 3)")
     p.add_argument("--out", default="explain.png", help="the image with the heatmaps (default explain.png)")
-    p.add_argument("--model", default="data/spatial/model", help="a trained SALF-CBM (default data/spatial/model)")
+    p.add_argument("--model", help="a trained SALF-CBM (default: the pipeline's, paths.spatial_model in dvc.yaml)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=explain)

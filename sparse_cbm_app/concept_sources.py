@@ -2,32 +2,42 @@
 
 A source turns the ``concepts:`` params, the dataset and the answer-cache folder into
 concept rows (``class_index``, ``concept``, ``source`` and provenance) for
-``concepts.table.concept_table``. Adding a source is adding a function here and its
-name to ``sparse_cbm.concepts.SOURCES``.
+``concepts.table.concept_table``. Adding a source is adding a function here, registered
+in ``SOURCES`` under its name (the order of registration is the order of ``concepts.source``'s
+choices). A source's own module is imported only when the source is used.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
-from sparse_cbm.concepts import SOURCES
-from sparse_cbm.concepts.http import RetryPolicy
 from sparse_cbm.datasets.base import DatasetSplits
 from sparse_cbm.errors import ConceptSourceError
+from sparse_cbm.runtime.registry import Registry
 
 if TYPE_CHECKING:
-    from sparse_cbm.params import ConceptsParams
+    from sparse_cbm.concepts.http import RetryPolicy
+
+# sparse_cbm_app.params.ConceptsParams, not imported: the params schema imports this module for
+# concepts.source's choices (SOURCES), so an import back would close a circle
+ConceptsParams = Any
 
 log = logging.getLogger(__name__)
 TRACKED_FILES = Path("data/concept_files")
+# concepts.source -> the function that makes its rows
+SOURCES: Registry[Callable[["ConceptsParams", DatasetSplits, Path], List[Dict]]] = Registry(
+    "concepts.source", ConceptSourceError)
 
 
-def _policy(c: "ConceptsParams") -> RetryPolicy:
+def _policy(c: "ConceptsParams") -> "RetryPolicy":
+    from sparse_cbm.concepts.http import RetryPolicy
+
     return RetryPolicy(total_seconds=c.http.retry_seconds, timeout=c.http.timeout)
 
 
+@SOURCES.register("conceptnet")
 def from_conceptnet(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[Dict]:
     from sparse_cbm.concepts.conceptnet import conceptnet_api_concepts, conceptnet_dump_concepts
 
@@ -38,6 +48,7 @@ def from_conceptnet(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) ->
                                    limit=c.conceptnet.limit, cache_dir=cache / "conceptnet_api", policy=_policy(c))
 
 
+@SOURCES.register("llm")
 def from_llm(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[Dict]:
     from sparse_cbm.concepts.llm import ChatClient, llm_concepts
 
@@ -46,6 +57,7 @@ def from_llm(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[D
     return llm_concepts(dataset.classes, client, c.llm.prompts)
 
 
+@SOURCES.register("file")
 def from_file(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[Dict]:
     from sparse_cbm.concepts.files import read_concept_file
 
@@ -58,19 +70,15 @@ def from_file(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[
     return read_concept_file(c.file, dataset.classes)
 
 
+@SOURCES.register("attributes")
 def from_attributes(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[Dict]:
     from sparse_cbm.concepts.attributes import attribute_concept_rows
 
     return attribute_concept_rows(dataset, c.attributes.class_share)
 
 
-_SOURCES: Dict[str, Callable[["ConceptsParams", DatasetSplits, Path], List[Dict]]] = {
-    "conceptnet": from_conceptnet, "llm": from_llm, "file": from_file, "attributes": from_attributes}
-assert tuple(_SOURCES) == SOURCES, "sparse_cbm.concepts.SOURCES and the functions here must name the same sources"
 
 
 def concept_rows(c: "ConceptsParams", dataset: DatasetSplits, cache: Path) -> List[Dict]:
     """The rows of source ``c.source``."""
-    if c.source not in _SOURCES:
-        raise ConceptSourceError(f"unknown concepts.source {c.source!r}; use one of: {', '.join(SOURCES)}.")
-    return _SOURCES[c.source](c, dataset, Path(cache))
+    return SOURCES.get(c.source)(c, dataset, Path(cache))

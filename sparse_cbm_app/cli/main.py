@@ -8,7 +8,7 @@
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
     sparse-cbm docs [--check]                      regenerate docs/params.md and the results tables
 
-(``python -m sparse_cbm.cli`` is the same command.)
+(``python -m sparse_cbm_app.cli`` is the same command.)
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from sparse_cbm.cli.explain import add_parser as explain_parser
+from sparse_cbm_app.cli.explain import add_parser as explain_parser
 from sparse_cbm.errors import SparseCbmError
 
 
 def _params(args: argparse.Namespace) -> int:
-    from sparse_cbm.params import apply_overrides, load_params, profile_path
+    from sparse_cbm_app.params import apply_overrides, load_params, profile_path
 
     if args.action == "check":
         load_params(args.path)
@@ -36,25 +36,25 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from sparse_cbm.cli.verify import verify
+    from sparse_cbm_app.cli.verify import verify
 
     return verify(in_place=args.in_place, keep=args.keep, targets=args.stages)
 
 
 def _spread(args: argparse.Namespace) -> int:
-    from sparse_cbm.cli.spread import spread
+    from sparse_cbm_app.cli.spread import spread
 
     return spread(args.configurations.split(","), out=args.out, keep=args.keep)
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from sparse_cbm.cli.docs import docs
+    from sparse_cbm_app.cli.docs import docs
 
     return docs(check=args.check)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparse-cbm", description=__doc__.split("\n\n")[0].strip("`"),
+    parser = argparse.ArgumentParser(prog="sparse-cbm", description=__doc__.split("\n\n")[0].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     params = sub.add_parser("params", help="validate params.yaml or apply profiles to it")
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("stages", nargs="*", metavar="STAGE",
                         help="verify only these stages and the stages they depend on (default: every stage)")
     verify.set_defaults(run=_verify)
-    from sparse_cbm.cli.spread import CONFIGURATIONS
-    from sparse_cbm.cli.tolerances import SPREAD_FILE
+    from sparse_cbm_app.cli.spread import CONFIGURATIONS
+    from sparse_cbm_app.cli.tolerances import SPREAD_FILE
 
     spread = sub.add_parser("spread", help="rerun the committed pipeline on other kernel sets, thread counts and "
                                            f"seeds, and write the tolerances verify judges by ({SPREAD_FILE})")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train-shapes-clip"]:
-        from sparse_cbm.cli.shapes_clip import main as shapes_main
+        from sparse_cbm_app.cli.shapes_clip import main as shapes_main
 
         shapes_main(argv[1:])
         return 0

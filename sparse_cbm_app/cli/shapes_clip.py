@@ -9,7 +9,7 @@ It saves a plain state_dict that open_clip loads with ``pretrained=<path>``, the
 reloads it the way the pipeline does and prints its zero-shot accuracy on the
 shapes test split of the default params.
 
-    python -m sparse_cbm.cli.shapes_clip          # rebuilds data/pretrained/shapes-clip.pt
+    python -m sparse_cbm_app.cli.shapes_clip          # rebuilds data/pretrained/shapes-clip.pt
 
 The training images come from shapes seed ``POOL_SEED_OFFSET + seed``, never the
 pipeline's own seed; classes and attributes are balanced over every combination of
@@ -22,7 +22,7 @@ import os
 
 # On a shared CPU, OpenMP threads that spin while they wait take the cores other processes
 # need, and a step can take ten times as long; waiting passively costs little. Only takes
-# effect when torch is imported after this line (as with python -m sparse_cbm.cli.shapes_clip).
+# effect when torch is imported after this line (as with python -m sparse_cbm_app.cli.shapes_clip).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -47,10 +47,11 @@ from sparse_cbm.runtime.atomic import atomic_write_bytes
 from sparse_cbm.clip.backbone import file_sha256, load_backbone
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.datasets.base import ImageSource
-from sparse_cbm.datasets.shapes import ATTRIBUTE_VALUES, SIZES, ShapesSource
+from sparse_cbm.datasets.shapes import ShapesSource
+from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SIZES
 from sparse_cbm.datasets.shapes_text import ALL_VALUES, ATTRIBUTES, caption, concept
 
-log = logging.getLogger("sparse_cbm.cli.shapes_clip")  # also when run as __main__
+log = logging.getLogger("sparse_cbm_app.cli.shapes_clip")  # also when run as __main__
 
 DEFAULT_OUT = "data/pretrained/shapes-clip.pt"
 DEFAULT_MODEL = "sparse-cbm-shapes"

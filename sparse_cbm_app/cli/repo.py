@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from sparse_cbm.cli.lockcheck import Reader, VerifyError
+from sparse_cbm_app.cli.lockcheck import Reader, VerifyError
 
 
 def env_for_children() -> dict:

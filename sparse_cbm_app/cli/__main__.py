@@ -1,0 +1,5 @@
+import sys
+
+from sparse_cbm_app.cli.main import main
+
+sys.exit(main())
