@@ -155,6 +155,7 @@ def undeclared_reads(stage: str, trace: Trace, spec: Declared, exempt_files: Set
 def traced(reproduced, tmp_path_factory):
     root = copy_reproduced(reproduced[0], tmp_path_factory.mktemp("reads") / "p")
     specs = resolved_dvc_yaml(root)["stages"]  # its ${paths.*} resolved, before the watcher starts
+    commands = {stage: stage_command(stage, root)[3:] for stage in STAGES}  # python -m stages.<stage> <args>
     watcher = ReadWatcher(root)
     try:
         # what parsing params.yaml and running a stage cost every stage (see the module docstring)
@@ -166,8 +167,7 @@ def traced(reproduced, tmp_path_factory):
         for stage in STAGES:
             watcher.rescan()
             out = keys / f"{stage}.json"
-            args = stage_command(stage, root)[3:]  # python -m stages.<stage> <args>
-            proc = run_traced(root, ["-m", "tests.trace_stage", stage, str(out), *args])
+            proc = run_traced(root, ["-m", "tests.trace_stage", stage, str(out), *commands[stage]])
             files = watcher.reads()
             traces[stage] = Trace(files, set(json.loads(out.read_text())), proc.returncode, proc.stderr[-3000:])
     finally:

@@ -307,7 +307,7 @@ def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
         labels = np.load(path)
         np.save(path, np.random.default_rng(0).permutation(labels))
     for stage in ("train", "evaluate"):
-        run(["python", "-m", f"stages.{stage}"], root)
+        run(stage_command(stage, root), root)
     collapsed = json.loads((root / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
     healthy = json.loads((project[0] / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
     assert healthy >= 0.9 and collapsed < 0.3
