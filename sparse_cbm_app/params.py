@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -90,7 +90,8 @@ class DatasetParams(_Strict):
 
 class BackboneParams(_Strict):
     model: str = Field("sparse-cbm-shapes", description="an open_clip architecture (the profiles: `ViT-L-14`), or "
-                                                        "`sparse-cbm-shapes` / `sparse-cbm-tiny`, registered here")
+                                                        "one registered here: `sparse-cbm-shapes` (the embedded "
+                                                        "world's), `sparse-cbm-shapes-minilm`, `sparse-cbm-tiny`")
     pretrained: str = Field("data/pretrained/shapes-clip.pt",
                             description="an open_clip tag (the profiles: `openai`), an `hf-hub:org/repo` id, a local "
                                         "checkpoint path (identified by its sha256), or `none`: random weights, for "
@@ -261,8 +262,9 @@ class SpatialFeaturesParams(_Strict):
                                               "torchvision model (`resnet50`, `vit_b_16`)")
     weights: Optional[str] = Field(None, description="torchvision: a weights name (`IMAGENET1K_V2`) or a local "
                                                      "checkpoint path")
-    layer: str = Field("layer3", description="the stage (CNN: `layer1`-`layer4`) or node whose feature maps are "
-                                             "explained")
+    layer: str = Field("auto", description="what is explained: `auto` (a CLIP ResNet: `layer3`; a CLIP ViT: "
+                                           "`tokens`, its last block's patch tokens on their grid), a CLIP ResNet's "
+                                           "stage (`layer1`-`layer4`) or a torchvision node name")
 
 
 class SpatialPromptsParams(_Strict):
@@ -328,7 +330,7 @@ class SpatialParams(_Strict):
     train_batch_size: int = Field(64, gt=1, description="images a batch when training the 1 x 1 convolution")
     lr: float = Field(1e-3, gt=0, description="its learning rate")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
-                                                                       "`train.sparse`)")
+                                                                       "`train.sparse`; `scale: auto` is `concept`)")
     evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
 
     @field_validator("colour")
@@ -494,17 +496,58 @@ def profile_path(profile: str | Path) -> Path:
     return named
 
 
-def apply_overrides(override_path: str | Path, target: str | Path = "params.yaml") -> Params:
-    """Merge an override file into ``target`` in place, keeping its comments.
+EXTENDS = "extends"  # a profile's key: the profiles applied before it (`extends: [paper]`)
+
+
+def profile_chain(profile: str | Path, _seen: Tuple[Path, ...] = ()) -> List[Path]:
+    """The files that applying ``profile`` merges, in order: those it ``extends`` (each with its own
+    chain), then itself."""
+    path = profile_path(profile)
+    if path.resolve() in _seen:
+        raise ParamsError(f"profile {path} extends itself (through {' -> '.join(p.name for p in _seen)}).")
+    extends = (read_yaml(path) or {}).get(EXTENDS, []) if path.suffix in (".yaml", ".yml") else []
+    chain: List[Path] = []
+    for parent in [extends] if isinstance(extends, str) else extends:
+        chain += [p for p in profile_chain(parent, (*_seen, path.resolve())) if p not in chain]
+    return chain + [path]
+
+
+def _profile_overrides(path: str | Path) -> Dict[str, Any]:
+    override = read_yaml(path) or {}
+    if not isinstance(override, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of keys.")
+    override.pop(EXTENDS, None)  # profile_chain puts those first
+    return override
+
+
+def apply_profiles(profiles: Sequence[str | Path], target: str | Path = "params.yaml") -> List[Path]:
+    """Merge ``profiles`` (each after the profiles it extends; a file once, at its first place) into
+    ``target`` in one write: validated as a whole, so a bad profile leaves ``target`` untouched.
+    Returns the files merged, in order."""
+    chain: List[Path] = []
+    for profile in profiles:
+        chain += [p for p in profile_chain(profile) if p not in chain]
+    override: Dict[str, Any] = {}
+    for path in chain:
+        override = deep_merge(override, _profile_overrides(path))
+    apply_overrides(override, target, source=" + ".join(str(p) for p in chain))
+    return chain
+
+
+def apply_overrides(override_path: str | Path | Dict[str, Any], target: str | Path = "params.yaml",
+                    source: Optional[str] = None) -> Params:
+    """Merge an override file (or mapping) into ``target`` in place, keeping its comments.
 
     The merged result is validated first: a bad override leaves ``target`` untouched.
     """
     from ruamel.yaml import YAML
 
-    override = read_yaml(override_path) or {}
-    if not isinstance(override, dict):
-        raise ParamsError(f"{override_path}: the top level must be a mapping of keys.")
-    validate_params(override, source=str(override_path))
+    if isinstance(override_path, dict):
+        override = override_path
+    else:
+        override = _profile_overrides(override_path)
+        source = source or str(override_path)
+    validate_params(deep_merge(default_params(), override), source=source or "the profiles")
     merged = validate_params(deep_merge(read_yaml(target) or {}, override), source=str(target))
 
     rt = YAML()

@@ -58,9 +58,10 @@ def build(params, prompted, paths):
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone)
     dataset = dataset_from(params)
-    cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), features.target_layer)}
+    hook = (features.target_layer, features.reshape_transform)
+    cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), *hook)}
     if f.backbone == "clip":
-        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone, paths.images), features.target_layer)
+        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone, paths.images), *hook)
     matched = match_annotations(concepts, dataset.attributes)
     ev = sev.SpatialEvaluation(
         model=model, feature_shape=tuple(config["feature_shape"]), grid=config["grid"],

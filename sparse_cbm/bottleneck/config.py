@@ -15,6 +15,7 @@ from sparse_cbm.bottleneck.objectives import OBJECTIVES, get_objective
 from sparse_cbm.bottleneck.objectives.gumbel import (FAITHFUL_RELEASED_ERROR, GUMBEL_FORMS, RELEASED_HARD_ERROR,
                                                      TAU_SCHEDULES)
 from sparse_cbm.bottleneck.optim import LR_SCHEDULES, OPTIMIZERS
+from sparse_cbm.bottleneck.sparse_layer import SCALE_CHOICES
 from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel
 
@@ -68,6 +69,12 @@ class SparseLayerParams(StrictModel):
     target_nec: float = Field(5.0, gt=0.0, description="the path point kept: the densest whose NEC (non-zero weights "
                                                        "per class) is at most this; the path stops past 1.5x it")
     batch_size: int = Field(256, gt=0, description="rows per SAGA step")
+    scale: Literal[SCALE_CHOICES] = Field(  # type: ignore[valid-type]
+        "auto", description="`concept`: each activation divided by its own spread on train (glm-saga's and "
+        "LF-CBM's standardisation); `shared`: all by their mean spread, so that of two concepts that separate the "
+        "classes alike the one whose CLIP score moves more wins; `auto`: `shared` for the faithful form's units "
+        "(CLIP scores, on one scale), `concept` for the paper's form and SALF-CBM's maps "
+        "(docs/methods.md#two-final-layers-dense-and-sparse)")
 
 
 class EarlyStoppingParams(StrictModel):
@@ -94,10 +101,10 @@ class TrainParams(StrictModel):
     keep: Literal["best", "final"] = Field("best", description="the epoch kept: the best val top-1, or the last run "
                                                                "(as the authors' code)")
     form: Literal[FORMS] = Field(  # type: ignore[valid-type]
-        "paper", description="`paper`: the objectives as published; `faithful`: CBL unit m tied to concept m, final "
+        "faithful", description="`paper`: the objectives as published; `faithful`: CBL unit m tied to concept m, final "
         "weights >= 0 (docs/methods.md#two-forms-paper-and-faithful)")
     final_layer: Literal[FINAL_LAYERS] = Field(  # type: ignore[valid-type]
-        "dense", description="`dense`: the paper's Linear, trained with the CBL; `sparse`: an elastic net on the "
+        "sparse", description="`dense`: the paper's Linear, trained with the CBL; `sparse`: an elastic net on the "
         "standardised activations, fitted afterwards with glm-saga")
     cos3: Cos3Params = Field(Cos3Params(), description="`loss: cos3`")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="`final_layer: sparse`: the regularisation "

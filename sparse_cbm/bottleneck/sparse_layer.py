@@ -38,6 +38,20 @@ Activations = Callable[[torch.Tensor], torch.Tensor]  # raw image embeddings (B,
 Split = Tuple[object, np.ndarray]  # (embeddings: array, memory map or NpyRows, labels (N,) int)
 
 TABLE_BUDGET_BYTES = 512 * 2 ** 20  # table="auto" goes to disk above this
+# How activations are scaled before the elastic net: "concept" divides each by its own spread on train (glm-saga's
+# and LF-CBM's standardisation); "shared" divides all by their mean spread, so a concept whose activation barely
+# moves needs a larger, costlier weight: between two that separate classes alike the lasso takes the one CLIP's
+# score varies more for, the one it finds in the image. Callers resolve "auto" (``resolve_scale``).
+SCALES = ("concept", "shared")
+SCALE_CHOICES = ("auto", *SCALES)
+
+
+def resolve_scale(scale: str, units_are_clip_scores: bool) -> str:
+    """``auto``: ``shared`` where the units are CLIP's concept scores, on one scale (the faithful form), else
+    ``concept`` (the paper's form, whose units are free mixtures; SALF-CBM's pooled maps)."""
+    if scale != "auto":
+        return scale
+    return "shared" if units_are_clip_scores else "concept"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,7 +172,7 @@ class ActivationStats:
 
 @torch.no_grad()
 def activation_stats(activations: Activations, embeddings, labels: np.ndarray, num_classes: int, *,
-                     batch_size: int = 256, device="cpu") -> ActivationStats:
+                     batch_size: int = 256, device="cpu", scale: str = "concept") -> ActivationStats:
     """Mean and sample std of the activations over train, and glm-saga's maximum regularisation, in one
     pass a batch at a time (float64; batches merged with Chan et al.'s update).
 
@@ -191,6 +205,9 @@ def activation_stats(activations: Activations, embeddings, labels: np.ndarray, n
     if n < 2:
         raise ValueError(f"the train split needs at least 2 rows, got {n}")
     std = (m2 / (n - 1)).sqrt()
+    if scale == "shared":  # one scale for every concept, the mean spread of those that move (SCALES)
+        moving = std[std > 0]
+        std = torch.full_like(std, float(moving.mean()) if len(moving) else 1.0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     counts = np.bincount(labels, minlength=num_classes)
     inner = (class_sums - torch.as_tensor(counts, dtype=torch.float64, device=device)[:, None] * mean) / std
@@ -306,7 +323,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                     max_epochs: int = 50, lr: float = 0.1, tol: float = 1e-4, lookbehind: Optional[int] = None,
                     batch_size: int = 256, seed: int = 0, device="cpu", table: str = "auto",
                     table_budget_bytes: int = TABLE_BUDGET_BYTES, table_dir: Optional[str | Path] = None,
-                    nonneg: bool = False) -> SparsePath:
+                    nonneg: bool = False, scale: str = "concept") -> SparsePath:
     """Fit the elastic-net path on the activations of the train split (see the module docstring).
 
     ``activations`` maps a float32 batch of raw image embeddings (B, d) to the CBL's (B, D) outputs
@@ -333,7 +350,10 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     x_train, y_train = train
     y_train = np.asarray(y_train, dtype=np.int64)
     n = len(y_train)
-    stats = activation_stats(activations, x_train, y_train, num_classes, batch_size=batch_size, device=device)
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    stats = activation_stats(activations, x_train, y_train, num_classes, batch_size=batch_size, device=device,
+                             scale=scale)
     max_lambda = stats.max_reg / max(0.001, alpha)
     grid = (np.asarray(lambdas, dtype=np.float64) if lambdas is not None
             else path_lambdas(max_lambda, path_points, epsilon))

@@ -109,7 +109,7 @@ def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], 
                 params: TrainParams, seed: int, device):
     """The GLM-SAGA regularisation path of an elastic-net final layer over the frozen CBL's activations,
     standardised on train (``sparse_layer.fit_sparse_path`` with ``params.sparse``)."""
-    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path
+    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path, resolve_scale
 
     sp = params.sparse
     model.eval()
@@ -121,7 +121,8 @@ def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], 
     return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, path_points=sp.path_points,
                            epsilon=sp.epsilon, max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
                            batch_size=sp.batch_size, seed=seed, device=str(device),
-                           max_nec=MAX_NEC_FACTOR * sp.target_nec, nonneg=params.form == "faithful")
+                           max_nec=MAX_NEC_FACTOR * sp.target_nec, nonneg=params.form == "faithful",
+                           scale=resolve_scale(sp.scale, params.form == "faithful"))
 
 
 def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray],

@@ -1,9 +1,9 @@
 """The backbone whose feature maps SALF-CBM explains: the CLIP image tower, or a torchvision model.
 
 ``FeatureBackbone`` maps a preprocessed batch of images to feature maps (B, C, h, w) without
-pooling: for a CNN the output of a named stage (``layer``: the CLIP ResNet's ``layer3`` is the
-default here, the last stage with more than 2 x 2 cells at 64 px; the paper takes the last
-stage of a ResNet-50 at 224 px), for a ViT its patch tokens reshaped to their grid.
+pooling: for a CNN the output of a named stage (``layer``: ``layer1``-``layer4`` of a CLIP ResNet,
+``auto``: ``layer3``; the paper takes the last stage of a ResNet-50 at 224 px), for a CLIP ViT
+(``layer: tokens`` or ``auto``) its last block's patch tokens reshaped to their grid.
 ``target_layer`` is the module that produces them (what Grad-CAM hooks).
 
 Kinds (``spatial.features.backbone``): ``clip`` (the pipeline's own CLIP, the one that embeds
@@ -26,13 +26,30 @@ from sparse_cbm.errors import BackboneError
 from sparse_cbm.runtime.device import model_dtype
 
 
+def tokens_to_maps(tokens: torch.Tensor) -> torch.Tensor:
+    """A ViT block's tokens (B, [1 +] N, C), N a square, as maps (B, C, sqrt N, sqrt N): the class
+    token, when there is one, dropped."""
+    count = tokens.shape[1]
+    side = int(round(math.sqrt(count)))
+    if side * side != count:
+        tokens, side = tokens[:, 1:], int(round(math.sqrt(count - 1)))
+        if side * side != count - 1:
+            raise BackboneError(f"cannot put {count} tokens on a square grid, with or without a class token.")
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
 class FeatureBackbone(nn.Module):
+    """``target_layer`` is what Grad-CAM hooks; ``reshape_transform`` turns its output into maps when
+    it is a ViT block's tokens (pytorch-grad-cam's argument of that name), None for a CNN's maps."""
+
     def __init__(self, trunk: Callable[[torch.Tensor], torch.Tensor], target_layer: nn.Module,
-                 preprocess: Callable, identity: dict, modules: nn.Module, device: torch.device):
+                 preprocess: Callable, identity: dict, modules: nn.Module, device: torch.device,
+                 reshape_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
         self.modules_ = modules  # registered, so .eval() and .to() reach them
         self._trunk, self.target_layer, self.preprocess, self.identity = trunk, target_layer, preprocess, identity
         self.device = torch.device(device)
+        self.reshape_transform = reshape_transform
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._trunk(images.to(model_dtype(self.modules_)))
@@ -45,6 +62,16 @@ class FeatureBackbone(nn.Module):
     def blank_input(self) -> torch.Tensor:
         """A zero tensor of the shape ``preprocess`` gives one image."""
         return torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
+
+
+VIT_TOKENS = "tokens"  # spatial.features.layer of a CLIP ViT: the last block's patch tokens on their grid
+AUTO_LAYER = "auto"  # a CLIP ViT's tokens; a CLIP ResNet's layer3 (the last stage with more than 2 x 2 cells at 64 px)
+
+
+def _resolved_layer(visual: nn.Module, layer: str) -> str:
+    if layer != AUTO_LAYER:
+        return layer
+    return "layer3" if type(visual).__name__ == "ModifiedResNet" else VIT_TOKENS
 
 
 def _clip_trunk(visual: nn.Module, layer: str) -> Callable:
@@ -61,24 +88,34 @@ def _clip_trunk(visual: nn.Module, layer: str) -> Callable:
             return x
         return trunk, getattr(visual, layer)
     if hasattr(visual, "transformer"):  # open_clip VisionTransformer: patch tokens on their grid
+        if layer != VIT_TOKENS:
+            raise BackboneError(f"spatial.features.layer {layer!r}: a CLIP ViT's feature maps are its last block's "
+                                f"patch tokens; set spatial.features.layer: {VIT_TOKENS}.")
+
         def trunk(x):
             visual.output_tokens = True
             try:
                 _, tokens = visual(x)
             finally:
                 visual.output_tokens = False
-            side = int(round(math.sqrt(tokens.shape[1])))
-            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
-        return trunk, visual.transformer.resblocks[-1]
+            return tokens_to_maps(tokens)
+        # Grad-CAM hooks the last block's first norm, as pytorch-grad-cam does for a ViT: the block's output
+        # patch tokens reach a class-token head by no path, so their gradient is zero
+        return trunk, visual.transformer.resblocks[-1].ln_1
     raise BackboneError(f"spatial.features.backbone clip: cannot take feature maps from a {type(visual).__name__}.")
 
 
 def clip_features(backbone, layer: str) -> FeatureBackbone:
     """The feature maps of the pipeline's CLIP image tower (``backbone``: a ``clip.backbone.Backbone``)."""
     visual = backbone.model.visual
+    layer = _resolved_layer(visual, layer)  # the identity names what is explained, however it was asked for
     trunk, target = _clip_trunk(visual, layer)
+    reshape = None
+    if hasattr(visual, "transformer"):  # its blocks' outputs are (B, 1 + N, C) with batch_first, else (1 + N, B, C)
+        reshape = tokens_to_maps if getattr(visual.transformer, "batch_first", True) \
+            else (lambda t: tokens_to_maps(t.transpose(0, 1)))
     identity = {"kind": "clip", "layer": layer, **backbone.identity}
-    return FeatureBackbone(trunk, target, backbone.preprocess, identity, visual, backbone.device).eval()
+    return FeatureBackbone(trunk, target, backbone.preprocess, identity, visual, backbone.device, reshape).eval()
 
 
 def torchvision_features(name: str, weights: Optional[str], layer: str, device: str = "cpu") -> FeatureBackbone:
@@ -116,13 +153,10 @@ def torchvision_features(name: str, weights: Optional[str], layer: str, device: 
 
     def trunk(x):
         maps = extractor(x)["maps"]
-        if maps.ndim == 3:  # a ViT's tokens (B, 1 + N, C): drop the class token, put the patches on their grid
-            tokens = maps[:, 1:]
-            side = int(round(math.sqrt(tokens.shape[1])))
-            maps = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
-        return maps
+        return tokens_to_maps(maps) if maps.ndim == 3 else maps  # a ViT's tokens (B, 1 + N, C)
     identity = {"kind": "torchvision", "model": name, "weights": str(weights), "layer": layer}
-    return FeatureBackbone(trunk, target, preprocess, identity, extractor.to(device), device).eval()
+    return FeatureBackbone(trunk, target, preprocess, identity, extractor.to(device), device,
+                           lambda t: tokens_to_maps(t) if t.ndim == 3 else t).eval()
 
 
 def feature_backbone(kind: str, weights: Optional[str], layer: str, clip_backbone=None) -> FeatureBackbone:

@@ -62,12 +62,13 @@ def pointing_share(heat: np.ndarray, cell: tuple) -> float:
 
 
 class GradCamHeatmaps:
-    """Grad-CAM (pytorch-grad-cam) of a classifier ``model`` (images -> logits) at ``layer``."""
+    """Grad-CAM (pytorch-grad-cam) of a classifier ``model`` (images -> logits) at ``layer``;
+    ``reshape_transform`` puts a ViT block's tokens on their grid (``FeatureBackbone.reshape_transform``)."""
 
-    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, reshape_transform=None):
         from pytorch_grad_cam import GradCAM
 
-        self.cam = GradCAM(model=model, target_layers=[layer])
+        self.cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape_transform)
 
     def __call__(self, images: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
         """(B, H, W) in [0, 1] (pytorch-grad-cam rescales each map to its range)."""

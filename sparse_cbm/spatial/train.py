@@ -124,7 +124,7 @@ def _pooled_rows(model: SpatialBottleneck, features, feature_shape, folder: Path
 
 def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, val, num_classes,
                      sparse: SparseLayerParams, seed: int, device) -> List[Dict[str, float]]:
-    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path
+    from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path, resolve_scale
 
     model = model.cpu()
     with tempfile.TemporaryDirectory(prefix="salf-pooled-") as tmp:
@@ -133,7 +133,8 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
         path = fit_sparse_path(lambda a: a, (train_rows, labels), (val_rows, val[1]), num_classes, alpha=sparse.alpha,
                                path_points=sparse.path_points, epsilon=sparse.epsilon, max_epochs=sparse.max_epochs,
                                lr=sparse.lr, tol=sparse.tol, batch_size=sparse.batch_size, seed=seed,
-                               device=str(device), max_nec=1.5 * sparse.target_nec)
+                               device=str(device), max_nec=1.5 * sparse.target_nec,
+                               scale=resolve_scale(sparse.scale, units_are_clip_scores=False))
         del train_rows, val_rows
     layer = path.choose_within(sparse.target_nec)
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)

@@ -193,28 +193,33 @@ def _metrics(root: Path, name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _faithful_l1(compare: dict) -> dict:
+def _compare_row(compare: dict, loss: str, form: str, final_layer: str) -> dict:
     for c in compare["configs"]:
-        if (c["loss"], c["form"], c["final_layer"]) == ("l1", "faithful", "dense"):
+        if (c["loss"], c["form"], c["final_layer"]) == (loss, form, final_layer):
             return c
-    raise DocsError("metrics/compare.json has no configuration l1, faithful, dense (see compare.* in params.yaml).")
+    raise DocsError(f"metrics/compare.json has no configuration {loss}, {form}, {final_layer} (see compare.* in "
+                    f"params.yaml).")
 
 
 def headline_block(root: Path) -> str:
     ev, compare, spatial = _metrics(root, "evaluate.json"), _metrics(root, "compare.json"), _metrics(root, "spatial.json")
-    quality, faithful = ev["concept_quality"], _faithful_l1(compare)
+    train = _metrics(root, "train.json")
+    quality, paper = ev["concept_quality"], _compare_row(compare, "l1", "paper", "dense")
     lines = [f"Test split of the default world ({ev['num_classes']} classes, {ev['test_images']:,} images, "
              f"{ev['concepts']} concepts; chance {1 / ev['num_classes']:.2f}), from `metrics/evaluate.json`:", "",
              "| method | test top-1 |", "|---|---|"]
     lines += [f"| {label} | {_f(ev['test'][key]['top1'])} |" for key, label in ev["methods"].items()]
     cbm = quality["cbm"]
-    at_k, f_at_k = cbm["precision_at_k"], faithful["precision_at_k"]
+    at_k, p_at_k = cbm["precision_at_k"], paper["precision_at_k"]
     sentences = (
-        f"Concept AUROC of the CBM's units: {_f(cbm['auroc'])} (CLIP's own concept scores: "
-        f"{_f(quality['clip_scores']['auroc'])}); its top-{at_k['k']} concepts by contribution are true "
-        f"{_f(at_k['by_contribution'])} of the time (a random ranking: {_f(at_k['random_ranking'])}).",
-        f"With `train.form: faithful` (l1, dense layer; `metrics/compare.json`): top-1 {_f(faithful['top1'])}, "
-        f"concept AUROC {_f(faithful['auroc'])}, precision@{f_at_k['k']} {_f(f_at_k['by_contribution'])}.",
+        f"The default CBM (`loss: {train['loss']}`, {train['form']} form, {train['final_layer']} final layer) "
+        f"uses {_g(train['nec'])} concepts per class (NEC). Concept AUROC of its units: {_f(cbm['auroc'])} "
+        f"(CLIP's own concept scores: {_f(quality['clip_scores']['auroc'])}); its top-{at_k['k']} concepts by "
+        f"contribution are true {_f(at_k['by_contribution'])} of the time (a random ranking: "
+        f"{_f(at_k['random_ranking'])}).",
+        f"The paper's form (`params/paper.yaml`: l1, dense layer; `metrics/compare.json`): top-1 "
+        f"{_f(paper['top1'])}, concept AUROC {_f(paper['auroc'])}, precision@{p_at_k['k']} "
+        f"{_f(p_at_k['by_contribution'])}.",
         f"SALF-CBM (`metrics/spatial.json`): top-1 {_f(spatial['test_top1'])} at NEC {_g(spatial['nec'])}, "
         f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25).")
     lines += ["", " ".join(sentences)]

@@ -5,7 +5,7 @@
     sparse-cbm verify [STAGE...]                   rerun the pipeline in a clean checkout, compare with dvc.lock
     sparse-cbm spread                              measure how far each metric moves across machines and seeds
     sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
-    sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip.pt
+    sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip-minilm.pt
     sparse-cbm docs [--check]                      regenerate docs/params.md and the results tables
 
 (``python -m sparse_cbm_app.cli`` is the same command.)
@@ -22,15 +22,13 @@ from sparse_cbm.errors import SparseCbmError
 
 
 def _params(args: argparse.Namespace) -> int:
-    from sparse_cbm_app.params import apply_overrides, load_params, profile_path
+    from sparse_cbm_app.params import apply_profiles, load_params
 
     if args.action == "check":
         load_params(args.path)
         print(f"{args.path}: ok")
         return 0
-    for profile in args.profiles:
-        path = profile_path(profile)
-        apply_overrides(path, args.to)
+    for path in apply_profiles(args.profiles, args.to):
         print(f"applied {path} to {args.to}")
     return 0
 

@@ -158,7 +158,7 @@ def test_the_readme_headline_numbers_are_the_committed_metrics():
     rows = dict(table_rows(readme, "| method | test top-1 |"))
     assert rows == {label: f"{evaluate['test'][key]['top1']:.4f}" for key, label in evaluate["methods"].items()}
     auroc = evaluate["concept_quality"]["cbm"]["auroc"]
-    assert f"Concept AUROC of the CBM's units: {auroc:.4f}" in readme
+    assert f"Concept AUROC of its units: {auroc:.4f}" in readme
     assert f"SALF-CBM (`metrics/spatial.json`): top-1 {spatial['test_top1']:.4f}" in readme
 
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from sparse_cbm.errors import ParamsError
-from sparse_cbm_app.params import apply_overrides, deep_merge, default_params, load_params, profile_path, validate_params
+from sparse_cbm_app.params import (apply_overrides, apply_profiles, deep_merge, default_params, load_params,
+                                   profile_chain, profile_path, validate_params)
 from tests.conftest import REPO
 
 
@@ -26,6 +27,9 @@ def test_the_paper_profiles_are_there():
 def test_profiles_are_valid_and_only_change_existing_keys(profile):
     overrides = yaml.safe_load(profile.read_text())
     defaults = default_params()
+    for parent in overrides.pop("extends", []):
+        assert (REPO / "params" / f"{parent}.yaml").is_file(), f"{profile.name} extends missing profile {parent}"
+        defaults = deep_merge(defaults, yaml.safe_load((REPO / "params" / f"{parent}.yaml").read_text()))
 
     def walk(over, base, path=""):
         for key, value in over.items():
@@ -38,12 +42,45 @@ def test_profiles_are_valid_and_only_change_existing_keys(profile):
 
 
 def test_released_profile_is_the_authors_training_setup():
-    p = validate_params(deep_merge(default_params(), yaml.safe_load((REPO / "params/released.yaml").read_text())))
+    merged = default_params()
+    for path in profile_chain(REPO / "params/released.yaml"):
+        merged = deep_merge(merged, {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "extends"})
+    p = validate_params(merged)
+    assert (p.train.form, p.train.final_layer) == ("paper", "dense")
     t = p.train
     assert (p.loss, t.gumbel.objective, t.ce_to_cbl, t.log_alpha, t.keep) == ("gumbel", "released", True, 0.0, "final")
     assert (t.gumbel.tau_start, t.gumbel.tau_end, t.gumbel.schedule) == (1.0, 1.0, "constant")
     assert (t.cbl.optimizer, t.cbl.lr, t.fc.optimizer, t.fc.lr) == ("adam", 3e-4, "adam", 3e-4)
     assert (t.batch_size, t.epochs, t.early_stopping.patience) == (128, 10, None)
+
+
+def test_dataset_profiles_run_the_papers_bottleneck_and_the_default_does_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    default = load_params(target).train
+    assert (default.form, default.final_layer) == ("faithful", "sparse")
+    assert profile_chain("cifar10") == [Path("params/paper.yaml"), Path("params/cifar10.yaml")]
+    before = target.read_text()
+    assert apply_profiles(["released", "cifar10"], target) == [Path("params/paper.yaml"), Path("params/released.yaml"),
+                                                               Path("params/cifar10.yaml")]  # paper once, first
+    params = load_params(target)
+    assert (params.loss, params.train.form, params.train.final_layer) == ("gumbel", "paper", "dense")
+    assert params.dataset.name == "cifar10" and params.train.gumbel.objective == "released"
+
+    target.write_text(before)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: [paper]\nbackbone:\n  batch_sise: 3\n")
+    with pytest.raises(ParamsError, match="backbone.batch_sise"):
+        apply_profiles(["cifar10", bad], target)
+    assert target.read_text() == before  # nothing of cifar10 or paper was written either
+
+
+def test_a_profile_that_extends_itself_is_named(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: [{loop}]\n")
+    with pytest.raises(ParamsError, match="extends itself"):
+        profile_chain(loop)
 
 
 def test_profile_names_resolve_under_params_and_misspellings_are_named(monkeypatch):

@@ -83,7 +83,8 @@ def test_combinations_that_are_valid_alone_are_refused_together():
 def fit(world, loss, **kw):
     w, train, val, _ = world
     return train_bottleneck(w.concept_text, 6, 50.0, train, val, loss=loss,
-                            params=TrainParams.model_validate({"epochs": 8, "batch_size": 64, **kw}))
+                            params=TrainParams.model_validate({"epochs": 8, "batch_size": 64, "form": "paper",
+                                                               "final_layer": "dense", **kw}))
 
 
 def test_faithful_units_track_their_concepts_and_final_weights_stay_non_negative(world):

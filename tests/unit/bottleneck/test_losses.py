@@ -113,7 +113,7 @@ def test_released_objective_mean_over_draws_equals_the_authors_code():
     torch.manual_seed(1)
     theirs = torch.stack([authors_criterion_gumbel(S, tau=0.7) for _ in range(draws)])
     gen = torch.Generator().manual_seed(2)
-    p = TrainParams.model_validate({"log_alpha": 2.659, "gumbel": {"objective": "released"}})
+    p = TrainParams.model_validate({"log_alpha": 2.659, "form": "paper", "gumbel": {"objective": "released"}})
     ctx = StepContext(model=None, params=p, tau=0.7, generator=gen)
     out = BottleneckOutput(scores=None, activations=S, logits=None)
     ours = torch.stack([get_objective("gumbel").loss(out, ctx) for _ in range(draws)])
@@ -131,7 +131,7 @@ def test_released_hard_mode_is_refused_where_the_authors_code_returns_inf():
     with pytest.raises(ValueError, match="returns inf"):
         gumbel_released_loss(S, 1.0, hard=True)
     with pytest.raises(ValidationError, match="returns inf"):
-        TrainParams.model_validate({"gumbel": {"objective": "released", "hard": True}})
+        TrainParams.model_validate({"form": "paper", "gumbel": {"objective": "released", "hard": True}})
 
 
 def test_unknown_gumbel_form_is_a_named_error_not_a_silent_fallback():

@@ -296,3 +296,25 @@ def test_block_loader_shuffles_contiguous_blocks():
     xb, yb, idx = next(iter(BlockLoader(x, y, 4, shuffle=False)))
     assert xb.dtype == torch.float32 and torch.equal(xb, torch.from_numpy(x[:4])) and torch.equal(yb, torch.arange(4))
     assert math.isclose(len(BlockLoader(x, y, 4, max_blocks=2)), 2)
+
+
+def test_shared_scale_prefers_the_concept_whose_score_moves_more():
+    """Two concepts carry the same class signal; one's raw score moves ten times less but is a little
+    cleaner (a word CLIP barely finds in the image, whose score correlates: "child" for star).
+    Standardised per concept the lasso takes the weak one; with one shared scale it costs ten times
+    the weight, and the strong one wins."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    signal = (2 * y - 1) + 0.3 * rng.standard_normal(n)
+    noise = rng.standard_normal((n, 2))
+    x = np.stack([signal + 0.1 * noise[:, 0], 0.1 * (signal + 0.01 * noise[:, 1])], axis=1).astype(np.float32)
+    kw = dict(lambdas=[0.2], max_epochs=300, tol=1e-6, seed=0, nonneg=False)
+    per_concept = fit_sparse_path(identity, (x, y), None, 2, **kw).points[0].weight.abs().sum(0)
+    shared = fit_sparse_path(identity, (x, y), None, 2, scale="shared", **kw)
+    weights = shared.points[0].weight.abs().sum(0)
+    assert weights[0] > 0 and weights[1] == 0, weights
+    assert per_concept[1] > 0 and per_concept[1] > per_concept[0], per_concept  # standardised: the weak one
+    assert torch.allclose(shared.std, torch.full((2,), float(shared.std[0])))
+    with pytest.raises(ValueError, match="scale must be one of concept, shared"):
+        fit_sparse_path(identity, (x, y), None, 2, scale="rank", **kw)

@@ -191,3 +191,33 @@ def test_torchvision_feature_maps_from_a_local_checkpoint_and_named_errors(tmp_p
         feature_backbone("resnet18", str(path), "layer9")
     with pytest.raises(BackboneError, match="neither 'clip' nor a torchvision model"):
         feature_backbone("no_such_net", None, "layer3")
+
+
+def test_grad_cam_on_a_clip_vit_puts_its_tokens_on_their_grid_and_sees_the_patches():
+    """A CLIP ViT (sparse-cbm-tiny: 8 x 8 patches) as the explained backbone: its maps are its last
+    block's patch tokens (`auto` and `tokens`), and Grad-CAM of a class-token head gives maps that are
+    not all zero (hooked on the last block's output, the patch tokens' gradient would be zero)."""
+    from sparse_cbm.clip.backbone import load_backbone
+    from sparse_cbm.errors import BackboneError
+    from sparse_cbm.spatial.features import feature_backbone, tokens_to_maps
+    from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
+
+    torch.manual_seed(0)
+    clip = load_backbone("sparse-cbm-tiny", "none", device="cpu", precision="fp32")
+    features = feature_backbone("clip", None, "auto", clip)
+    x = torch.randn(2, *clip.blank_input.shape)
+    assert features.encode(x).shape == (2, 64, 8, 8)
+    assert tokens_to_maps(torch.arange(2 * 65 * 3.0).reshape(2, 65, 3)).shape == (2, 3, 8, 8)
+    with pytest.raises(BackboneError, match="set spatial.features.layer: tokens"):
+        feature_backbone("clip", None, "layer3", clip)
+
+    class Head(torch.nn.Module):  # the black box: CLIP's pooled embedding, then a linear layer
+        def __init__(self):
+            super().__init__()
+            self.visual, self.fc = clip.model.visual, torch.nn.Linear(64, 3)
+
+        def forward(self, images):
+            return self.fc(self.visual(images))
+
+    maps = GradCamHeatmaps(Head().eval(), features.target_layer, features.reshape_transform)(x, [0, 2])
+    assert maps.shape == (2, 64, 64) and np.isfinite(maps).all() and maps.max() > 0
