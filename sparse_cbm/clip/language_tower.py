@@ -18,7 +18,7 @@ import open_clip
 import torch
 
 from sparse_cbm.errors import BackboneError
-from sparse_cbm.runtime.packaged_models import PACKAGED_MODELS, PackageMissing, packaged_model_dir
+from sparse_cbm.clip.packaged_models import PACKAGED_MODELS, PackageMissing, packaged_model_dir
 from sparse_cbm.storage.manifest import file_sha256
 
 LOCKED_PREFIX = "text.transformer."  # the packaged tower's parameters, never in a checkpoint

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from sparse_cbm.errors import ConceptFilterError
-from sparse_cbm.runtime.packaged_models import PACKAGED_MODELS, PackageMissing, packaged_model_dir
+from sparse_cbm.clip.packaged_models import PACKAGED_MODELS, PackageMissing, packaged_model_dir
 
 log = logging.getLogger(__name__)
 
