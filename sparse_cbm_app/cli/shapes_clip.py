@@ -347,17 +347,23 @@ def zero_shot(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
     return float((pred == np.asarray(labels)).mean())
 
 
+def unseen_word(attribute: str, value: str) -> str:
+    """The first unseen synonym of a value ("crimson" for red): a word no caption held."""
+    return UNSEEN_WORDS[concept(attribute, value)][0]
+
+
 @torch.inference_mode()
-def attribute_accuracy(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
-                       attributes: List[Dict[str, object]]) -> Dict[str, float]:
-    """Per attribute, how often the image is closest to its own concept word among that
-    attribute's concept words ("striped" vs "solid" vs "dotted"): are concepts recognisable?"""
-    feats = model.encode_image(images.float(), normalize=True).float()
+def attribute_accuracy(model: torch.nn.Module, tokenizer: Callable, image_features: torch.Tensor,
+                       attributes: List[Dict[str, object]], word: Callable[[str, str], str] = concept
+                       ) -> Dict[str, float]:
+    """Per attribute, how often the image (its normalised features) is closest to its own value's
+    word among that attribute's words ("striped" vs "solid" vs "dotted"): are concepts recognisable?
+    ``word``: the concept word (default), or ``unseen_word``, a synonym its CLIP never saw."""
     out = {}
     for a in ATTRIBUTES:
         values = list(ALL_VALUES[a])
-        text = encode_texts(model, tokenizer, [concept(a, v) for v in values])
-        pred = (feats @ text.T).argmax(1).numpy()
+        text = encode_texts(model, tokenizer, [word(a, v) for v in values])
+        pred = (image_features @ text.T).argmax(1).numpy()
         truth = np.array([values.index(str(x[a])) for x in attributes])
         out[a] = float((pred == truth).mean())
     return out
@@ -375,22 +381,6 @@ def unseen_words(model: torch.nn.Module, tokenizer: Callable) -> Tuple[float, Li
         nearest = (encode_texts(model, tokenizer, list(words)) @ vocabulary.T).argmax(1).tolist()
         rows += [(word, value, concepts[j]) for word, j in zip(words, nearest)]
     return float(np.mean([own == near for _, own, near in rows])), rows
-
-
-@torch.inference_mode()
-def unseen_word_accuracy(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
-                         attributes: List[Dict[str, object]]) -> Dict[str, float]:
-    """``attribute_accuracy`` with each value's first unseen word in place of its concept ("crimson",
-    not "red"): does an image match words its CLIP never saw with it?"""
-    feats = model.encode_image(images.float(), normalize=True).float()
-    out = {}
-    for a in ATTRIBUTES:
-        values = list(ALL_VALUES[a])
-        text = encode_texts(model, tokenizer, [UNSEEN_WORDS[concept(a, v)][0] for v in values])
-        pred = (feats @ text.T).argmax(1).numpy()
-        truth = np.array([values.index(str(x[a])) for x in attributes])
-        out[a] = float((pred == truth).mean())
-    return out
 
 
 EVAL_N_TEST = 240  # the easy world's test split: 12 classes named after their attributes
@@ -412,8 +402,11 @@ def evaluate(model_name: str, checkpoint: str | Path, seed: int = 0, n_test: Opt
     accuracy = zero_shot(backbone.model, tokenizer, images, test.labels, data.classes)
     cols = test.extra_columns()
     attrs = [dict(zip(cols, row)) for row in zip(*cols.values())]
-    return (accuracy, attribute_accuracy(backbone.model, tokenizer, images, attrs),
-            unseen_word_accuracy(backbone.model, tokenizer, images, attrs), unseen_words(backbone.model, tokenizer))
+    with torch.inference_mode():
+        feats = backbone.model.encode_image(images.float(), normalize=True).float()
+    return (accuracy, attribute_accuracy(backbone.model, tokenizer, feats, attrs),
+            attribute_accuracy(backbone.model, tokenizer, feats, attrs, word=unseen_word),
+            unseen_words(backbone.model, tokenizer))
 
 
 @torch.no_grad()
