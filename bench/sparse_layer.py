@@ -11,7 +11,9 @@ size in a child process:
 * one SAGA epoch at one lambda (glm-saga's ``train_saga``, unmodified, with the loader, the
   ``preprocess`` and the disk table ``fit_sparse_path`` gives it) on the first ``--steps`` + 1
   blocks of the epoch's seeded order, the first a warm-up, scaled to a whole pass: a full epoch
-  takes about half an hour on 2 cores at N = 100,000;
+  takes about half an hour on 2 cores at N = 100,000; and the same steps with our loop
+  (``sparse_cbm.bottleneck.saga``: the gradients as matrix products), its ratio to the matmul
+  peak (target >= 0.5) and how far its weights end from glm-saga's;
 * the products' GFLOP/s (activations, glm-saga's two forward passes of the final layer, its two
   gradient products, counted as matrix products) against the float32 matmul peak measured in
   the same run, and, to show where the time goes, glm-saga's gradient (a B x C x D broadcast
@@ -67,6 +69,11 @@ def saga_step_flops(batch: int, D: int = D, C: int = C, DIM: int = DIM) -> float
     return activation_flops(batch, D, DIM) + 2 * (2.0 * batch * D * C) + 2 * (2.0 * batch * C * D)
 
 
+def fast_step_flops(batch: int, D: int = D, C: int = C, DIM: int = DIM) -> float:
+    """Our step's products: the activations, the final layer once, one gradient product."""
+    return activation_flops(batch, D, DIM) + 2.0 * batch * D * C + 2.0 * batch * C * D
+
+
 def world_files(out: Path, rows: int, D: int = D, C: int = C, DIM: int = DIM):
     world = planted_world(num_classes=C, num_concepts=D, concepts_per_class=4, dim=DIM, seed=0)
     stem = f"train_{rows}" if (D, C, DIM) == DEFAULT_SHAPE else f"train_{rows}_{D}x{C}x{DIM}"
@@ -96,7 +103,9 @@ class Timed:
 
 
 def child_run(out: Path, rows: int, steps: int, batch: int, D: int = D, C: int = C, DIM: int = DIM) -> dict:
-    from glm_saga.elasticnet import train_saga
+    from glm_saga.elasticnet import train_saga as reference_saga
+
+    from sparse_cbm.bottleneck.saga import train_saga as fast_saga
 
     world, path, labels_path = world_files(out, rows, D, C, DIM)
     torch.manual_seed(0)
@@ -110,27 +119,32 @@ def child_run(out: Path, rows: int, steps: int, batch: int, D: int = D, C: int =
     stream_s = time.perf_counter() - t0
     rss_stream = peak_rss_mib()
 
-    linear = torch.nn.Linear(D, C)
-    linear.weight.data.zero_()
-    linear.bias.data.zero_()
-    preprocess = Standardised(activations, stats.mean.float(), stats.std.float())
-    loader = Timed(BlockLoader(embeddings, labels, batch, shuffle=True, seed=0, max_blocks=steps + 1))
     lam = 0.05 * stats.max_reg / 0.99  # a point inside the path (the cost of a step does not depend on it)
-    with tempfile.TemporaryDirectory(prefix="sparse-layer-bench-") as tmp:
-        table = DiskTable(Path(tmp) / "saga_table.f32", rows, C)
-        state = {"a_table": table, "w_grad_avg": torch.zeros_like(linear.weight),
-                 "b_grad_avg": torch.zeros_like(linear.bias)}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
-            train_saga(linear, loader, 0.1, 1, lam, 0.99, group=False, state=state, table_device="cpu", n_ex=rows,
-                       n_classes=C, tol=0.0, preprocess=preprocess, logger=lambda *a: None)
-        end = time.perf_counter()
-        table.close()
-    stamps = loader.stamps + [end]
-    step_s = float(np.mean(np.diff(stamps)[1:]))  # the first step is a warm-up
-    return {"rows": rows, "stream_s": stream_s, "step_s": step_s, "steps": len(stamps) - 2,
-            "nnz": int(torch.count_nonzero(linear.weight)), "rss_start_mib": rss_start,
-            "rss_stream_mib": rss_stream, "rss_peak_mib": peak_rss_mib()}
+    preprocess = Standardised(activations, stats.mean.float(), stats.std.float())
+    timed = {}
+    for name, saga in (("ours", fast_saga), ("glm-saga", reference_saga)):  # ours first: its peak RSS is its own
+        linear = torch.nn.Linear(D, C)
+        linear.weight.data.zero_()
+        linear.bias.data.zero_()
+        loader = Timed(BlockLoader(embeddings, labels, batch, shuffle=True, seed=0, max_blocks=steps + 1))
+        with tempfile.TemporaryDirectory(prefix="sparse-layer-bench-") as tmp:
+            table = DiskTable(Path(tmp) / "saga_table.f32", rows, C)
+            state = {"a_table": table, "w_grad_avg": torch.zeros_like(linear.weight),
+                     "b_grad_avg": torch.zeros_like(linear.bias)}
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
+                saga(linear, loader, 0.1, 1, lam, 0.99, group=False, state=state, table_device="cpu", n_ex=rows,
+                     n_classes=C, tol=0.0, preprocess=preprocess, logger=lambda *a: None)
+            end = time.perf_counter()
+            table.close()
+        stamps = loader.stamps + [end]
+        timed[name] = {"step_s": float(np.mean(np.diff(stamps)[1:])),  # the first step is a warm-up
+                       "steps": len(stamps) - 2, "weight": linear.weight.detach().clone(), "rss_mib": peak_rss_mib()}
+    ours, ref = timed["ours"], timed["glm-saga"]
+    return {"rows": rows, "stream_s": stream_s, "step_s": ref["step_s"], "fast_step_s": ours["step_s"],
+            "steps": ref["steps"], "max_weight_difference": float((ours["weight"] - ref["weight"]).abs().max()),
+            "rss_start_mib": rss_start, "rss_stream_mib": rss_stream, "rss_fast_mib": ours["rss_mib"],
+            "rss_peak_mib": peak_rss_mib()}
 
 
 def gradient_forms(batch: int, repeats: int = 3, D: int = D, C: int = C) -> tuple:
@@ -179,6 +193,7 @@ def main(argv=None) -> None:
     blocks = math.ceil(first["rows"] / b)
     stream_gflops = activation_flops(b, n_d, dim) * blocks / first["stream_s"] / 1e9
     saga_gflops = saga_step_flops(b, n_d, n_c, dim) / first["step_s"] / 1e9
+    fast_gflops = fast_step_flops(b, n_d, n_c, dim) / first["fast_step_s"] / 1e9
     print(f"|D|={n_d} |C|={n_c} d={dim} batch {b}, {torch.get_num_threads()} threads, {first['rows']:,} rows in a "
           f"float16 .npy (NpyRows), SAGA table on disk; matmul peak {peak:.1f} GFLOP/s (float32 {args.peak_n}^3, "
           f"same run)")
@@ -188,12 +203,20 @@ def main(argv=None) -> None:
           f"after a warm-up) -> {first['step_s'] * blocks / 60:7.1f} min per pass of {first['rows']:,} rows "
           f"({first['step_s'] * math.ceil(1_281_167 / b) / 3600:.1f} h for ImageNet's 1,281,167) | "
           f"{saga_gflops:6.1f} GFLOP/s, ratio {saga_gflops / peak:.3f}")
+    print(f"SAGA epoch at one lambda (ours, sparse_cbm.bottleneck.saga): {first['fast_step_s']:.3f} s a step -> "
+          f"{first['fast_step_s'] * blocks / 60:7.1f} min per pass ({first['fast_step_s'] * math.ceil(1_281_167 / b) / 3600:.1f} h "
+          f"for ImageNet) | {fast_gflops:6.1f} GFLOP/s, ratio {fast_gflops / peak:.3f} (target >= 0.5) | "
+          f"{first['step_s'] / first['fast_step_s']:.1f}x glm-saga's step; weights after the same steps differ by "
+          f"{first['max_weight_difference']:.1e} at most")
     print(f"  where it goes: glm-saga forms each of a step's two gradients as a {b} x {n_c} x {n_d} broadcast then a "
           f"mean ({b * n_c * n_d * 4 / 1e9:.1f} GB): {broadcast_s:.2f} s; the same gradient as a matrix product: "
           f"{matmul_s:.3f} s ({broadcast_s / matmul_s:.0f}x)")
     print(f"peak RSS after the streaming pass: {runs[0]['rss_stream_mib']:.0f} MiB for {runs[0]['rows']:,} rows, "
           f"{runs[1]['rss_stream_mib']:.0f} MiB for {runs[1]['rows']:,} rows "
           f"(ratio {runs[1]['rss_stream_mib'] / runs[0]['rss_stream_mib']:.2f}; flat = bounded by the batch)")
+    print(f"peak RSS with our SAGA steps: {runs[0]['rss_fast_mib']:.0f} MiB for {runs[0]['rows']:,} rows, "
+          f"{runs[1]['rss_fast_mib']:.0f} MiB for {runs[1]['rows']:,} rows "
+          f"(ratio {runs[1]['rss_fast_mib'] / runs[0]['rss_fast_mib']:.2f}; flat = bounded by the batch)")
     print(f"peak RSS of the whole run (streaming pass + SAGA steps): {runs[0]['rss_peak_mib']:.0f} MiB for "
           f"{runs[0]['rows']:,} rows, {runs[1]['rss_peak_mib']:.0f} MiB for {runs[1]['rows']:,} rows "
           f"(ratio {runs[1]['rss_peak_mib'] / runs[0]['rss_peak_mib']:.2f}; the {b} x {n_c} x {n_d} broadcast dominates)")

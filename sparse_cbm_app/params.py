@@ -32,6 +32,8 @@ from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.concepts import PAPER_PROMPTS
 from sparse_cbm_app.concept_sources import SOURCES
 from sparse_cbm.datasets import DATASETS
+from sparse_cbm.datasets.corruptions import KINDS as CORRUPTION_KINDS
+from sparse_cbm.evaluation.intervention import POLICIES as INTERVENTION_POLICIES
 from sparse_cbm.datasets.shapes_presets import PRESETS
 from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SHAPES_DEFAULTS
 from sparse_cbm.errors import ParamsError
@@ -72,6 +74,23 @@ class ShapesParams(_Strict):
         return v
 
 
+class CorruptedTestParams(_Strict):
+    """The second test split, ``test_corrupted`` (``sparse_cbm.datasets.corruptions``)."""
+
+    kinds: List[Literal[CORRUPTION_KINDS]] = Field(  # type: ignore[valid-type]
+        list(CORRUPTION_KINDS), min_length=1, description="the corruptions, one an image in turn: `occlusion` (a grey "
+        "square over part of the object), `noise`, `blur`, `colour` (a hue rotation)")
+    severity: float = Field(0.5, ge=0.0, le=1.0, description="how strong every corruption is, from 0 (none) to 1 "
+                                                             "(colour: a red object turns green or blue)")
+
+    @field_validator("kinds")
+    @classmethod
+    def _distinct_kinds(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"must name each corruption once, got {v}")
+        return v
+
+
 class DatasetParams(_Strict):
     name: Literal[DATASETS] = Field(  # type: ignore[valid-type]
         "shapes", description="which dataset (docs/usage.md#datasets); the paper's profiles set `cifar10`, "
@@ -86,6 +105,9 @@ class DatasetParams(_Strict):
     skip_corrupt: bool = Field(False, description="skip unreadable images (listed in the manifest) instead of "
                                                   "stopping with their path")
     shapes: ShapesParams = Field(ShapesParams(), description="the procedural `shapes` dataset, made from `seed`")
+    corrupted_test: Optional[CorruptedTestParams] = Field(
+        CorruptedTestParams(), description="a second test split, the test images with seeded corruptions, on which "
+        "concepts go wrong and interventions are measured (docs/methods.md#interventions); null: none")
 
 
 class BackboneParams(_Strict):
@@ -241,8 +263,19 @@ class LinearProbeParams(_Strict):
 
 class ConceptQualityParams(_Strict):
     k: int = Field(3, gt=0, description="precision@k of each image's top concepts against its true attributes")
-    intervention_max_k: int = Field(10, ge=5, description="the intervention curve corrects the k most wrong concepts, "
-                                                          "k = 0 .. this")
+    intervention_max_k: int = Field(10, ge=5, description="the intervention curve checks k = 0 .. this many concepts "
+                                                          "of each image and corrects those that are wrong")
+    intervention_policies: List[Literal[INTERVENTION_POLICIES]] = Field(  # type: ignore[valid-type]
+        list(INTERVENTION_POLICIES), min_length=1, description="the orders concepts are checked in, a curve each "
+        "(docs/methods.md#interventions): `worst_first` (the most wrong by the annotations), `contribution` (the "
+        "concepts the explanation cites first), `random`")
+
+    @field_validator("intervention_policies")
+    @classmethod
+    def _distinct_policies(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"must name each policy once, got {v}")
+        return v
     deletion_steps: int = Field(20, gt=0, description="top-contributing concepts deleted one at a time")
 
 

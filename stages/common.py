@@ -20,15 +20,20 @@ def stage_params() -> Params:
 
 
 def dataset_from(params: Params) -> "DatasetSplits":
-    """The dataset the params name (imported here: stages that do not build it do not read its code)."""
+    """The dataset the params name, with its corrupted test split unless ``dataset.corrupted_test`` is
+    null (imported here: stages that do not build it do not read its code)."""
     from sparse_cbm.datasets import load_dataset
+    from sparse_cbm.datasets.corruptions import with_corrupted_test
 
     data = params.dataset
-    return load_dataset(
+    dataset = load_dataset(
         data.name, data.root, seed=params.seed, val_fraction=data.val_fraction, download=data.download,
         class_names_file=data.class_names_file, shapes_n_train=data.shapes.n_train,
         shapes_n_test=data.shapes.n_test, shapes_image_size=data.shapes.image_size,
         shapes_class_attributes=data.shapes.class_attributes, shapes_preset=data.shapes.preset)
+    corrupted = data.corrupted_test
+    return dataset if corrupted is None else with_corrupted_test(dataset, corrupted.kinds, corrupted.severity,
+                                                                 params.seed)
 
 
 def backbone_from(params: Params) -> "Backbone":

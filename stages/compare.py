@@ -5,7 +5,8 @@ annotates attributes.
 Reads the caches, ``data/filtered/concepts.txt`` and params ``seed``, ``train.*`` (all but
 ``final_layer`` and ``form``, which the grid sweeps), ``evaluate.batch_size``,
 ``evaluate.concept_quality`` and ``compare.*``; writes ``metrics/compare.json`` (``dvc metrics``):
-one record per configuration.
+one record per configuration, with its top-1 and intervention curves on the corrupted test split
+(``test_corrupted``) where the image cache has one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sparse_cbm.bottleneck.config import TrainParams
+from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
 from sparse_cbm.evaluation.compare import CompareData, CompareSettings, compare_bottlenecks
 from sparse_cbm.runtime.atomic import atomic_write_json
 from sparse_cbm.runtime.device import resolve_device
@@ -43,17 +45,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     METRICS = Path(paths.metrics)
     params = stage_params()
     e, c = params.evaluate, params.compare
-    inputs = read_cached_inputs(paths.images, ("train", "val", "test"), concepts=paths.concepts, text=paths.text)
+    inputs = read_cached_inputs(paths.images, ("train", "val", "test"), concepts=paths.concepts, text=paths.text,
+                                optional=(CORRUPTED_TEST,))
     splits = inputs.splits
+    corrupted = splits.get(CORRUPTED_TEST)
     q = e.concept_quality
     train_params = base_train_params(params)
     data = CompareData(inputs.text.concept_embeddings, inputs.concepts, len(inputs.text.manifest["classes"]),
                        inputs.logit_scale, inputs.pair("train"), inputs.pair("val"), inputs.pair("test"),
-                       annotations=splits["test"].annotations(), attributes=splits["test"].attributes)
+                       annotations=splits["test"].annotations(), attributes=splits["test"].attributes,
+                       corrupted=None if corrupted is None else (*inputs.pair(CORRUPTED_TEST), corrupted.annotations()))
     settings = CompareSettings(losses=c.losses, final_layers=c.final_layers, forms=c.forms, params=train_params,
                                seed=params.seed, device=str(resolve_device(train_params.device)),
                                random_control=c.random_control, batch_size=e.batch_size,
-                               quality={"k": q.k, "max_k": q.intervention_max_k, "deletion_steps": q.deletion_steps})
+                               quality={"k": q.k, "max_k": q.intervention_max_k, "deletion_steps": q.deletion_steps,
+                                        "policies": q.intervention_policies})
     records = compare_bottlenecks(data, settings)
     atomic_write_json(METRICS, {"dataset": splits["test"].manifest["dataset"]["name"], "configs": records})
     for r in records:

@@ -3,7 +3,8 @@ where the dataset annotates attributes, whether its concepts are true.
 
 Reads the caches, the trained model, ``data/filtered/concepts.txt``, the dataset (for
 thumbnails) and params ``seed``, ``dataset.*``, ``evaluate.*``; writes ``metrics/evaluate.json``
-(``dvc metrics``), ``plots/evaluate/`` (intervention and deletion curves, ``dvc plots``) and
+(``dvc metrics``; ``test_corrupted``: the same on the corrupted test split, where the cache has it),
+``plots/evaluate/`` (intervention curves of both test splits and the deletion curve, ``dvc plots``) and
 ``data/evaluation/``: per-class results, the confusion matrix, per-concept AUROC, explanations of
 sampled test images with thumbnails, each class's top-weighted concepts, a PCA map.
 """
@@ -24,6 +25,7 @@ from sparse_cbm.bottleneck.train import evaluate_split
 from sparse_cbm.classifiers import EvaluationInputs, build_classifiers
 from sparse_cbm.classifiers.clip_scores import ClipConceptScores
 from sparse_cbm.classifiers.zero_shot import class_text_embeddings
+from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
 from sparse_cbm.evaluation.concept_quality import assess_scorers
 from sparse_cbm.evaluation.embedding_map import embedding_map
 from sparse_cbm.evaluation.explain import class_top_concepts, explain_images, sample_per_class
@@ -38,7 +40,8 @@ log = logging.getLogger("stages.evaluate")
 
 
 def load_inputs(params, paths):
-    cached = read_cached_inputs(paths.images, ("train", "val", "test"), concepts=paths.concepts, text=paths.text)
+    cached = read_cached_inputs(paths.images, ("train", "val", "test"), concepts=paths.concepts, text=paths.text,
+                                optional=(CORRUPTED_TEST,))
     splits, concepts, text = cached.splits, cached.concepts, cached.text
     model, config = load_bottleneck(paths.model, expect_concepts_sha256=cached.concepts_sha256,
                                     expect_backbone=cached.backbone)
@@ -54,19 +57,34 @@ def load_inputs(params, paths):
     return splits, rows, text, model, config, inputs
 
 
+def assess_split(split, rows, classifiers, scorers, train_rows, params, num_classes, tested=True):
+    """Every classifier's report on one split and, on a test split that is annotated, its concepts' quality."""
+    e = params.evaluate
+    q = e.concept_quality
+    reports = {name: classification_report(split.labels, *clf.predict(rows, e.batch_size),
+                                           num_classes=num_classes, with_confusion=tested)
+               for name, clf in classifiers.items()}
+    annotations = split.annotations() if tested else None
+    quality = None if annotations is None else assess_scorers(
+        scorers, rows, split.labels, annotations, split.attributes, train_embeddings=train_rows,
+        batch_size=e.batch_size, seed=params.seed, k=q.k, max_k=q.intervention_max_k,
+        deletion_steps=q.deletion_steps, policies=q.intervention_policies)
+    return {name: {k: r[k] for k in SUMMARY} for name, r in reports.items()}, reports, quality
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     paths = stage_paths("evaluate", argv, "images", "text", "concepts", "model", "out", "plots", "metrics")
     params = stage_params()
-    e = params.evaluate
     splits, rows, text, model, config, inputs = load_inputs(params, paths)
     classes = inputs.classes
     classifiers = build_classifiers(inputs)
-    results, reports = {}, {}
-    for s in ("val", "test"):
-        reports[s] = {name: classification_report(splits[s].labels, *clf.predict(rows[s], e.batch_size),
-                                                  num_classes=len(classes), with_confusion=(s == "test"))
-                      for name, clf in classifiers.items()}
-        results[s] = {name: {k: r[k] for k in SUMMARY} for name, r in reports[s].items()}
+    scorers = {"clip_scores": ClipConceptScores(text.concept_embeddings, inputs.concepts,
+                                                splits["train"].manifest["logit_scale"]),
+               "cbm": classifiers["cbm"]}
+    results, reports, quality = {}, {}, {}
+    for s in [s for s in splits if s != "train"]:
+        results[s], reports[s], quality[s] = assess_split(splits[s], rows[s], classifiers, scorers, rows["train"],
+                                                          params, len(classes), tested=(s != "val"))
     results["test"]["linear_probe"]["C"] = classifiers["linear_probe"].C
     missing = [name for name, r in zip(classes, reports["test"]["cbm"]["per_class"]) if not r["support"]]
     if missing:
@@ -81,29 +99,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                "sparsity": {"cbl_concepts_for_90pct_mass": round(cbm_test["concepts_for_90pct_mass"], 4),
                             "cbl_fraction_below_1pct": round(cbm_test["fraction_below_1pct"], 4),
                             "fc_fraction_below_1pct": round(fraction_below(model.fc.weight.detach()), 4)}}
-    scorers = {"clip_scores": ClipConceptScores(text.concept_embeddings, inputs.concepts,
-                                                splits["train"].manifest["logit_scale"]),
-               "cbm": classifiers["cbm"]}
-    annotations = splits["test"].annotations()
-    quality = None
-    if annotations is not None:
-        quality = assess_scorers(scorers, rows["test"], splits["test"].labels, annotations,
-                                 splits["test"].attributes, train_embeddings=rows["train"],
-                                 batch_size=e.batch_size, seed=params.seed, k=e.concept_quality.k,
-                                 max_k=e.concept_quality.intervention_max_k,
-                                 deletion_steps=e.concept_quality.deletion_steps)
-        metrics["concept_quality"] = {"models": {n: s.label for n, s in scorers.items()}, **quality["summary"]}
+    models = {n: s.label for n, s in scorers.items()}
+    if quality["test"] is not None:
+        metrics["concept_quality"] = {"models": models, **quality["test"]["summary"]}
+    if CORRUPTED_TEST in splits:
+        metrics[CORRUPTED_TEST] = {"corruptions": splits[CORRUPTED_TEST].manifest.get("source", {}).get("corruptions"),
+                                   "test": results[CORRUPTED_TEST], **({} if quality[CORRUPTED_TEST] is None else {
+                                       "concept_quality": {"models": models, **quality[CORRUPTED_TEST]["summary"]}})}
     write_plots(Path(paths.plots), quality)
-    write_outputs(paths.out, params, scorers, splits["test"], rows["test"], inputs, reports["test"], quality)
+    write_outputs(paths.out, params, scorers, splits["test"], rows["test"], inputs, reports["test"], quality["test"])
     atomic_write_json(Path(paths.metrics), metrics)
     log.info("test top-1: %s", ", ".join(f"{m} {r['top1']:.4f}" for m, r in results["test"].items()))
 
 
 def write_plots(plots: Path, quality) -> None:
-    """The intervention and deletion curves (DVC plots); only their x column without annotations."""
+    """The intervention curves of test and test_corrupted, and the deletion curve (DVC plots); only
+    their x column without annotations."""
     plots.mkdir(parents=True, exist_ok=True)
-    for name, x in (("intervention", "k"), ("deletion", "step")):
-        frame = None if quality is None else quality[name]
+    files = (("intervention", "test", "intervention", "k"), ("intervention_corrupted", CORRUPTED_TEST, "intervention", "k"),
+             ("deletion", "test", "deletion", "step"))
+    for name, split, curve, x in files:
+        frame = None if quality.get(split) is None else quality[split][curve]
         frame = pd.DataFrame({x: []}) if frame is None else frame
         atomic_write_text(plots / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
 

@@ -15,7 +15,7 @@ from sparse_cbm.bottleneck.objectives import OBJECTIVES, get_objective
 from sparse_cbm.bottleneck.objectives.gumbel import (FAITHFUL_RELEASED_ERROR, GUMBEL_FORMS, RELEASED_HARD_ERROR,
                                                      TAU_SCHEDULES)
 from sparse_cbm.bottleneck.optim import LR_SCHEDULES, OPTIMIZERS
-from sparse_cbm.bottleneck.sparse_layer import SCALE_CHOICES
+from sparse_cbm.bottleneck.sparse_layer import SCALE_CHOICES, SOLVERS
 from sparse_cbm.runtime.device import DEVICE_PATTERN
 from sparse_cbm.runtime.schema import StrictModel
 
@@ -69,6 +69,9 @@ class SparseLayerParams(StrictModel):
     target_nec: float = Field(5.0, gt=0.0, description="the path point kept: the densest whose NEC (non-zero weights "
                                                        "per class) is at most this; the path stops past 1.5x it")
     batch_size: int = Field(256, gt=0, description="rows per SAGA step")
+    solver: Literal[SOLVERS] = Field(  # type: ignore[valid-type]
+        "fast", description="who runs the SAGA epochs: `fast` (glm-saga's algorithm with its gradients as matrix "
+        "products, the same iterates up to rounding) | `glm-saga` (its own loop, the reference)")
     scale: Literal[SCALE_CHOICES] = Field(  # type: ignore[valid-type]
         "auto", description="`concept`: each activation divided by its own spread on train (glm-saga's and "
         "LF-CBM's standardisation); `shared`: all by their mean spread, so that of two concepts that separate the "

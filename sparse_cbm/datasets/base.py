@@ -83,6 +83,10 @@ class ImageSource(abc.ABC):
     def fingerprint_parts(self) -> List[str]:
         """Strings that change whenever the images or their order change."""
 
+    def describe(self) -> Dict[str, object]:
+        """What a reader of the cache should know of how these images were made (the manifest's ``source``)."""
+        return {}
+
     def subset(self, indices: Sequence[int]) -> "ImageSource":
         return SubsetSource(self, np.asarray(indices, dtype=np.int64))
 

@@ -22,7 +22,9 @@ from sparse_cbm.bottleneck.model import ConceptBottleneck
 from sparse_cbm.bottleneck.train import sparse_path, train_bottleneck
 from sparse_cbm.classifiers.cbm import BottleneckClassifier
 from sparse_cbm.datasets.base import Attribute
-from sparse_cbm.evaluation.concept_quality import concept_quality, match_annotations
+from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
+from sparse_cbm.evaluation.concept_quality import concept_auroc, concept_quality, match_annotations
+from sparse_cbm.evaluation.intervention import POLICIES, fit_intervention_values, intervention_curves, summarize_curves
 
 log = logging.getLogger(__name__)
 ANEC = 5.0
@@ -65,7 +67,8 @@ def _variants(base: TrainParams, losses, forms) -> List[Tuple[str, TrainParams]]
 class CompareData:
     """What the grid is trained and measured on: the concepts' text embeddings, the concepts, the
     classes' count, CLIP's logit scale, (embeddings, labels) of train, val and test, and the test
-    split's attribute annotations (``None``: the dataset has none) with the attributes they name."""
+    split's attribute annotations (``None``: the dataset has none) with the attributes they name, and
+    the corrupted test split where there is one."""
 
     concept_embeddings: np.ndarray
     concepts: Sequence[str]
@@ -76,6 +79,8 @@ class CompareData:
     test: Tuple[Any, np.ndarray]
     annotations: Optional[np.ndarray] = None
     attributes: Sequence[Attribute] = ()
+    corrupted: Optional[Tuple[Any, np.ndarray, Optional[np.ndarray]]] = None  # test_corrupted's (embeddings,
+    # labels, annotations), when the cache has it
 
 
 @dataclass
@@ -118,17 +123,39 @@ def compare_bottlenecks(data: CompareData, settings: CompareSettings) -> List[Di
                                       "units": len(model.units)}
             if annotations is not None:
                 classifier = BottleneckClassifier(model, concepts)
-                summary = concept_quality(classifier, test[0], test[1], annotations,
-                                          match_annotations(classifier.concepts, attributes),
+                matched = match_annotations(classifier.concepts, attributes)
+                summary = concept_quality(classifier, test[0], test[1], annotations, matched,
                                           train_embeddings=train[0], batch_size=batch_size, seed=seed,
                                           **(quality or {}))["summary"]
                 record.update(auroc=summary["auroc"], precision_at_k=summary["precision_at_k"],
                               intervention=summary.get("intervention"), deletion=summary.get("deletion"))
+            if data.corrupted is not None:
+                record[CORRUPTED_TEST] = _corrupted(model, concepts, data, train, batch_size, seed, quality)
             if control is not None:
                 record["random_concepts_top1"] = round(top1(control[layer][0], test[0], test[1], batch_size), 4)
                 record["random_concepts_anec5"] = control[layer][1]
             records.append(record)
     return records
+
+
+def _corrupted(model: ConceptBottleneck, concepts, data: CompareData, train, batch_size: int, seed: int,
+               quality: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Top-1 on the corrupted test split and, where it is annotated, the concepts' mean AUROC and the
+    intervention curves' summary there (not the rest of ``concept_quality``: nothing else is reported)."""
+    embeddings, labels, annotations = data.corrupted
+    out: Dict[str, Any] = {"top1": round(top1(model, embeddings, labels, batch_size), 4)}
+    matched = match_annotations(concepts, data.attributes)
+    if annotations is None or not len(matched):
+        return out
+    classifier = BottleneckClassifier(model, concepts)
+    options = {"max_k": 10, "policies": POLICIES, **(quality or {})}
+    values = fit_intervention_values(classifier, train[0], matched.concept_index, batch_size)
+    curves = intervention_curves(classifier, embeddings, labels, annotations, matched.attribute_index, values,
+                                 options["max_k"], options["policies"], batch_size, seed)
+    aurocs = concept_auroc(classifier, embeddings, annotations, matched, batch_size)["auroc"].dropna()
+    out.update(auroc=round(float(aurocs.mean()), 4) if len(aurocs) else None,
+               intervention=summarize_curves(curves))
+    return out
 
 
 def _fit(concept_embeddings, num_classes, logit_scale, train, val, test, loss, params, seed, device, final_layers,

@@ -20,7 +20,8 @@ from sparse_cbm.classifiers.base import ConceptClassifier, ConceptScorer
 from sparse_cbm.classifiers.batched import unit_batches
 from sparse_cbm.concepts.text import normalize_concept
 from sparse_cbm.datasets.base import Attribute
-from sparse_cbm.evaluation.intervention import concept_columns, corrected_accuracy, fit_intervention_values
+from sparse_cbm.evaluation.intervention import (POLICIES, check_policies, concept_columns, fit_intervention_values, intervention_curves,
+                                                summarize_curves)
 
 DIGITS = 4
 
@@ -102,12 +103,13 @@ def _area(curve: np.ndarray) -> float:
 @torch.inference_mode()
 def concept_quality(scorer: ConceptScorer, embeddings, labels: np.ndarray, annotations: np.ndarray,
                     matched: AnnotatedConcepts, *, k: int = 3, train_embeddings=None, max_k: int = 10,
-                    deletion_steps: int = 20, batch_size: int = 4096, seed: int = 0) -> Dict[str, Any]:
+                    deletion_steps: int = 20, batch_size: int = 4096, seed: int = 0,
+                    policies: Sequence[str] = POLICIES) -> Dict[str, Any]:
     """The metrics of the module docstring for one scorer on one split. Returns a dict with the JSON
     summary (``summary``), the per-concept AUROC table (``auroc``) and the curves (``intervention``:
-    accuracy per k; ``deletion``: mean probability per step, in contribution and random order)."""
-    labels_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    n = len(labels_t)
+    accuracy per k, per policy; ``deletion``: mean probability per step, in contribution and random order)."""
+    n = len(labels)
+    policies = check_policies(policies)  # before any work
     num_concepts = len(scorer.concepts)
     is_classifier = isinstance(scorer, ConceptClassifier)
     values = None
@@ -115,7 +117,6 @@ def concept_quality(scorer: ConceptScorer, embeddings, labels: np.ndarray, annot
         values = fit_intervention_values(scorer, train_embeddings, matched.concept_index, batch_size)
     steps = min(deletion_steps, num_concepts)
     sums: Dict[str, Any] = {"activation": 0.0, "contribution": 0.0, "random": 0.0,
-                            "intervention": np.zeros(max_k + 1, dtype=np.int64),
                             "deletion": {"by_contribution": np.zeros(steps + 1), "random": np.zeros(steps + 1)}}
     generator = torch.Generator().manual_seed(seed)
     for lo, x in unit_batches(embeddings, batch_size):
@@ -129,9 +130,6 @@ def concept_quality(scorer: ConceptScorer, embeddings, labels: np.ndarray, annot
         pred = scorer.decide(S).argmax(dim=1)
         contrib = scorer.contributions(S, pred)
         sums["contribution"] += _hits(contrib, truth, k)
-        if values is not None:
-            annotated = truth[:, torch.from_numpy(matched.concept_index)]
-            sums["intervention"] += corrected_accuracy(scorer, S, labels_t[rows], annotated, values, max_k)
         for name, curve in _deletion_curves(scorer, S, pred, contrib, steps, generator).items():
             sums["deletion"][name] += curve
     table = concept_auroc(scorer, embeddings, annotations, matched, batch_size) if len(matched) else \
@@ -151,12 +149,10 @@ def concept_quality(scorer: ConceptScorer, embeddings, labels: np.ndarray, annot
                                "random_order_auc": round(_area(deletion["random"]), DIGITS)}
         curves["deletion"] = deletion
         if values is not None:
-            accuracy = sums["intervention"] / max(n, 1)
-            gain_k = min(5, max_k)
-            summary["intervention"] = {"accuracy_at_0": round(float(accuracy[0]), DIGITS),
-                                       f"gain_at_{gain_k}": round(float(accuracy[gain_k] - accuracy[0]), DIGITS),
-                                       "max_k": max_k}
-            curves["intervention"] = accuracy
+            curves["intervention"] = intervention_curves(scorer, embeddings, labels, annotations,
+                                                         matched.attribute_index, values, max_k, policies,
+                                                         batch_size, seed)
+            summary["intervention"] = summarize_curves(curves["intervention"], DIGITS)
     return {"summary": summary, "auroc": table, "curves": curves}
 
 
@@ -164,7 +160,8 @@ def assess_scorers(scorers: Dict[str, ConceptScorer], embeddings, labels: np.nda
                    attributes: Sequence[Attribute], train_embeddings=None, **options) -> Dict[str, Any]:
     """``concept_quality`` for every scorer (each matched to the annotations by its own concepts). Returns ``summary``
     (scorer -> metrics), ``auroc`` (one table, with a ``model`` column), ``intervention`` (k and the
-    accuracy of every classifier) and ``deletion`` (step, and the curves of every classifier)."""
+    accuracy of every classifier under every policy: columns ``<classifier>_<policy>``) and ``deletion``
+    (step, and the curves of every classifier)."""
     summary, tables, intervention, deletion = {}, [], {}, {}
     matched = None
     for name, scorer in scorers.items():
@@ -173,8 +170,8 @@ def assess_scorers(scorers: Dict[str, ConceptScorer], embeddings, labels: np.nda
                                  train_embeddings=train_embeddings, **options)
         summary[name] = result["summary"]
         tables.append(result["auroc"].assign(model=name))
-        if "intervention" in result["curves"]:
-            intervention[name] = result["curves"]["intervention"]
+        for policy, curve in result["curves"].get("intervention", {}).items():
+            intervention[f"{name}_{policy}"] = curve
         for order, curve in result["curves"].get("deletion", {}).items():
             deletion[f"{name}_{order}"] = curve
     auroc = pd.concat(tables, ignore_index=True)[["model", "concept", "positives", "negatives", "auroc"]]

@@ -16,11 +16,12 @@ spinning thread holds the core its sibling process needs (``bench/threads.py`` m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,12 @@ THREADS_AUTO = "auto"
 # Read by the OpenMP runtime when it loads (set before `import torch`): idle threads block instead of
 # spin-waiting for the next parallel region. GNU OpenMP (PyTorch's on Linux) and Intel's read these.
 QUIET_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# A loop whose steps each cost fewer FLOPs than this runs on one thread (``threads_for``): its products
+# take tens of microseconds, and with idle threads asleep (QUIET_OPENMP) waking one for each parallel
+# region costs more than the second core gives back. Measured on the default world's sparse path (steps
+# of 256 x 112 x 20, about 8 MFLOP): 24 s on two sleeping threads, 8.3 s on one (docs/benchmarks.md#threads).
+# Steps of ImageNet's shape (about 18 GFLOP) keep every thread.
+SMALL_STEP_FLOPS = 5e7
 
 
 def affinity_cores() -> int:
@@ -73,6 +80,23 @@ def thread_count(threads: Union[int, str] = THREADS_AUTO, root: Path = CGROUP) -
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be 'auto' or a positive integer, got {threads!r}")
     return threads
+
+
+@contextlib.contextmanager
+def threads_for(step_flops: float) -> Iterator[int]:
+    """While the block runs, PyTorch's pool is one thread if each step of its loop costs fewer than
+    ``SMALL_STEP_FLOPS``, else as it was; yields the count. Restored after, even on an error."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = 1 if step_flops < SMALL_STEP_FLOPS else before
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
 
 
 def use_threads(threads: Union[int, str] = THREADS_AUTO) -> int:

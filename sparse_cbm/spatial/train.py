@@ -134,7 +134,8 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
                                path_points=sparse.path_points, epsilon=sparse.epsilon, max_epochs=sparse.max_epochs,
                                lr=sparse.lr, tol=sparse.tol, batch_size=sparse.batch_size, seed=seed,
                                device=str(device), max_nec=1.5 * sparse.target_nec,
-                               scale=resolve_scale(sparse.scale, units_are_clip_scores=False))
+                               scale=resolve_scale(sparse.scale, units_are_clip_scores=False),
+                               solver=sparse.solver)
         del train_rows, val_rows
     layer = path.choose_within(sparse.target_nec)
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from sparse_cbm import __version__
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
-from sparse_cbm.datasets.base import ANNOTATION_PREFIX, SPLITS, Attribute, DatasetSplits
+from sparse_cbm.datasets.base import ANNOTATION_PREFIX, Attribute, DatasetSplits
 from sparse_cbm.storage.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.storage.rows import NpyRows
@@ -105,6 +105,7 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
         "dataset": {"name": dataset.name, "fingerprint": fingerprint,
                     "num_classes": len(dataset.classes), "classes": dataset.classes},
         "attributes": [{"name": a.name, "concept": a.concept} for a in dataset.attributes],
+        "source": source.describe(),
         "skipped": [{"image_id": source.ids[row], "reason": reason} for row, reason in part.skipped],
         "sha256": {name: file_sha256(folder / name) for name in ("embeddings.npy", "labels.npy", "index.parquet")},
         "sparse_cbm_version": __version__,
@@ -117,11 +118,12 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
 def write_image_cache(dataset: DatasetSplits, backbone: Backbone, out: str | Path, scratch: str | Path, *,
                       batch_size: int, num_workers: int, skip_corrupt: bool,
                       extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
-    """Embed every split, then publish the whole cache folder at once (see the module docstring)."""
+    """Embed every split of ``dataset`` (train, val, test and any other it has, such as
+    ``test_corrupted``), then publish the whole cache folder at once (see the module docstring)."""
     out, scratch = Path(out), Path(scratch)
     parts: Dict[str, PartialSplit] = {}
     fingerprints: Dict[str, str] = {}
-    for split in SPLITS:
+    for split in dataset.splits:
         started = time.perf_counter()
         fingerprints[split] = dataset.fingerprint(split)
         key = _run_key(backbone, fingerprints[split], batch_size)

@@ -58,14 +58,16 @@ class CachedInputs:
 
 
 def read_cached_inputs(images: str | Path, splits: Sequence[str] = ("train", "val", "test"), *,
-                       concepts: str | Path | None = None, text: str | Path | None = None) -> CachedInputs:
+                       concepts: str | Path | None = None, text: str | Path | None = None,
+                       optional: Sequence[str] = ()) -> CachedInputs:
     """Open ``splits`` of the image cache ``images`` (each after the first checked to hold the first's
-    backbone), then, when given, the concept list ``concepts`` and the text cache ``text`` (checked
-    to hold that backbone, that concept list and the image cache's classes).
+    backbone), and those of ``optional`` the cache has (a folder it does not hold is skipped; one it
+    holds is read and checked like the others); then, when given, the concept list ``concepts`` and the
+    text cache ``text`` (checked to hold that backbone, that concept list and the image cache's classes).
 
     Raises ``CacheMismatchError`` (with the readers' own messages) on any disagreement."""
     opened: Dict[str, ImageSplit] = {}
-    for split in splits:
+    for split in [*splits, *[s for s in optional if (Path(images) / s).exists()]]:
         expect = next(iter(opened.values())).manifest["backbone"] if opened else None
         opened[split] = read_image_split(images, split, expect_backbone=expect)
     inputs = CachedInputs(opened)

@@ -4,7 +4,8 @@
   ``train`` section from ``sparse_cbm.bottleneck.config``): every key's path, type or choices,
   default and description. A description is written once, as the field's
   ``Field(..., description=...)``; a field without one is an error.
-* The results tables, from the committed ``metrics/*.json``: blocks between
+* The results tables, from the committed ``metrics/*.json`` (the intervention curves from
+  ``plots/evaluate/``): blocks between
   ``<!-- generated:NAME begin ... -->`` and ``<!-- generated:NAME end -->`` in ``README.md`` and
   ``docs/results.md``; the text around them is written by hand.
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import yaml
 from pydantic import BaseModel
 
+from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
 from sparse_cbm.errors import SparseCbmError
 
 PARAMS_DOC = "docs/params.md"
@@ -115,6 +117,17 @@ def default_text(value: Any) -> str:
     return f"`{text}`"
 
 
+def _section(annotation: Any) -> Tuple[Any, bool]:
+    """(the schema section a field holds, or None; whether it may be null instead)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and type(None) in typing.get_args(annotation) and isinstance(args[0], type) and \
+            issubclass(args[0], BaseModel):
+        return args[0], True
+    return None, False
+
+
 def _rows(model: type[BaseModel], prefix: str, defaults: dict) -> List[Tuple[str, str, str, str]]:
     rows = []
     for name, field in model.model_fields.items():
@@ -123,9 +136,10 @@ def _rows(model: type[BaseModel], prefix: str, defaults: dict) -> List[Tuple[str
             raise DocsError(f"params key '{key}' has no description: give its field in the schema "
                             f"Field(..., description=...) (sparse_cbm_app/params.py or sparse_cbm/bottleneck/config.py).")
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.append((f"`{key}.*`", "section", "", _linked(field.description)))
-            rows.extend(_rows(annotation, f"{key}.", defaults[name]))
+        section, nullable = _section(annotation)
+        if section is not None and defaults[name] is not None:
+            rows.append((f"`{key}.*`", "section, or `null`" if nullable else "section", "", _linked(field.description)))
+            rows.extend(_rows(section, f"{key}.", defaults[name]))
             continue
         kind = TYPE_TEXT.get(key) or _field_type(annotation, field.metadata)
         rows.append((f"`{key}`", kind, default_text(defaults[name]), _linked(field.description)))
@@ -178,8 +192,8 @@ def params_markdown() -> str:
 # --------------------------------------------------------------------------------------------- results
 
 
-def _f(x: float) -> str:
-    return f"{x:.4f}"
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"
 
 
 def _g(x: float) -> str:
@@ -217,6 +231,7 @@ def headline_block(root: Path) -> str:
         f"(CLIP's own concept scores: {_f(quality['clip_scores']['auroc'])}); its top-{at_k['k']} concepts by "
         f"contribution are true {_f(at_k['by_contribution'])} of the time (a random ranking: "
         f"{_f(at_k['random_ranking'])}).",
+        *_corrupted_sentence(ev),
         f"The paper's form (`params/paper.yaml`: l1, dense layer; `metrics/compare.json`): top-1 "
         f"{_f(paper['top1'])}, concept AUROC {_f(paper['auroc'])}, precision@{p_at_k['k']} "
         f"{_f(p_at_k['by_contribution'])}.",
@@ -224,6 +239,20 @@ def headline_block(root: Path) -> str:
         f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25).")
     lines += ["", " ".join(sentences)]
     return "\n".join(lines)
+
+
+def _corrupted_sentence(ev: dict) -> List[str]:
+    """The headline's line on interventions, where the run has a corrupted test split."""
+    bad = (ev.get(CORRUPTED_TEST) or {}).get("concept_quality", {}).get("cbm", {}).get("intervention")
+    if not bad:
+        return []
+    from sparse_cbm.report.trust import POLICY_LABELS, ordered_gains
+
+    said = ", ".join(f"{v:+.4f} ({POLICY_LABELS.get(p, p)})" for p, v in ordered_gains(bad))
+    kinds = ", ".join(ev[CORRUPTED_TEST]["corruptions"]["kinds"])
+    return [f"On a corrupted copy of the test split ({kinds}) its top-1 falls to {_f(bad['accuracy_at_0'])}; "
+            f"checking 5 concepts of each image and correcting the wrong ones gains {said} "
+            f"([interventions](docs/results.md#interventions))."]
 
 
 def methods_block(root: Path) -> str:
@@ -249,7 +278,7 @@ def quality_block(root: Path) -> str:
              f"{_f(cbm['precision_at_k']['by_contribution'])} | {_f(cbm['precision_at_k']['random_ranking'])} |",
              "",
              f"{q['models']['cbm']}: intervention accuracy {_f(cbm['intervention']['accuracy_at_0'])} at k = 0, "
-             f"gain at k = 5 {cbm['intervention']['gain_at_5']:+.4f}; deletion AUC {_f(cbm['deletion']['auc'])} "
+             f"gain at k = 5 {_gains(cbm['intervention'])}; deletion AUC {_f(cbm['deletion']['auc'])} "
              f"against {_f(cbm['deletion']['random_order_auc'])} in a random order "
              f"({cbm['deletion']['steps']} steps). Training (`metrics/train.json`): epoch {train['kept_epoch']} of "
              f"{train['epochs_run']} kept, train top-1 {_f(train['train_top1'])}, val top-1 {_f(train['val_top1'])}; "
@@ -262,13 +291,54 @@ def quality_block(root: Path) -> str:
 def compare_block(root: Path) -> str:
     compare = _metrics(root, "compare.json")
     lines = ["| objective | form | final layer | test top-1 | top-1, random concepts | concept AUROC | "
-             "precision@3 by weight × activation | NEC | ANEC-5 (random concepts) | intervention gain at k = 5 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "precision@3 by weight × activation | NEC | ANEC-5 (random concepts) | intervention gain at k = 5 | "
+             "corrupted test: top-1 | corrupted test: intervention gain at k = 5 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in compare["configs"]:
         lines.append(f"| {c['loss']} | {c['form']} | {c['final_layer']} | {_f(c['top1'])} | "
                      f"{_f(c['random_concepts_top1'])} | {_f(c['auroc'])} | "
                      f"{_f(c['precision_at_k']['by_contribution'])} | {_g(c['nec'])} | {_f(c['anec5'])} "
-                     f"({_f(c['random_concepts_anec5'])}) | {c['intervention']['gain_at_5']:+.4f} |")
+                     f"({_f(c['random_concepts_anec5'])}) | {_gains(c['intervention'])} | "
+                     f"{_f(c.get(CORRUPTED_TEST, {}).get('top1'))} | "
+                     f"{_gains(c.get(CORRUPTED_TEST, {}).get('intervention'))} |")
+    from sparse_cbm.report.trust import POLICY_LABELS
+
+    listed = next((c["intervention"]["policies"] for c in compare["configs"] if c.get("intervention")), [])
+    policies = " / ".join(POLICY_LABELS.get(p, p) for p in listed) or "none (no annotations)"
+    return "\n".join(lines) + f"\n\nIntervention gains: {policies}."
+
+
+def _gains(intervention) -> str:
+    """Gains at k = 5 of every policy, "a / b / c"."""
+    from sparse_cbm.report.trust import ordered_gains
+
+    gains = ordered_gains(intervention)
+    return " / ".join(f"{v:+.4f}" for _, v in gains) if gains else "–"
+
+
+def interventions_block(root: Path) -> str:
+    """The default CBM's intervention curves on both test splits, at a few k, per policy."""
+    import pandas as pd
+
+    from sparse_cbm.report.trust import POLICY_LABELS
+
+    ev = _metrics(root, "evaluate.json")
+    corrupted = ev.get(CORRUPTED_TEST)
+    if not corrupted:
+        return "No corrupted test split in this run (`dataset.corrupted_test` is null)."
+    how = corrupted["corruptions"]
+    clean = pd.read_csv(root / "plots/evaluate/intervention.csv")
+    bad = pd.read_csv(root / "plots/evaluate/intervention_corrupted.csv")
+    ks = [k for k in (0, 1, 2, 3, 5, 10) if k < len(bad)]
+    lines = [f"Corrupted test split: {', '.join(how['kinds'])}, one an image in turn, severity {how['severity']}. "
+             f"Top-1 there: " + ", ".join(f"{ev['methods'][m]} {_f(r['top1'])}" for m, r in corrupted["test"].items())
+             + ".", "",
+             "| split | order | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    for split, frame in (("clean", clean), ("corrupted", bad)):
+        for policy, label in POLICY_LABELS.items():
+            column = f"cbm_{policy}"
+            if column in frame:
+                lines.append(f"| {split} | {label} | " + " | ".join(_f(frame[column][k]) for k in ks) + " |")
     return "\n".join(lines)
 
 
@@ -302,7 +372,7 @@ def spatial_block(root: Path) -> str:
 BLOCKS: Dict[str, Dict[str, Callable[[Path], str]]] = {
     README: {"headline": headline_block},
     RESULTS_DOC: {"methods": methods_block, "concept-quality": quality_block, "compare": compare_block,
-                  "spatial": spatial_block},
+                  "interventions": interventions_block, "spatial": spatial_block},
 }
 
 

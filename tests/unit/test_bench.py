@@ -22,6 +22,11 @@ CLASSIFIERS = ("zero-shot", "CMS factored", "CMS direct", "descriptions")
 
 # script -> regexes, each of which must match a whole line of what the smoke run prints
 PROMISED = {
+    "dag": [
+        rf"commit [0-9a-f]{{10}}, params\.yaml, {N} CPUs; each stage forced, alone, in DAG order:",
+        rf"  concepts +{F} s \| peak RSS +{N} MiB",
+        rf"whole: {F} s = 0 min {N} s for 1 stages \| largest peak RSS {N} MiB \| target 8 min: met",
+    ],
     "embed_images": [
         rf"machine: {N} CPUs, torch \S+, {N} threads; batch 8, DataLoader workers 0",
         rf" +sparse-cbm-tiny: bare forward +{F} img/s \| stage end-to-end +{F} img/s \(16 JPEGs 32x32\) \| "
@@ -65,6 +70,11 @@ PROMISED = {
         rf"+{F} GFLOP/s, ratio {F}",
         rf"SAGA epoch at one lambda \(glm-saga train_saga\): {F} s a step \(mean of 2 after a warm-up\) -> +{F} min "
         rf"per pass of 48 rows \({F} h for ImageNet's 1,281,167\) \| +{F} GFLOP/s, ratio {F}",
+        rf"SAGA epoch at one lambda \(ours, sparse_cbm.bottleneck.saga\): {F} s a step -> +{F} min per pass \({F} h "
+        rf"for ImageNet\) \| +{F} GFLOP/s, ratio {F} \(target >= 0\.5\) \| {F}x glm-saga's step; weights after the "
+        rf"same steps differ by \S+ at most",
+        rf"peak RSS with our SAGA steps: {N} MiB for 48 rows, {N} MiB for 96 rows \(ratio {F}; flat = bounded by the "
+        rf"batch\)",
         rf"  where it goes: glm-saga forms each of a step's two gradients as a 8 x 4 x 16 broadcast then a mean "
         rf"\({F} GB\): {F} s; the same gradient as a matrix product: {F} s \({N}x\)",
         rf"peak RSS after the streaming pass: {N} MiB for 48 rows, {N} MiB for 96 rows \(ratio {F}; flat = bounded "

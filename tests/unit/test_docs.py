@@ -89,7 +89,7 @@ def test_every_params_key_is_in_the_reference():
 
 
 def docs_copy(tmp_path: Path) -> Path:
-    for name in ("README.md", "docs", "metrics"):
+    for name in ("README.md", "docs", "metrics", "plots"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
     return tmp_path

@@ -176,3 +176,19 @@ def test_cli_check_reports_one_clear_line(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_the_corrupted_test_split_can_be_turned_off_and_bad_kinds_or_policies_are_named():
+    assert validate_params({"dataset": {"corrupted_test": None}}).dataset.corrupted_test is None
+    default = validate_params({}).dataset.corrupted_test
+    assert default.kinds == ["occlusion", "noise", "blur", "colour"] and default.severity == 0.5
+    with pytest.raises(ParamsError, match=r"dataset.corrupted_test.kinds.*'fog'"):
+        validate_params({"dataset": {"corrupted_test": {"kinds": ["fog"]}}})
+    with pytest.raises(ParamsError, match="dataset.corrupted_test.severity"):
+        validate_params({"dataset": {"corrupted_test": {"severity": 2}}})
+    with pytest.raises(ParamsError, match="evaluate.concept_quality.intervention_policies"):
+        validate_params({"evaluate": {"concept_quality": {"intervention_policies": ["oracle"]}}})
+    with pytest.raises(ParamsError, match="must name each policy once"):
+        validate_params({"evaluate": {"concept_quality": {"intervention_policies": ["random", "random"]}}})
+    with pytest.raises(ParamsError, match="must name each corruption once"):
+        validate_params({"dataset": {"corrupted_test": {"kinds": ["blur", "blur"]}}})

@@ -96,12 +96,37 @@ def test_intervention_repairs_a_bottleneck_that_has_a_concept_backwards():
                              deletion_steps=3)
     s = result["summary"]
     assert 0.3 < s["intervention"]["accuracy_at_0"] < 0.7
-    curve = result["curves"]["intervention"]
-    assert curve[0] == pytest.approx(s["intervention"]["accuracy_at_0"]) and curve[1] == pytest.approx(1.0)
-    assert s["intervention"]["gain_at_3"] == pytest.approx(1.0 - curve[0])
+    assert s["intervention"]["policies"] == ["worst_first", "contribution", "random"]
+    curves = result["curves"]["intervention"]
+    worst = curves["worst_first"]
+    # the backwards concept is the most wrong one: checking one concept repairs every image
+    assert worst[0] == pytest.approx(s["intervention"]["accuracy_at_0"]) and worst[1] == pytest.approx(1.0)
+    assert s["intervention"]["gain_at_3"]["worst_first"] == pytest.approx(1.0 - worst[0])
+    # the decision for "red" cites concept 0 only: a broken image called red is repaired by its first check;
+    # one called not-red cites nothing (all contributions 0), so its concepts come in a random order
+    assert curves["contribution"][1] > curves["random"][1] + 0.1
+    # a random order reaches it among the 4 annotated concepts in a quarter of the broken images per check
+    random = curves["random"]
+    broken_share = 1.0 - random[0]
+    for k in (1, 2, 3):
+        assert random[k] - random[0] == pytest.approx(k / 4 * broken_share, abs=0.05)
+    assert s["intervention"]["gain_at_3"]["random"] == pytest.approx(random[3] - random[0])
     healthy = concept_quality(Linear(), x, y, annotations, matched, k=1, train_embeddings=x, max_k=5)
     assert healthy["summary"]["intervention"]["accuracy_at_0"] == 1.0
-    assert healthy["summary"]["intervention"]["gain_at_5"] == 0.0
+    assert healthy["summary"]["intervention"]["gain_at_5"] == {"worst_first": 0.0, "contribution": 0.0, "random": 0.0}
+
+
+def test_intervention_policies_are_chosen_by_name_and_an_unknown_one_is_refused():
+    x, y, annotations = world()
+    matched = match_annotations(CONCEPTS, ATTRIBUTES)
+    result = concept_quality(Linear(corrupt=True), x, y, annotations, matched, train_embeddings=x, max_k=5,
+                             deletion_steps=2, policies=["random"])
+    assert list(result["curves"]["intervention"]) == ["random"]
+    assert result["summary"]["intervention"]["gain_at_5"]["random"] > 0.3
+    with pytest.raises(ValueError, match="unknown intervention policy 'oracle'; use one of: worst_first"):
+        concept_quality(Linear(), x, y, annotations, matched, train_embeddings=x, max_k=5, policies=["oracle"])
+    with pytest.raises(ValueError, match="must be distinct"):
+        concept_quality(Linear(), x, y, annotations, matched, train_embeddings=x, max_k=5, policies=["random"] * 2)
 
 
 def test_deletion_in_the_explanation_order_hurts_more_than_a_random_one():
@@ -133,5 +158,6 @@ def test_assess_scorers_tables_and_curves():
     result = assess_scorers({"clip": Scorer(), "cbm": Linear()}, x, y, annotations, ATTRIBUTES, train_embeddings=x,
                             k=2, max_k=5, deletion_steps=4)
     assert set(result["summary"]) == {"clip", "cbm"} and set(result["auroc"]["model"]) == {"clip", "cbm"}
-    assert list(result["intervention"].columns) == ["k", "cbm"] and len(result["intervention"]) == 6
+    assert list(result["intervention"].columns) == ["k", "cbm_worst_first", "cbm_contribution", "cbm_random"]
+    assert len(result["intervention"]) == 6
     assert list(result["deletion"].columns) == ["step", "cbm_by_contribution", "cbm_random"]

@@ -82,3 +82,40 @@ def test_every_stage_that_sizes_threads_declares_the_param():
         uses = "params = stage_params()" in (REPO / "stages" / f"{name}.py").read_text()
         assert uses == ("threads" in stage.get("params", [])), name
     assert sum("threads" in s.get("params", []) for s in stages.values()) >= len(stages) - 1   # report has no pool
+
+
+def test_small_steps_run_on_one_thread_and_the_pool_is_restored_after():
+    from sparse_cbm.runtime.cpus import SMALL_STEP_FLOPS, threads_for
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threads_for(SMALL_STEP_FLOPS / 10) as n:
+            assert n == 1 == torch.get_num_threads()
+        assert torch.get_num_threads() == 2
+        with threads_for(SMALL_STEP_FLOPS * 10) as n:
+            assert n == 2 == torch.get_num_threads()
+        with pytest.raises(RuntimeError, match="boom"):
+            with threads_for(1.0):
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_sparse_paths_step_cost_picks_one_thread_here_and_every_thread_at_imagenets_shape(monkeypatch):
+    import numpy as np
+
+    from sparse_cbm.bottleneck import sparse_layer
+    from sparse_cbm.runtime.cpus import SMALL_STEP_FLOPS
+
+    seen = []
+    real = sparse_layer.threads_for
+    monkeypatch.setattr(sparse_layer, "threads_for", lambda flops: seen.append(flops) or real(flops))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((512, 112)).astype(np.float32), rng.integers(0, 20, 512)
+    sparse_layer.fit_sparse_path(lambda a: a, (x, y), None, 20, path_points=2, max_epochs=1)
+    assert len(seen) == 2 and all(f < SMALL_STEP_FLOPS for f in seen)  # the default world's steps: one thread
+    imagenet = np.zeros((1, 768), np.float32)
+    cbl = torch.nn.Linear(768, 4751)
+    assert sparse_layer._step_flops(cbl, imagenet, 256, 1000) > 100 * SMALL_STEP_FLOPS

@@ -27,15 +27,27 @@ EVALUATE = {
         "models": {"cbm": "CBM (l1)", "clip_scores": "CLIP concept scores"},
         "cbm": {"annotated_concepts": 2, "auroc": 0.61234,
                 "precision_at_k": {"k": 2, "by_activation": 0.25, "by_contribution": 0.375, "random_ranking": 0.3333},
-                "intervention": {"gain_at_5": -0.0504}, "deletion": {"auc": 0.3633, "random_order_auc": 0.8867}},
+                "intervention": {"accuracy_at_0": 0.9, "policies": ["worst_first", "random"],
+                                 "gain_at_5": {"worst_first": -0.0504, "random": 0.0101}},
+                "deletion": {"auc": 0.3633, "random_order_auc": 0.8867}},
         "clip_scores": {"annotated_concepts": 2, "auroc": 0.983,
-                        "precision_at_k": {"k": 2, "by_activation": 0.5342, "random_ranking": 0.3333}}}}
+                        "precision_at_k": {"k": 2, "by_activation": 0.5342, "random_ranking": 0.3333}}},
+    "test_corrupted": {"corruptions": {"kinds": ["occlusion", "blur"], "severity": 0.5},
+                       "test": {"cbm": {"top1": 0.41234}},
+                       "concept_quality": {"cbm": {"intervention": {
+                           "accuracy_at_0": 0.41234, "policies": ["worst_first", "random"],
+                           "gain_at_5": {"worst_first": 0.31, "random": 0.12}}}}}}
 TRAIN = {"objective": "l1", "form": "paper", "kept_epoch": 3, "epochs_run": 4, "final_layer": "sparse", "nec": 2.5,
          "dropped_concepts": ["striped"]}
 SUMMARY = {"input": 7, "kept": 3, "kept_rows": 4, "removed_by_step": {"too long": 1, "too similar to a class": 3}}
 COMPARE = {"configs": [{"objective": "l1", "form": "paper", "final_layer": "dense", "top1": 0.9, "random_concepts_top1": 0.5,
                         "auroc": 0.6, "precision_at_k": {"by_contribution": 0.375}, "nec": 3.0, "anec5": 0.875,
-                        "random_concepts_anec5": None, "intervention": {"gain_at_5": 0.0125}}]}
+                        "random_concepts_anec5": None,
+                        "intervention": {"policies": ["worst_first", "random"],
+                                         "gain_at_5": {"worst_first": 0.0125, "random": 0.0}},
+                        "test_corrupted": {"top1": 0.4, "intervention": {"policies": ["worst_first", "random"],
+                                                                         "gain_at_5": {"worst_first": 0.25,
+                                                                                       "random": -0.01}}}}]}
 SPATIAL = {"test_top1": 0.7125, "test_images": 40, "nec": 1.5, "heatmap_images": 9, "prompted_test_images": 12,
            "heatmaps": {m: {"pixel_accuracy": 0.7 + i / 100, "miou": 0.5 + i / 1000, "map": 0.61234 - i / 10}
                         for i, m in enumerate(("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p"))},
@@ -55,7 +67,7 @@ def write(path, content):
     elif isinstance(content, str):
         path.write_text(content, encoding="utf-8")
     else:
-        path.write_text(json.dumps(content), encoding="utf-8")
+        path.write_text(json.dumps(content, sort_keys=True), encoding="utf-8")  # as the stages write it
 
 
 def synthetic_project(root: Path):
@@ -90,7 +102,10 @@ def synthetic_project(root: Path):
                                                          "train_top5": [1.0, 1.0], "val_top5": [1.0, 1.0]}))
     write(root / "plots/train/sparse_path.csv", pd.DataFrame({"nec": [0, 1, 2.5], "train_top1": [0.5, 0.8, 0.9],
                                                               "val_top1": [0.5, 0.75, 0.85]}))
-    write(root / "plots/evaluate/intervention.csv", pd.DataFrame({"k": [0, 1, 2], "cbm": [0.9, 0.92, 0.95]}))
+    write(root / "plots/evaluate/intervention.csv", pd.DataFrame({"k": [0, 1, 2], "cbm_worst_first": [0.9, 0.92, 0.95],
+                                                                  "cbm_random": [0.9, 0.91, 0.92]}))
+    write(root / "plots/evaluate/intervention_corrupted.csv", pd.DataFrame({
+        "k": [0, 1, 2], "cbm_worst_first": [0.4, 0.6, 0.7], "cbm_random": [0.4, 0.45, 0.5]}))
     write(root / "plots/evaluate/deletion.csv", pd.DataFrame({"step": [0, 1, 2], "cbm_by_contribution": [0.9, 0.5, 0.3],
                                                               "cbm_random": [0.9, 0.8, 0.7]}))
     n, size = 1, 16
@@ -161,16 +176,21 @@ def test_every_metric_is_in_its_table_as_the_page_formats_it(report):
     assert tables["measure|value"] == {k: [f4(v)] for k, v in EVALUATE["sparsity"].items()}
     trust = tables["model|concept AUROC"]
     cbm = EVALUATE["concept_quality"]["cbm"]
-    assert trust["CBM (l1)"] == [f4(cbm["auroc"]), "0.2500", "0.3750", "0.3333", "-0.0504", "0.3633 (0.8867)"]
+    assert trust["CBM (l1)"] == [f4(cbm["auroc"]), "0.2500", "0.3750", "0.3333", "-0.0504 / +0.0101",
+                                 "0.3633 (0.8867)"]
     assert trust["CLIP concept scores"] == ["0.9830", "0.5342", "–", "0.3333", "–", "–"]
     (compare,) = tables["objective|form"].values()
-    assert compare == ["paper", "dense", "0.9000 (0.5000)", "0.6000", "0.3750", "3.0000", "0.8750", "0.0125"]
+    assert compare == ["paper", "dense", "0.9000 (0.5000)", "0.6000", "0.3750", "3.0000", "0.8750",
+                       "+0.0125 / +0.0000", "0.4000", "+0.2500 / -0.0100"]
+    headers = [t[0] for t in page.tables if t[0][0] == "objective"][0]
+    assert headers[8] == headers[10].replace("corrupted test: ", "") == \
+        "intervention gain at k = 5 (most wrong first / in a random order)"
     assert tables["model|test top-1"] == {"SALF-CBM (concept maps, sparse final layer)": ["0.7125", "1.5000"],
                                           "CBM (l1)": ["0.9124", "2.5000"], "linear probe": ["0.9500", "–"]}
     from sparse_cbm.report.spatial import EA_LABELS, HEATMAP_LABELS
 
     heat = tables["heatmap|pixel accuracy"]
-    assert list(heat) == [HEATMAP_LABELS[m] for m in SPATIAL["heatmaps"]]
+    assert list(heat) == [HEATMAP_LABELS[m] for m in sorted(SPATIAL["heatmaps"])]  # as the JSON file holds them
     for method, s in SPATIAL["heatmaps"].items():
         pointing = SPATIAL["pointing_game"].get(method)
         assert heat[HEATMAP_LABELS[method]] == [f4(s["pixel_accuracy"]), f4(s["miou"]), f4(s["map"]),
@@ -190,6 +210,8 @@ def test_texts_code_and_markdown_agree_with_the_html(report):
     assert "7 candidate concepts, 3 kept (4 class-concept pairs)." in text
     assert "kept epoch 3 of 4; final layer sparse, NEC 2.5; cos3's cutoff dropped 1 concepts: striped." in text
     assert "cubic cosine 0.4746 on train" in text and "On the 9 of 12 test images" in text
+    assert ("On the corrupted test split (occlusion, blur; severity 0.5) the CBM's top-1 is 0.4123 (clean: 0.9124); "
+            "checking 5 concepts of each image gains +0.3100 (most wrong first), +0.1200 (in a random order).") in text
     assert "changed on 0.6875 of 16 images (mean drop of the predicted class's probability 0.1797)" in text
     assert page.pre[0] == PARAMS  # params.yaml whole, escaped in the HTML, as written in the Markdown
     assert "```\n" + PARAMS.rstrip() + "\n```" in md

@@ -172,3 +172,28 @@ def test_compact_keeps_exactly_the_kept_rows_across_chunks(tmp_path):
     keep = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0], dtype=bool)
     _compact(part, keep, tmp_path / "out.npy", chunk=3)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), data[keep])
+
+
+def test_a_corrupted_test_split_is_cached_with_how_it_was_made_and_read_when_asked(tiny_backbone, tmp_path):
+    from sparse_cbm.datasets.corruptions import CORRUPTED_TEST, with_corrupted_test
+    from sparse_cbm.storage.inputs import read_cached_inputs
+
+    data = load_dataset("shapes", seed=0, shapes_n_train=24, shapes_n_test=12, val_fraction=0.25,
+                        shapes_preset="easy")
+    plain = write_image_cache(data, tiny_backbone, tmp_path / "plain", tmp_path / "scratch", **KW)
+    assert list(plain) == ["train", "val", "test"] and plain["test"]["source"] == {}
+    assert list(read_cached_inputs(tmp_path / "plain", optional=(CORRUPTED_TEST,)).splits) == ["train", "val", "test"]
+    with_corrupted_test(data, ["blur", "noise"], 0.4, seed=3)
+    manifests = write_image_cache(data, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    m = manifests[CORRUPTED_TEST]
+    assert m["source"]["corruptions"] == {"of": "test", "kinds": ["blur", "noise"], "severity": 0.4, "seed": 3,
+                                          "version": "corruptions-v1"}
+    inputs = read_cached_inputs(tmp_path / "cache", optional=(CORRUPTED_TEST,))
+    corrupted, clean = inputs.splits[CORRUPTED_TEST], inputs.splits["test"]
+    assert np.array_equal(corrupted.labels, clean.labels)
+    assert np.array_equal(corrupted.annotations(), clean.annotations())
+    assert list(corrupted.index()["corruption"]) == ["blur", "noise"] * 6
+    assert not np.array_equal(corrupted.embeddings, clean.embeddings)
+    (tmp_path / "cache" / CORRUPTED_TEST / "manifest.json").unlink()  # there, but incomplete: refused, not skipped
+    with pytest.raises(CacheMismatchError, match="no manifest.json"):
+        read_cached_inputs(tmp_path / "cache", optional=(CORRUPTED_TEST,))
