@@ -22,10 +22,10 @@ from __future__ import annotations
 import difflib
 import io
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, SparseLayerParams, TrainParams, check_combination
 from sparse_cbm.clip import PRECISIONS
@@ -74,21 +74,21 @@ class ShapesParams(_Strict):
         return v
 
 
+def _each_once(values: list) -> list:
+    """A list of choices that names each at most once."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"must name each choice once, got {values}")
+    return values
+
+
 class CorruptedTestParams(_Strict):
     """The second test split, ``test_corrupted`` (``sparse_cbm.datasets.corruptions``)."""
 
-    kinds: List[Literal[CORRUPTION_KINDS]] = Field(  # type: ignore[valid-type]
+    kinds: Annotated[List[Literal[CORRUPTION_KINDS]], AfterValidator(_each_once)] = Field(  # type: ignore[valid-type]
         list(CORRUPTION_KINDS), min_length=1, description="the corruptions, one an image in turn: `occlusion` (a grey "
         "square over part of the object), `noise`, `blur`, `colour` (a hue rotation)")
     severity: float = Field(0.5, ge=0.0, le=1.0, description="how strong every corruption is, from 0 (none) to 1 "
                                                              "(colour: a red object turns green or blue)")
-
-    @field_validator("kinds")
-    @classmethod
-    def _distinct_kinds(cls, v: list) -> list:
-        if len(set(v)) != len(v):
-            raise ValueError(f"must name each corruption once, got {v}")
-        return v
 
 
 class DatasetParams(_Strict):
@@ -265,17 +265,10 @@ class ConceptQualityParams(_Strict):
     k: int = Field(3, gt=0, description="precision@k of each image's top concepts against its true attributes")
     intervention_max_k: int = Field(10, ge=5, description="the intervention curve checks k = 0 .. this many concepts "
                                                           "of each image and corrects those that are wrong")
-    intervention_policies: List[Literal[INTERVENTION_POLICIES]] = Field(  # type: ignore[valid-type]
+    intervention_policies: Annotated[List[Literal[INTERVENTION_POLICIES]], AfterValidator(_each_once)] = Field(  # type: ignore[valid-type]
         list(INTERVENTION_POLICIES), min_length=1, description="the orders concepts are checked in, a curve each "
         "(docs/methods.md#interventions): `worst_first` (the most wrong by the annotations), `contribution` (the "
         "concepts the explanation cites first), `random`")
-
-    @field_validator("intervention_policies")
-    @classmethod
-    def _distinct_policies(cls, v: list) -> list:
-        if len(set(v)) != len(v):
-            raise ValueError(f"must name each policy once, got {v}")
-        return v
     deletion_steps: int = Field(20, gt=0, description="top-contributing concepts deleted one at a time")
 
 

@@ -188,7 +188,7 @@ def test_the_corrupted_test_split_can_be_turned_off_and_bad_kinds_or_policies_ar
         validate_params({"dataset": {"corrupted_test": {"severity": 2}}})
     with pytest.raises(ParamsError, match="evaluate.concept_quality.intervention_policies"):
         validate_params({"evaluate": {"concept_quality": {"intervention_policies": ["oracle"]}}})
-    with pytest.raises(ParamsError, match="must name each policy once"):
+    with pytest.raises(ParamsError, match=r"evaluate.concept_quality.intervention_policies.*must name each choice once"):
         validate_params({"evaluate": {"concept_quality": {"intervention_policies": ["random", "random"]}}})
-    with pytest.raises(ParamsError, match="must name each corruption once"):
+    with pytest.raises(ParamsError, match=r"dataset.corrupted_test.kinds.*must name each choice once"):
         validate_params({"dataset": {"corrupted_test": {"kinds": ["blur", "blur"]}}})
