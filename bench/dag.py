@@ -3,7 +3,7 @@
 In a fresh clone of HEAD (commit what you want measured), each stage of ``dvc.yaml`` is rerun in
 the file's order, which is the DAG's, with ``dvc repro --force --single-item <stage>``, each as its
 own child process: its wall time and the peak resident size of its largest process (``wait4``'s
-``ru_maxrss``: the stage's Python, not DVC's, which is smaller) are printed, then the whole DAG's
+``ru_maxrss``: DVC's own, about 0.8 GB, or the stage's Python when it is larger) are printed, then the whole DAG's
 time against the target (8 minutes on our 2-core machine, issue 19). Each stage's time includes
 DVC's own start-up and hashing (a few seconds), as ``dvc repro`` does. Nothing else should run on
 the machine meanwhile: two pipelines on two cores slow each other 4-20x.
