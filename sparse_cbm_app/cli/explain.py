@@ -1,11 +1,11 @@
 """``sparse-cbm explain IMAGE``: SALF-CBM's Explain Anything and local editing, for people.
 
-The trained SALF-CBM (``--model``; the pipeline's by default, dvc.yaml's ``paths.spatial_model``, made by
-``dvc repro``) predicts the image, ranks
-the concepts of a region (``--box X0,Y0,X1,Y1``, ``--point X,Y`` or ``--mask PNG``; the whole
+The trained model (``--model``: this project after ``dvc repro`` by default, or a folder written by
+``sparse-cbm export``; loaded with the Python API, ``SparseCBM.from_pretrained``) predicts the image
+with the CBM and with SALF-CBM, ranks SALF-CBM's concepts of a region (``--box X0,Y0,X1,Y1``, ``--point X,Y`` or ``--mask PNG``; the whole
 image without one) and writes the image with the heatmaps of those concepts. ``--edit
 CONCEPT=BETA`` (repeatable) raises that concept's map by BETA standard deviations inside the
-region and prints the new prediction. The backbone is the one ``params.yaml`` names.
+region and prints the new prediction.
 
 Coordinates are pixels of IMAGE. The backbone sees the centred square of the image (its
 preprocessing resizes the shorter side and crops the centre), so a region outside that square
@@ -15,20 +15,13 @@ is cut to it.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
-import torch
 
-from sparse_cbm_app.cli.pipeline import pipeline_path
-from sparse_cbm.errors import SparseCbmError
-
-
-class ExplainError(SparseCbmError):
-    """Bad input to ``sparse-cbm explain``."""
+from sparse_cbm.trained.images import ModelInputError as ExplainError
 
 
 def _numbers(text: str, count: int, flag: str) -> List[float]:
@@ -42,9 +35,9 @@ def _numbers(text: str, count: int, flag: str) -> List[float]:
     return values
 
 
-def parse_edits(pairs: List[str], concepts: List[str]) -> Dict[int, float]:
-    """``CONCEPT=BETA`` pairs -> {concept index: beta}; an unknown concept names the closest ones."""
-    out: Dict[int, float] = {}
+def parse_edits(pairs: List[str]) -> Dict[str, float]:
+    """``CONCEPT=BETA`` pairs -> {concept: beta} (the model checks the concept and that beta is finite)."""
+    out: Dict[str, float] = {}
     for pair in pairs:
         name, sep, beta = pair.rpartition("=")
         try:
@@ -53,21 +46,8 @@ def parse_edits(pairs: List[str], concepts: List[str]) -> Dict[int, float]:
             sep = ""
         if not sep or not name:
             raise ExplainError(f"--edit {pair!r}: write CONCEPT=BETA, e.g. --edit 'round=-3'")
-        if name not in concepts:
-            close = difflib.get_close_matches(name, concepts, n=5, cutoff=0.5)
-            raise ExplainError(f"--edit: {name!r} is not a concept of this SALF-CBM"
-                               + (f"; did you mean {', '.join(map(repr, close))}?" if close else
-                                  f" (it has {len(concepts)} concepts)"))
-        out[concepts.index(name)] = value
+        out[name] = value
     return out
-
-
-def square_view(region: np.ndarray) -> np.ndarray:
-    """The centred square of a region (H, W), as the backbone's preprocessing crops the image."""
-    h, w = region.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return region[top:top + side, left:left + side]
 
 
 def region_from(args: argparse.Namespace, size: Tuple[int, int], radius: float) -> Tuple[np.ndarray, str]:
@@ -83,8 +63,8 @@ def region_from(args: argparse.Namespace, size: Tuple[int, int], radius: float) 
             return point_region(size, _numbers(args.point, 2, "--point"), radius), f"point {args.point}"
         if args.mask is not None:
             return mask_region(size, args.mask), f"mask {args.mask}"
-    except (ValueError, FileNotFoundError) as exc:
-        raise ExplainError(str(exc)) from exc
+    except (ValueError, OSError) as exc:  # a mask that is not an image: PIL's UnidentifiedImageError
+        raise ExplainError(f"--mask {args.mask}: {exc}" if args.mask else str(exc)) from None
     return np.ones(size, dtype=np.float32), "whole image"
 
 
@@ -110,52 +90,32 @@ def heatmap_figure(image, maps: np.ndarray, titles: List[str], region: np.ndarra
 
 
 def explain(args: argparse.Namespace) -> int:
-    from sparse_cbm.clip.backbone import load_backbone
-    from sparse_cbm.datasets.imagefolder import load_rgb
-    from sparse_cbm_app.params import load_params
-    from sparse_cbm.spatial.checkpoint import load_spatial
-    from sparse_cbm.spatial.features import feature_backbone
-    from sparse_cbm.spatial.heatmaps import upsample
-    from sparse_cbm.spatial.regions import explain_region
+    from sparse_cbm.trained import SparseCBM
+    from sparse_cbm.trained.images import as_pil, square_view
 
-    if not Path(args.image).is_file():
-        raise ExplainError(f"no image at {args.image}")
-    params = load_params(args.params)
-    if args.model is None:
-        args.model = pipeline_path("spatial_model")
-    model, config = load_spatial(args.model)
-    concepts, classes = config["concepts"], config["classes"]
-    edits = parse_edits(args.edit, concepts)
-    bb, f = params.backbone, params.spatial.features
-    torch.manual_seed(params.seed)
-    features = feature_backbone(f.backbone, f.weights, f.layer,
-                                load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision))
-    if features.identity != config["features"]:
-        raise ExplainError(f"{args.model} was trained on the feature maps of {config['features']}, params.yaml "
-                           f"names {features.identity}: run `dvc repro` (or give the matching --params)")
-    image = load_rgb(args.image)
-    region, described = region_from(args, (image.height, image.width), params.spatial.radius)
-    region = square_view(region)
-    if region.sum() == 0:
-        raise ExplainError(f"the {described} lies outside the centred square the backbone sees")
-    side = min(image.size)
-    view = image.crop(((image.width - side) // 2, (image.height - side) // 2,
-                       (image.width - side) // 2 + side, (image.height - side) // 2 + side))
-    x = features.encode(features.preprocess(image)[None])
-    result = explain_region(model, x, region, k=args.top, edits=edits)
-    top = [m for m, _ in result.concepts]
-    with torch.no_grad():
-        heat = upsample(model.standardised(model.concept_maps(x))[:, top], region.shape)[0].numpy()
+    if args.top < 1:
+        raise ExplainError(f"--top {args.top}: give 1 or more concepts")
     out = Path(args.out)
-    heatmap_figure(np.asarray(view), heat, [concepts[m] for m in top], region, out)
+    if not out.parent.is_dir():
+        raise ExplainError(f"--out {out}: the folder {out.parent} does not exist (create it, or give another path)")
+    edits = parse_edits(args.edit)
+    image = as_pil(args.image)
+    model = SparseCBM.from_pretrained(args.model)
+    radius = float(model.spatial_config.get("radius", 9.0)) if model.spatial_config else 9.0
+    region, described = region_from(args, (image.height, image.width), radius)
+    result = model.explain_region(image, region, top=args.top, edits=edits)
+    cbm = model.explain(image, top=args.top)
+    heatmap_figure(np.asarray(model.square(image)), np.stack(list(result.heatmaps.values())),
+                   list(result.heatmaps), square_view(region), out)
     report = {"image": str(args.image), "region": described,
-              "prediction": {"class": classes[result.prediction],
-                             "probability": round(result.probabilities[result.prediction], 4)},
-              "concepts": [{"concept": concepts[m], "score": round(s, 4)} for m, s in result.concepts],
+              "prediction": {"class": result.prediction, "probability": round(result.probability, 4)},
+              "concepts": [{"concept": c.concept, "score": round(c.value, 4)} for c in result.concepts],
+              "cbm": {"class": cbm.prediction, "probability": round(cbm.probability, 4), "ranking": cbm.ranking,
+                      "concepts": [{"concept": c.concept, "contribution": c.value} for c in cbm.concepts]},
               "heatmaps": str(out)}
     if edits:
-        report["edit"] = {"concepts": {concepts[m]: b for m, b in edits.items()},
-                          "prediction": {"class": classes[result.edited_prediction],
+        report["edit"] = {"concepts": edits,
+                          "prediction": {"class": result.edited_prediction,
                                          "probability": round(result.edited_probabilities[result.edited_prediction], 4)},
                           "changed": result.edited_prediction != result.prediction}
     print(json.dumps(report, indent=2) if args.json else render(report))
@@ -166,6 +126,9 @@ def render(report: Dict) -> str:
     p = report["prediction"]
     lines = [f"{report['image']}: {p['class']} ({p['probability']:.1%})", f"top concepts of the {report['region']}:"]
     lines += [f"  {c['score']:+7.3f}  {c['concept']}" for c in report["concepts"]]
+    cbm = report["cbm"]
+    lines.append(f"the CBM: {cbm['class']} ({cbm['probability']:.1%}); its concepts by {cbm['ranking']}:")
+    lines += [f"  {c['contribution']:+7.3f}  {c['concept']}" for c in cbm["concepts"]]
     if "edit" in report:
         e = report["edit"]
         edits = ", ".join(f"{k}{v:+g} sd" for k, v in e["concepts"].items())
@@ -185,9 +148,10 @@ def add_parser(sub) -> None:
     p.add_argument("--edit", action="append", default=[], metavar="CONCEPT=BETA",
                    help="raise CONCEPT's map by BETA standard deviations in the region (negative lowers it)")
     p.add_argument("--top", type=int, default=3, help="concepts listed (default 3)")
-    p.add_argument("--out", default="explain.png", help="the image with the heatmaps (default explain.png)")
-    p.add_argument("--model", help="a trained SALF-CBM (default: the pipeline's, paths.spatial_model in dvc.yaml)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="explain.png", help="the image with the heatmaps (default explain.png, in the "
+                                                        "current folder; its folder must exist)")
+    p.add_argument("--model", default=".", help="a project that ran `dvc repro` (default: this one) or a folder "
+                                                "written by `sparse-cbm export`")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=explain)
 

@@ -5,6 +5,8 @@
     sparse-cbm verify [STAGE...]                   rerun the pipeline in a clean checkout, compare with dvc.lock
     sparse-cbm spread                              measure how far each metric moves across machines and seeds
     sparse-cbm explain IMAGE [--box X0,Y0,X1,Y1]   SALF-CBM: a region's concepts, heatmaps, --edit CONCEPT=BETA
+    sparse-cbm export FOLDER [--gallery N]         save the trained model as one folder (SparseCBM.from_pretrained)
+    sparse-cbm serve [--model FOLDER] [--port N]   the explorer: a local web app on the trained model
     sparse-cbm train-shapes-clip [--help]          rebuild data/pretrained/shapes-clip-minilm.pt
     sparse-cbm docs [--check]                      regenerate docs/params.md and the results tables
 
@@ -45,6 +47,23 @@ def _spread(args: argparse.Namespace) -> int:
     return spread(args.configurations.split(","), out=args.out, keep=args.keep)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sparse_cbm.trained import SparseCBM
+
+    model = SparseCBM.from_pretrained(args.model)
+    folder = model.save_pretrained(args.folder, gallery=args.gallery)
+    print(f"saved {model!r} to {folder} (load it with SparseCBM.from_pretrained({str(folder)!r}))")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sparse_cbm.trained import SparseCBM
+    from sparse_cbm_app.explorer.server import serve
+
+    serve(SparseCBM.from_pretrained(args.model), host=args.host, port=args.port)
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     from sparse_cbm_app.cli.docs import docs
 
@@ -83,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     spread.add_argument("--keep", action="store_true", help="keep the clones and their logs")
     spread.set_defaults(run=_spread)
     explain_parser(sub)
+    export = sub.add_parser("export", help="save the trained model (CBM, SALF-CBM, backbone checkpoint, concepts) "
+                                           "as one folder that SparseCBM.from_pretrained loads with nothing else")
+    export.add_argument("folder", help="a new folder (or one written by export before, replaced whole)")
+    export.add_argument("--model", default=".", help="the project that ran `dvc repro` (default: this one)")
+    export.add_argument("--gallery", type=int, default=40, help="test images saved with it, for the explorer (default 40)")
+    export.set_defaults(run=_export)
+    serve = sub.add_parser("serve", help="the explorer: browse images, draw a region, see its concepts and heatmaps, "
+                                         "edit a concept (a local web app)")
+    serve.add_argument("--model", default=".", help="a project that ran `dvc repro` (default: this one) or an "
+                                                    "exported folder")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(run=_serve)
     docs = sub.add_parser("docs", help="regenerate docs/params.md from the params schema and the results tables of "
                                        "README.md and docs/results.md from metrics/*.json")
     docs.add_argument("--check", action="store_true",
