@@ -57,6 +57,8 @@ class DatasetGallery:
 
 
 def load_project(cls, root: str | Path, device: Optional[str] = None, params_file: str = "params.yaml"):
+    """The project's trained model, or None when ``root`` is not a project (no dvc.yaml): the entry point
+    ``sparse_cbm.project_loaders`` through which ``SparseCBM.from_pretrained`` finds it."""
     from sparse_cbm.bottleneck.checkpoint import load_bottleneck
     from sparse_cbm.clip.backbone import load_backbone
     from sparse_cbm.spatial.checkpoint import load_spatial
@@ -65,6 +67,8 @@ def load_project(cls, root: str | Path, device: Optional[str] = None, params_fil
     from sparse_cbm.trained.folder import check_features
 
     root = Path(root)
+    if not (root / "dvc.yaml").is_file():
+        return None
     params = load_params(root / params_file)
     paths = pipeline_paths(root)
     concepts_file = root / paths["filtered"] / "concepts.txt"

@@ -64,6 +64,17 @@ class RegionExplanation:
         return self.probabilities[self.prediction]
 
 
+PROJECT_LOADERS = "sparse_cbm.project_loaders"  # entry-point group: loader(cls, folder, device) -> model | None
+
+
+def project_loaders():
+    """The loaders of project folders that installed packages register (``sparse_cbm_app``'s reads a DVC
+    project: its params.yaml and the outputs dvc.yaml names)."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=PROJECT_LOADERS), key=lambda ep: ep.name)]
+
+
 class SparseCBM:
     """Load with ``SparseCBM.from_pretrained(folder)``; save with ``save_pretrained(folder)``.
 
@@ -92,12 +103,12 @@ class SparseCBM:
         folder = Path(folder)
         if (folder / export.MANIFEST).is_file():
             return export.load_folder(cls, folder, device=device)
-        if (folder / "dvc.yaml").is_file():
-            from sparse_cbm_app.project_model import load_project
-
-            return load_project(cls, folder, device=device)
-        raise ModelInputError(f"{folder} holds neither a saved model ({export.MANIFEST}) nor a project (dvc.yaml): "
-                              f"give a project that ran `dvc repro`, or a folder written by `sparse-cbm export`")
+        for loader in project_loaders():  # a project's layout is its application's: it plugs a loader in
+            model = loader(cls, folder, device=device)
+            if model is not None:
+                return model
+        raise ModelInputError(f"{folder} holds neither a saved model ({export.MANIFEST}) nor a project that ran "
+                              f"`dvc repro` (dvc.yaml): give one of them, or a folder written by `sparse-cbm export`")
 
     def save_pretrained(self, folder: str | Path, gallery: int = 0) -> Path:
         """One self-describing folder (weights, config, concept list, backbone manifest, the backbone's

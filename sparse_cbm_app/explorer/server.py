@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -127,6 +128,32 @@ def create_app(model) -> FastAPI:
         return out
 
     return app
+
+
+@contextmanager
+def serving(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """``app`` on a free port of ``host``, served by uvicorn in a thread (tests and the bench); yields its URL."""
+    import socket
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the explorer did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve(model, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -43,6 +43,15 @@ PROMISED = {
         rf"peak RSS: {N} MiB for 64 rows, {N} MiB for 128 rows \(ratio {F}; flat = bounded by the batch\); "
         rf"above the process after importing torch: -?{N} and -?{N} MiB",
     ],
+    "explorer": [
+        rf"SparseCBM\(.*\); {N} CPUs, torch \S+, {N} threads; region queries \(box \+ edit\) on {N} cached {N} px "
+        rf"images, 8 a setting:",
+        rf"   1 concurrent clients: median {F} ms \| p95 {F} ms \| {F} requests/s \| errors 0",
+        rf"   4 concurrent clients: median {F} ms \| p95 {F} ms \| {F} requests/s \| errors 0",
+        rf"p95 at 4 clients: {F} ms \(target < 300 ms for a cached image\): (met|missed)",
+        rf"uploaded image \(512 px PNG, {N} KiB\): upload {F} ms \+ first explanation {F} ms \(its feature maps, "
+        rf"then cached\)",
+    ],
     "filter": [
         rf"60 concepts x 12 classes, MiniLM-L6 on CPU, {N} threads",
         rf"encoding: {F} s \| filter_concepts on the embeddings \(steps 1-4, matmuls included\): {F} s \| "

@@ -1,0 +1,108 @@
+"""The explorer: its endpoints answer bad input with a message and keep running, twenty concurrent clients
+get answers, and a real browser draws a box, reads the region's concepts and sees an edit change the
+prediction."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from PIL import Image
+
+from sparse_cbm.trained import SparseCBM
+from sparse_cbm_app.explorer.server import create_app
+from tests.browser import browser_page, draw_box, running, set_slider
+from tests.trained_fixture import CLASSES, CONCEPTS, build_tiny_model, picture
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return SparseCBM.from_pretrained(build_tiny_model(tmp_path_factory.mktemp("explorer")))
+
+
+@pytest.fixture(scope="module")
+def url(model):
+    with running(create_app(model)) as base:
+        yield base
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_model_gallery_and_images(url):
+    info = requests.get(f"{url}/api/model", timeout=30).json()
+    assert info["classes"] == CLASSES and info["spatial_concepts"] == CONCEPTS and info["gallery"]["count"] == 12
+    page = requests.get(f"{url}/api/gallery", params={"offset": 10, "limit": 5}, timeout=30).json()
+    assert page["count"] == 12 and [i["id"] for i in page["items"]] == ["g10", "g11"]
+    image = requests.get(f"{url}/api/image/g0.png", timeout=30)
+    assert image.headers["content-type"] == "image/png" and Image.open(io.BytesIO(image.content)).size == (64, 64)
+
+
+def test_bad_input_gets_a_message_and_the_server_keeps_running(url):
+    def post(path, **kw):
+        return requests.post(f"{url}{path}", timeout=30, **kw)
+
+    cases = [
+        (post("/api/upload", data=b"this is not an image"), 400, "not an image this tool can read"),
+        (post("/api/upload", data=b""), 400, "the upload is empty"),
+        (post("/api/explain", json={"image": "g0", "box": [0, 0, 999, 10]}), 400, "is not inside the 64 x 64 image"),
+        (post("/api/explain", json={"image": "g0", "concept": "redd", "beta": 1}), 400, "did you mean 'red'"),
+        (post("/api/explain", json={"image": "g999"}), 404, "no image 'g999'"),
+        (post("/api/explain", json={"image": "g0", "box": [1, 2]}), 400, "four numbers"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status and message in response.json()["error"], response.text
+    huge = png_bytes(Image.new("RGB", (8000, 7000)))
+    response = post("/api/upload", data=huge)
+    assert response.status_code == 400 and "the limit is 50 M pixels" in response.json()["error"]
+    assert requests.get(f"{url}/api/model", timeout=30).status_code == 200
+
+
+def test_an_upload_is_explained(url):
+    r = requests.post(f"{url}/api/upload", data=png_bytes(picture(40, size=100).crop((0, 0, 100, 80))), timeout=30)
+    key = r.json()["id"]
+    assert r.json()["side"] == 80  # its centred square
+    out = requests.post(f"{url}/api/explain", json={"image": key, "box": [10, 10, 50, 50]}, timeout=30).json()
+    assert out["truth"] is None and out["salf"]["region"] == "box" and len(out["salf"]["concepts"]) == 3
+
+
+def test_twenty_concurrent_requests_are_answered(url):
+    def ask(i):
+        start = time.perf_counter()
+        r = requests.post(f"{url}/api/explain", json={"image": f"g{i % 12}", "box": [i % 20, 0, 40 + i % 20, 40],
+                                                       "concept": "red", "beta": -3}, timeout=60)
+        return r.status_code, time.perf_counter() - start
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert all(status == 200 for status, _ in answers)
+    assert max(t for _, t in answers) < 60
+
+
+def test_a_browser_draws_a_box_reads_its_concepts_and_an_edit_changes_the_prediction(url):
+    with browser_page() as page:
+        page.goto(url)
+        page.locator(".thumb").first.click()
+        page.wait_for_function("document.getElementById('cbm-prediction').textContent !== '–'")
+        assert page.inner_text("#truth") == CLASSES[0]
+        draw_box(page, 0.1, 0.1, 0.8, 0.8)
+        page.wait_for_function("document.getElementById('salf-region').textContent === 'box'")
+        concepts = [li.get_attribute("data-concept") for li in page.locator("#region-concepts li").all()]
+        assert len(concepts) == 3 and set(concepts) <= set(CONCEPTS)
+        assert page.locator("#heatmaps .heat").count() == 3
+        before = page.inner_text("#salf-prediction")
+        assert before in ("apple", "leaf")
+        page.select_option("#edit-concept", "red")
+        set_slider(page, -10 if before == "apple" else 10)
+        page.wait_for_function("document.getElementById('edited-prediction').textContent !== "
+                               "document.getElementById('salf-prediction').textContent", timeout=20000)
+        assert page.inner_text("#edited-prediction") == ("leaf" if before == "apple" else "apple")
+        page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+        page.wait_for_selector("#error:not([hidden])")
+        assert "not an image this tool can read" in page.inner_text("#error")
