@@ -5,7 +5,7 @@
     GET  /api/gallery         ?offset=&limit=: gallery images and their true labels
     GET  /api/image/{id}      the image as the backbone sees it (its centred square), PNG
     POST /api/upload          the request body is an image file; answers its id (kept in memory only)
-    POST /api/explain         {image, box?, concept?, beta?, top?}: the CBM's and SALF-CBM's explanations,
+    POST /api/explain         {image, box? or point?, concept?, beta?, top?}: the CBM's and SALF-CBM's explanations,
                               the region's heatmaps, and the prediction after the edit
 
 Bad input is a 400 (404 for an unknown image) whose JSON ``error`` names the problem; the page shows
@@ -30,12 +30,14 @@ from sparse_cbm.trained.images import ModelInputError
 from sparse_cbm_app.explorer.images import ImageStore, concept_list, heat_png, top_classes
 
 STATIC = Path(__file__).parent / "static"
+POINT_RADIUS = 9 / 64  # a clicked point's disc, in shares of the square's side (spatial.radius: 9 of 64 px)
 log = logging.getLogger(__name__)
 
 
 class ExplainRequest(BaseModel):
     image: str
     box: Optional[List[float]] = Field(None, description="x0, y0, x1, y1 in pixels of the image's square")
+    point: Optional[List[float]] = Field(None, description="x, y: a disc around it, a tenth of the square's side wide")
     concept: Optional[str] = None
     beta: float = 0.0
     top: int = Field(3, ge=1, le=20)
@@ -47,7 +49,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(model) -> FastAPI:
     """The explorer on a loaded ``SparseCBM``."""
-    from sparse_cbm.spatial.regions import box_region
+    from sparse_cbm.spatial.regions import box_region, point_region
 
     app = FastAPI(title="sparse-cbm explorer", docs_url=None, redoc_url=None)  # no CDN-hosted API docs
     store = ImageStore(model)
@@ -92,14 +94,20 @@ def create_app(model) -> FastAPI:
     def explain(req: ExplainRequest):
         entry = store.get(req.image)
         side = entry.square.width
-        region = None
-        if req.box is not None:
-            if len(req.box) != 4:
-                raise ModelInputError(f"a box is four numbers x0, y0, x1, y1; got {len(req.box)}")
-            try:
-                region = box_region((side, side), req.box)
-            except ValueError as exc:
-                raise ModelInputError(str(exc)) from None
+        region, described = None, "whole image"
+        if req.box is not None and req.point is not None:
+            raise ModelInputError("give a box or a point, not both")
+        try:
+            if req.box is not None:
+                if len(req.box) != 4:
+                    raise ModelInputError(f"a box is four numbers x0, y0, x1, y1; got {len(req.box)}")
+                region, described = box_region((side, side), req.box), "box"
+            elif req.point is not None:
+                if len(req.point) != 2:
+                    raise ModelInputError(f"a point is two numbers x, y; got {len(req.point)}")
+                region, described = point_region((side, side), req.point, POINT_RADIUS * side), "point"
+        except ValueError as exc:
+            raise ModelInputError(str(exc)) from None
         with compute:
             if entry.cbm is None:
                 entry.cbm = model.explain(entry.square, top=5)
@@ -120,7 +128,7 @@ def create_app(model) -> FastAPI:
                 for name, heat in r.heatmaps.items()}
         out["salf"] = {"prediction": r.prediction, "probability": round(r.probability, 4), "ranking": r.ranking,
                        "concepts": concept_list(r.concepts), "heatmaps": maps, "classes": top_classes(r.probabilities),
-                       "region": "box" if req.box is not None else "whole image"}
+                       "region": described}
         if r.edited_prediction is not None:
             out["edit"] = {"concept": req.concept, "beta": req.beta, "prediction": r.edited_prediction,
                            "probability": round(r.edited_probabilities[r.edited_prediction], 4),

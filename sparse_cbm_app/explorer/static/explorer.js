@@ -1,7 +1,7 @@
 // The explorer's page: plain JavaScript over the JSON endpoints of sparse_cbm_app/explorer/server.py.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, side: 0, box: null, offset: 0, limit: 48, count: 0, seq: 0, img: new Image() };
+const state = { model: null, image: null, side: 0, box: null, point: null, offset: 0, limit: 48, count: 0, seq: 0, img: new Image() };
 
 function showError(message) {
   const el = $("error");
@@ -50,15 +50,22 @@ function draw() {
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (state.img.complete && state.img.naturalWidth) ctx.drawImage(state.img, 0, 0, canvas.width, canvas.height);
+  const s = canvas.width / state.side;
+  ctx.strokeStyle = "#00e5ff"; ctx.lineWidth = 2;
   if (state.box) {
-    const s = canvas.width / state.side, [x0, y0, x1, y1] = state.box;
-    ctx.strokeStyle = "#00e5ff"; ctx.lineWidth = 2;
+    const [x0, y0, x1, y1] = state.box;
     ctx.strokeRect(x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s);
+  }
+  if (state.point) {
+    ctx.beginPath();
+    ctx.arc(state.point[0] * s, state.point[1] * s, 9 / 64 * canvas.width, 0, 2 * Math.PI);
+    ctx.stroke();
   }
 }
 
 async function select(id, side) {
-  state.image = id; state.box = null;
+  state.image = id; state.box = null; state.point = null;
+  $("region-label").textContent = "region: whole image";
   document.querySelectorAll(".thumb").forEach((t) => t.classList.toggle("selected", t.dataset.id === id));
   state.img = new Image();
   state.img.onload = () => { state.side = side || state.img.naturalWidth; draw(); };
@@ -73,7 +80,7 @@ async function explain(chooseConcept) {
   if (!state.image) return;
   const seq = ++state.seq;
   const beta = parseFloat($("edit-slider").value);
-  const body = { image: state.image, box: state.box, top: 3 };
+  const body = { image: state.image, box: state.box, point: state.point, top: 3 };
   if (state.model.spatial && $("edit-concept").value) { body.concept = $("edit-concept").value; body.beta = beta; }
   if (chooseConcept) { delete body.concept; delete body.beta; }
   document.body.classList.add("busy");
@@ -136,24 +143,29 @@ function setupCanvas() {
     if (!start) return;
     const p = canvasPoint(e);
     state.box = [Math.min(start[0], p[0]), Math.min(start[1], p[1]), Math.max(start[0], p[0]), Math.max(start[1], p[1])];
-    draw();
+    state.point = null; draw();
   });
   window.addEventListener("mouseup", (e) => {
     if (!start) return;
     const p = canvasPoint(e);
     const box = [Math.floor(Math.min(start[0], p[0])), Math.floor(Math.min(start[1], p[1])),
                  Math.ceil(Math.max(start[0], p[0])), Math.ceil(Math.max(start[1], p[1]))];
+    const click = Math.abs(p[0] - start[0]) < 1 && Math.abs(p[1] - start[1]) < 1;
     start = null;
-    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) return;  // a click, not a box
-    state.box = box; draw();
-    $("region-label").textContent = `region: box ${box.join(", ")}`;
+    if (click) {  // a click: the disc around the point
+      state.box = null; state.point = [Math.floor(p[0]), Math.floor(p[1])]; draw();
+      $("region-label").textContent = `region: point ${state.point.join(", ")}`;
+    } else {
+      state.box = box; state.point = null; draw();
+      $("region-label").textContent = `region: box ${box.join(", ")}`;
+    }
     explain(true);
   });
 }
 
 async function init() {
   setupCanvas();
-  $("whole").onclick = () => { state.box = null; draw(); $("region-label").textContent = "region: whole image"; explain(true); };
+  $("whole").onclick = () => { state.box = null; state.point = null; draw(); $("region-label").textContent = "region: whole image"; explain(true); };
   let timer = null;
   $("edit-slider").addEventListener("input", () => {
     $("edit-beta").textContent = `${$("edit-slider").value} sd`;

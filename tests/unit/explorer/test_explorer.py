@@ -35,6 +35,12 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def test_the_server_binds_to_this_machine_only_by_default():
+    from sparse_cbm_app.cli.main import build_parser
+
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+
+
 def test_model_gallery_and_images(url):
     info = requests.get(f"{url}/api/model", timeout=30).json()
     assert info["classes"] == CLASSES and info["spatial_concepts"] == CONCEPTS and info["gallery"]["count"] == 12
@@ -55,6 +61,8 @@ def test_bad_input_gets_a_message_and_the_server_keeps_running(url):
         (post("/api/explain", json={"image": "g0", "concept": "redd", "beta": 1}), 400, "did you mean 'red'"),
         (post("/api/explain", json={"image": "g999"}), 404, "no image 'g999'"),
         (post("/api/explain", json={"image": "g0", "box": [1, 2]}), 400, "four numbers"),
+        (post("/api/explain", json={"image": "g0", "point": [70, 2]}), 400, "outside the 64 x 64 image"),
+        (post("/api/explain", json={"image": "g0", "point": [7, 2], "box": [0, 0, 9, 9]}), 400, "not both"),
     ]
     for response, status, message in cases:
         assert response.status_code == status and message in response.json()["error"], response.text
@@ -96,6 +104,12 @@ def test_a_browser_draws_a_box_reads_its_concepts_and_an_edit_changes_the_predic
         concepts = [li.get_attribute("data-concept") for li in page.locator("#region-concepts li").all()]
         assert len(concepts) == 3 and set(concepts) <= set(CONCEPTS)
         assert page.locator("#heatmaps .heat").count() == 3
+        canvas = page.locator("#canvas").bounding_box()
+        page.mouse.click(canvas["x"] + canvas["width"] * 0.3, canvas["y"] + canvas["height"] * 0.3)
+        page.wait_for_function("document.getElementById('salf-region').textContent === 'point'")
+        assert page.inner_text("#region-label").startswith("region: point ")
+        draw_box(page, 0.1, 0.1, 0.8, 0.8)
+        page.wait_for_function("document.getElementById('salf-region').textContent === 'box'")
         before = page.inner_text("#salf-prediction")
         assert before in ("apple", "leaf")
         page.select_option("#edit-concept", "red")
