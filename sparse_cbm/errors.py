@@ -42,3 +42,7 @@ class ConceptSourceError(SparseCbmError):
 
 class ConceptFilterError(SparseCbmError):
     """A concept set that the filter cannot work with, for example one left empty."""
+
+
+class TrainingError(SparseCbmError):
+    """Training that ended in a model that cannot be right, for example a sparse layer that uses no concept."""

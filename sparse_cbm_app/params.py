@@ -104,6 +104,8 @@ class DatasetParams(_Strict):
                                                               "object or lines `<folder> <name>`")
     skip_corrupt: bool = Field(False, description="skip unreadable images (listed in the manifest) instead of "
                                                   "stopping with their path")
+    skip_empty_classes: bool = Field(False, description="`imagefolder`: leave out class folders with no train image "
+                                                        "(with a warning) instead of stopping with their path")
     shapes: ShapesParams = Field(ShapesParams(), description="the procedural `shapes` dataset, made from `seed`")
     corrupted_test: Optional[CorruptedTestParams] = Field(
         CorruptedTestParams(), description="a second test split, the test images with seeded corruptions, on which "

@@ -38,7 +38,8 @@ class DatasetGallery:
                 d.name, _in_project(self.root, d.root), seed=self.params.seed, val_fraction=d.val_fraction,
                 download=False, class_names_file=_in_project(self.root, d.class_names_file),
                 shapes_n_train=d.shapes.n_train, shapes_n_test=d.shapes.n_test, shapes_image_size=d.shapes.image_size,
-                shapes_class_attributes=d.shapes.class_attributes, shapes_preset=d.shapes.preset)
+                shapes_class_attributes=d.shapes.class_attributes, shapes_preset=d.shapes.preset,
+                skip_empty_classes=d.skip_empty_classes)
             self._split, self._classes = dataset.splits["test"], dataset.classes
         return self._split
 

@@ -30,7 +30,8 @@ def dataset_from(params: Params) -> "DatasetSplits":
         data.name, data.root, seed=params.seed, val_fraction=data.val_fraction, download=data.download,
         class_names_file=data.class_names_file, shapes_n_train=data.shapes.n_train,
         shapes_n_test=data.shapes.n_test, shapes_image_size=data.shapes.image_size,
-        shapes_class_attributes=data.shapes.class_attributes, shapes_preset=data.shapes.preset)
+        shapes_class_attributes=data.shapes.class_attributes, shapes_preset=data.shapes.preset,
+        skip_empty_classes=data.skip_empty_classes)
     corrupted = data.corrupted_test
     return dataset if corrupted is None else with_corrupted_test(dataset, corrupted.kinds, corrupted.severity,
                                                                  params.seed)

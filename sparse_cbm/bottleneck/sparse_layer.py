@@ -34,6 +34,7 @@ from torch import nn
 
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
 from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable
+from sparse_cbm.errors import TrainingError
 from sparse_cbm.runtime.cpus import threads_for
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,19 @@ class SparsePath:
     def choose_within(self, max_nec: float = 5.0) -> StandardizedLinear:
         """The layer at ``index_within(max_nec)``: what the train stage keeps for ``target_nec``."""
         return self.layer(self.index_within(max_nec))
+
+    def require_concepts(self, max_nec: float, what: str, rows: int) -> StandardizedLinear:
+        """``choose_within(max_nec)``, refused when it uses no concept at all (NEC 0: every class decided by its
+        bias, top-1 at chance), with what to change."""
+        i = self.index_within(max_nec)
+        if self.points[i].nec == 0:
+            denser = min((p.nec for p in self.points if p.nec > 0), default=0.0)
+            raise TrainingError(
+                f"{what}: the sparse final layer uses no concept (NEC 0, top-1 at chance) on {rows} train images: "
+                + (f"the path's next point already has NEC {denser:.1f} > {max_nec:g}; raise {what}.sparse.path_points "
+                   f"for a finer path, or {what}.sparse.target_nec" if denser else
+                   f"no point of the path selected a concept; lower {what}.sparse.epsilon or add train images"))
+        return self.layer(i)
 
     def index_vlg(self, target_nec: float = 5.0) -> int:
         """VLG-CBM's pick (``measure_acc``): the first point, lambda decreasing, whose NEC reaches

@@ -132,7 +132,7 @@ def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np
     """Replace the model's final layer by the sparse one: the densest path point whose NEC is at most
     ``params.sparse.target_nec``. Returns the path: lambda, NEC, train and val top-1 of every point."""
     path = sparse_path(model, train, val, params, seed, device)
-    layer = path.choose_within(params.sparse.target_nec)
+    layer = path.require_concepts(params.sparse.target_nec, "train", len(train[1]))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std).to(device)
     return path.summary()
 

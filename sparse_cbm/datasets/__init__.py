@@ -26,6 +26,7 @@ class _Request:
     shapes_image_size: int
     shapes_class_attributes: Sequence[str]
     shapes_preset: str
+    skip_empty_classes: bool = False
 
 
 # dataset.name -> its loader; a loader's module is imported only when its dataset is loaded, and in this
@@ -45,7 +46,7 @@ def _places365(r: _Request) -> DatasetSplits:
 
 def _imagefolder(r: _Request) -> DatasetSplits:
     from sparse_cbm.datasets.imagefolder import load_imagefolder
-    return load_imagefolder(r.root, r.val_fraction, r.seed, r.class_names_file)
+    return load_imagefolder(r.root, r.val_fraction, r.seed, r.class_names_file, r.skip_empty_classes)
 
 
 def _cub(r: _Request) -> DatasetSplits:
@@ -75,7 +76,7 @@ def load_dataset(name: str, root: str = "data/datasets", *, seed: int = 0, val_f
                  shapes_n_train: int = SHAPES_DEFAULTS.n_train, shapes_n_test: int = SHAPES_DEFAULTS.n_test,
                  shapes_image_size: int = SHAPES_DEFAULTS.image_size,
                  shapes_class_attributes: Sequence[str] = SHAPES_DEFAULTS.class_attributes,
-                 shapes_preset: str = SHAPES_DEFAULTS.preset) -> DatasetSplits:
+                 shapes_preset: str = SHAPES_DEFAULTS.preset, skip_empty_classes: bool = False) -> DatasetSplits:
     """Resolve a dataset into seeded train / val / test splits.
 
     Validation is always carved from train (stratified, seeded); the official test
@@ -84,4 +85,5 @@ def load_dataset(name: str, root: str = "data/datasets", *, seed: int = 0, val_f
     """
     loader = LOADERS.get(name)
     return loader(_Request(name, root, seed, val_fraction, download, class_names_file, shapes_n_train,
-                           shapes_n_test, shapes_image_size, shapes_class_attributes, shapes_preset))
+                           shapes_n_test, shapes_image_size, shapes_class_attributes, shapes_preset,
+                           skip_empty_classes))

@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from sparse_cbm.errors import DatasetError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -168,6 +170,11 @@ def with_val_split(name: str, classes: List[str], raw_classes: List[str], train:
                    test: ImageSource, val_fraction: float, seed: int,
                    attributes: Sequence[Attribute] = ()) -> DatasetSplits:
     train_idx, val_idx = carve_val(train.labels, val_fraction, seed)
+    if val_fraction > 0 and len(val_idx) == 0:
+        raise DatasetError(f"{name}: {len(train)} train images are too few for a val split (dataset.val_fraction "
+                           f"{val_fraction}: no class has two images). Add images, at least two a class.")
+    if len(test) == 0:
+        raise DatasetError(f"{name}: the test split has no images; the model could not be evaluated. Add test images.")
     splits = {"train": train.subset(train_idx), "val": train.subset(val_idx), "test": test}
     for split, src in splits.items():
         log.info("%s %s: %d images", name, split, len(src))

@@ -129,6 +129,19 @@ class CubSource(FileSource):
         return self._certainty
 
 
+def attribute_names_file(root: Path) -> Path:
+    """``attributes.txt``, the 312 attribute names: inside ``attributes/``, in the folder itself, or beside it
+    (where the distributed ``CUB_200_2011.tgz`` puts it); the one used is logged."""
+    places = (root / "attributes" / "attributes.txt", root / "attributes.txt", root.parent / "attributes.txt")
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise DatasetError(f"cub: attributes.txt (the 312 attribute names) is in none of {', '.join(map(str, places))}. "
+                           f"The CUB_200_2011.tgz archive puts it beside the CUB_200_2011 folder: extract the whole "
+                           f"archive, or copy it into {root / 'attributes'}.")
+    log.info("cub: attribute names from %s", found)
+    return found
+
+
 def load_cub(root: str | Path, val_fraction: float, seed: int) -> DatasetSplits:
     root = Path(root)
     if not root.is_dir():
@@ -138,9 +151,7 @@ def load_cub(root: str | Path, val_fraction: float, seed: int) -> DatasetSplits:
     labels = _read_table(root / "image_class_labels.txt", 2, "it gives each image's class")
     split = _read_table(root / "train_test_split.txt", 2, "it gives the official train/test split")
     classes = _read_table(root / "classes.txt", 2, "it names the classes")
-    attr_file = next((p for p in (root / "attributes.txt", root / "attributes" / "attributes.txt") if p.is_file()),
-                     root / "attributes" / "attributes.txt")
-    attributes = _read_table(attr_file, 2, "it names the 312 attributes")
+    attributes = _read_table(attribute_names_file(root), 2, "it names the 312 attributes")
     ids = images[0].astype(np.int64).to_numpy()
     label_of: Dict[int, int] = dict(zip(labels[0].astype(int), labels[1].astype(int)))
     train_of: Dict[int, bool] = dict(zip(split[0].astype(int), split[1].astype(int) == 1))

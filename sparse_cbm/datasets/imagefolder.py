@@ -8,6 +8,7 @@ Decoding errors name the file.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from sparse_cbm.datasets.base import DatasetSplits, ImageSource, with_val_split
 from sparse_cbm.datasets.classnames import clean_class_names, read_class_names_file
 from sparse_cbm.errors import CorruptImageError, DatasetError
+
+log = logging.getLogger(__name__)
 
 
 # classic TIFF and BigTIFF, in both byte orders
@@ -185,8 +188,22 @@ def _list_split(root: Path, split: str, class_to_idx: Dict[str, int]) -> FileSou
     return FileSource(root, files)
 
 
+def _drop_empty_classes(root: Path, folders: List[str], counts: np.ndarray, skip: bool) -> List[str]:
+    """The class folders of train that hold images; an empty one is an error unless ``skip`` (then a warning):
+    a class with no image would still be a class, and its prompt would win zero-shot and CMS."""
+    empty = [f for f, n in zip(folders, counts) if n == 0]
+    if empty and not skip:
+        shown = ", ".join(str(root / "train" / f) for f in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DatasetError(f"imagefolder: {len(empty)} class folder(s) with no images: {shown}. Add images, remove "
+                           f"the folder, or set dataset.skip_empty_classes: true to leave them out.")
+    if empty:
+        log.warning("imagefolder: left out %d empty class folder(s) (dataset.skip_empty_classes): %s",
+                    len(empty), ", ".join(empty))
+    return [f for f in folders if f not in empty]
+
+
 def load_imagefolder(root: str | Path, val_fraction: float, seed: int,
-                     class_names_file: str | None = None) -> DatasetSplits:
+                     class_names_file: str | None = None, skip_empty_classes: bool = False) -> DatasetSplits:
     root = Path(root)
     for split in ("train", "test"):
         if not (root / split).is_dir():
@@ -200,7 +217,13 @@ def load_imagefolder(root: str | Path, val_fraction: float, seed: int,
     if extra:
         raise DatasetError(f"imagefolder: test classes with no train folder: {', '.join(extra)}. "
                            f"Every folder in {root / 'test'} must also be in {root / 'train'}.")
-    class_to_idx = {name: i for i, name in enumerate(folders)}
+    train = _list_split(root, "train", {name: i for i, name in enumerate(folders)})
+    if len(train) == 0:
+        raise DatasetError(f"imagefolder: no image files under {root / 'train'} (extensions: {', '.join(IMG_EXTENSIONS)}).")
+    kept = _drop_empty_classes(root, folders, np.bincount(train.labels, minlength=len(folders)), skip_empty_classes)
+    class_to_idx = {name: i for i, name in enumerate(kept)}
+    if kept != folders:
+        folders, train = kept, _list_split(root, "train", class_to_idx)
     raw = folders
     if class_names_file:
         mapping = read_class_names_file(class_names_file)
@@ -209,8 +232,5 @@ def load_imagefolder(root: str | Path, val_fraction: float, seed: int,
             raise DatasetError(f"class-names file {class_names_file} has no name for folders: "
                                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}.")
         raw = [mapping[f] for f in folders]
-    train = _list_split(root, "train", class_to_idx)
-    if len(train) == 0:
-        raise DatasetError(f"imagefolder: no image files under {root / 'train'} (extensions: {', '.join(IMG_EXTENSIONS)}).")
     test = _list_split(root, "test", class_to_idx)
     return with_val_split("imagefolder", clean_class_names(raw), list(raw), train, test, val_fraction, seed)

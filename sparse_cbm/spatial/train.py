@@ -137,6 +137,6 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
                                scale=resolve_scale(sparse.scale, units_are_clip_scores=False),
                                solver=sparse.solver)
         del train_rows, val_rows
-    layer = path.choose_within(sparse.target_nec)
+    layer = path.require_concepts(sparse.target_nec, "spatial", len(labels))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)
     return path.summary()

@@ -318,3 +318,16 @@ def test_shared_scale_prefers_the_concept_whose_score_moves_more():
     assert torch.allclose(shared.std, torch.full((2,), float(shared.std[0])))
     with pytest.raises(ValueError, match="scale must be one of concept, shared"):
         fit_sparse_path(identity, (x, y), None, 2, scale="rank", **kw)
+
+
+def test_a_layer_that_uses_no_concept_is_refused_with_what_to_change(hand_path):
+    from sparse_cbm.errors import TrainingError
+
+    assert hand_path.require_concepts(2.0, "train", 100).nec == 1.5
+    with pytest.raises(TrainingError, match=r"NEC 0, top-1 at chance\) on 100 train images.*next point already has "
+                                            r"NEC 1.5 > 1; raise train.sparse.path_points"):
+        hand_path.require_concepts(1.0, "train", 100)
+    only_zero = SparsePath(points=hand_path.points[:1], mean=torch.zeros(4), std=torch.ones(4), alpha=0.99,
+                           max_lambda=4.0, table="memory")
+    with pytest.raises(TrainingError, match="lower spatial.sparse.epsilon or add train images"):
+        only_zero.require_concepts(5.0, "spatial", 32)

@@ -76,3 +76,17 @@ def _no_annotations(d):
     from sparse_cbm.datasets.base import DatasetSplits
     return DatasetSplits(name="imagefolder", classes=d.classes, raw_classes=d.raw_classes, splits=d.splits,
                          attributes=[])
+
+
+def test_attribute_names_beside_the_folder_as_the_archive_has_them(cub, caplog, tmp_path):
+    import shutil
+
+    root = shutil.copytree(cub[0], tmp_path / "CUB_200_2011")  # the shared fixture stays as it is
+    (root / "attributes" / "attributes.txt").rename(root.parent / "attributes.txt")  # CUB_200_2011.tgz's layout
+    with caplog.at_level(logging.INFO):
+        d = load_dataset("cub", str(root), val_fraction=0.2, seed=0)
+    assert [a.concept for a in d.attributes] == CONCEPTS
+    assert f"attribute names from {root.parent / 'attributes.txt'}" in caplog.text
+    (root.parent / "attributes.txt").unlink()
+    with pytest.raises(DatasetError, match="attributes.txt .* is in none of .*beside the CUB_200_2011 folder"):
+        load_dataset("cub", str(root))

@@ -165,3 +165,21 @@ def test_cifar_missing_without_download_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_dataset("cifar10", str(tmp_path), download=False)
     assert "could not find" in str(err.value) and "dataset.download: true" in str(err.value)
+
+
+def test_an_empty_class_folder_is_refused_by_name_or_left_out_on_request(tmp_path, caplog):
+    root = make_imagefolder(tmp_path / "data", classes=("cat", "dog"))
+    (root / "train" / "empty class").mkdir()
+    with pytest.raises(DatasetError, match=r"1 class folder\(s\) with no images: .*empty class.*skip_empty_classes: true"):
+        load_dataset("imagefolder", str(root))
+    with caplog.at_level("WARNING"):
+        d = load_dataset("imagefolder", str(root), skip_empty_classes=True)
+    assert d.classes == ["cat", "dog"] and "left out 1 empty class folder(s)" in caplog.text
+    assert sorted(set(d.splits["train"].labels.tolist())) == [0, 1]
+
+
+def test_a_dataset_too_small_for_a_val_split_says_what_to_add(tmp_path):
+    root = make_imagefolder(tmp_path / "data", classes=("cat", "dog"), n_train=1, n_test=1)
+    with pytest.raises(DatasetError, match="too few for a val split.*at least two a class"):
+        load_dataset("imagefolder", str(root), val_fraction=0.1)
+    assert len(load_dataset("imagefolder", str(root), val_fraction=0.0).splits["train"]) == 2
