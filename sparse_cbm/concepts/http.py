@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +54,14 @@ class ResponseCache:
 @dataclass
 class RetryPolicy:
     """Retry 429, 5xx, timeouts, dropped connections and unreadable bodies with exponential
-    backoff (honouring Retry-After), until ``total_seconds`` have passed."""
+    backoff (honouring Retry-After), until ``total_seconds`` have passed. A host that refuses the
+    connection or does not exist is tried ``unreachable_tries`` times only: waiting will not fix it."""
 
     total_seconds: float = 120.0
     timeout: float = 30.0
     base_delay: float = 1.0
     max_delay: float = 30.0
+    unreachable_tries: int = 3  # a refused connection or an unknown host: tried this often (1 s, 2 s apart), not for minutes
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
@@ -66,10 +69,12 @@ class RetryPolicy:
 class HttpFailure(Exception):
     """A request that did not give a usable answer; ``retryable`` says whether trying again could help."""
 
-    def __init__(self, reason: str, retryable: bool, status: Optional[int] = None, attempts: int = 1):
+    def __init__(self, reason: str, retryable: bool, status: Optional[int] = None, attempts: int = 1,
+                 unreachable: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.unreachable = unreachable
         self.status = status
         self.attempts = attempts
 
@@ -88,6 +93,24 @@ def retry_after_seconds(value: Optional[str], now: Optional[float] = None) -> Op
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def unreachable_reason(exc: BaseException) -> Optional[str]:
+    """"connection refused" or "unknown host" when a requests ConnectionError comes from one (found along
+    the chain of causes and urllib3's wrapped reasons); None for a dropped or reset connection."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError":
+            return "unknown host"
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None),
+                 *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]]
+    return None
 
 
 def _describe_body(response: requests.Response) -> str:
@@ -116,6 +139,9 @@ def _send_once(session: requests.Session, method: str, url: str, *, timeout: flo
     except requests.Timeout:
         raise HttpFailure(f"no answer within {timeout:g} s", retryable=True) from None
     except requests.ConnectionError as exc:
+        unreachable = unreachable_reason(exc)
+        if unreachable:
+            raise HttpFailure(unreachable, retryable=True, unreachable=True) from None
         raise HttpFailure(f"connection failed ({type(exc).__name__})", retryable=True) from None
     status = response.status_code
     if status in RETRY_STATUSES:
@@ -141,6 +167,10 @@ def with_retries(policy: RetryPolicy, what: str, once: Callable[[], T]) -> T:
             failure.attempts = attempts
             if not failure.retryable:
                 raise
+            if failure.unreachable and attempts >= policy.unreachable_tries:
+                raise HttpFailure(f"{failure.reason}; gave up after {attempts} tries in {policy.clock() - started:.0f} s "
+                                  f"(check the URL, and that the server is running)", retryable=False,
+                                  attempts=attempts) from None
             backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempts - 1))
             delay = failure.wait if isinstance(failure, _RetryAfter) else backoff
             elapsed = policy.clock() - started

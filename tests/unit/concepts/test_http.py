@@ -105,3 +105,35 @@ def test_cache_files_are_named_by_request_hash(tmp_path):
     assert path.name == f"{ResponseCache.key(request)}.json" and len(path.stem) == 64
     assert "hot" not in path.name
     assert json.loads(path.read_text())["request"] == request
+
+
+def test_a_refused_connection_is_tried_a_few_times_over_seconds_not_minutes():
+    import socket
+
+    with socket.socket() as s:  # a loopback port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clock = Clock()
+    started = time.monotonic()
+    with pytest.raises(HttpFailure, match=r"connection refused; gave up after 3 tries in 3 s \(check the URL"):
+        request_json(requests.Session(), "GET", f"http://127.0.0.1:{port}/c/en/dog", policy=policy(clock, total=120))
+    assert clock.slept == [1.0, 2.0] and time.monotonic() - started < 10
+
+
+def test_unreachable_reason_reads_the_chain_of_causes():
+    import socket
+
+    from sparse_cbm.concepts.http import unreachable_reason
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except OSError as e:
+                raise requests.ConnectionError(e) from e
+        except requests.ConnectionError as outer:
+            return outer
+
+    assert unreachable_reason(chained(ConnectionRefusedError(111, "refused"))) == "connection refused"
+    assert unreachable_reason(chained(socket.gaierror(-2, "Name or service not known"))) == "unknown host"
+    assert unreachable_reason(chained(ConnectionResetError(104, "reset"))) is None
