@@ -10,6 +10,7 @@ import time
 from typing import Callable, Optional, Sequence
 
 from sparse_cbm.errors import SparseCbmError
+from sparse_cbm.runtime.lock import stage_lock
 
 log = logging.getLogger("sparse_cbm")
 
@@ -33,12 +34,14 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Run a stage's body; exit 2 with ``<name>: error: ...`` on a SparseCbmError, 130 on Ctrl-C."""
+    """Run a stage's body under its lock (``runtime.lock``); exit 2 with ``<name>: error: ...`` on a SparseCbmError
+    (another live process running the stage is one), 130 on Ctrl-C."""
     configure_logging()
     started = time.perf_counter()
     log.info("stage %s: start", name)
     try:
-        body()
+        with stage_lock(name):  # one writer at a time, even beside an orphan of a killed `dvc repro`
+            body()
     except SparseCbmError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
