@@ -22,6 +22,12 @@ CLASSIFIERS = ("zero-shot", "CMS factored", "CMS direct", "descriptions")
 
 # script -> regexes, each of which must match a whole line of what the smoke run prints
 PROMISED = {
+    "cache_check": [
+        rf"cache file of {F} GB \({N} x 64 float16 \.npy\), {N} CPUs; in the page cache \(just written\)",
+        rf"sha256 check: {F} s \({F} GB/s\) \| one read pass \(NpyRows, 4,096 rows a batch, to float32\): {F} s "
+        rf"\({F} GB/s\) \| check / read pass {F}",
+        rf"verify_files: first check {F} s, second in the same process {F} ms \(memoised\)",
+    ],
     "dag": [
         rf"commit [0-9a-f]{{10}}, params\.yaml, {N} CPUs; each stage forced, alone, in DAG order:",
         rf"  concepts +{F} s \| peak RSS +{N} MiB",

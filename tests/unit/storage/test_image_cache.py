@@ -70,6 +70,41 @@ def test_reader_refuses_an_incomplete_split(shapes, tiny_backbone, tmp_path):
         read_image_split(tmp_path / "cache", "val")
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("flip", r"train/embeddings.npy \([\d,]+ bytes\) has sha256 \w+, its manifest recorded \w+: it changed after "
+             r"`embed_images` wrote it. Run `dvc checkout .*cache` to restore it from DVC's cache, or `dvc repro -f "
+             r"embed_images`"),
+    ("truncate", r"train/embeddings.npy \([\d,]+ bytes\) has sha256"),
+    ("parquet", r"train/index.parquet \([\d,]+ bytes\) has sha256"),
+    ("missing", r"train/labels.npy is missing, but its manifest lists it"),
+    ("manifest", r"train/manifest.json is damaged"),
+])
+def test_a_damaged_cache_file_is_named_with_the_fix(shapes, tiny_backbone, tmp_path, damage, message):
+    write_image_cache(shapes, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
+    folder = tmp_path / "cache" / "train"
+    emb = folder / "embeddings.npy"
+    size = emb.stat().st_size
+    if damage == "flip":  # 400 flipped bytes, the size unchanged: what `dvc repro -s train` trained on
+        data = bytearray(emb.read_bytes())
+        for i in range(size - 400, size):
+            data[i] ^= 0xFF
+        emb.write_bytes(bytes(data))
+        assert emb.stat().st_size == size
+    elif damage == "truncate":
+        emb.write_bytes(emb.read_bytes()[: size // 2])
+    elif damage == "parquet":
+        raw = bytearray((folder / "index.parquet").read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        (folder / "index.parquet").write_bytes(bytes(raw))
+    elif damage == "missing":
+        (folder / "labels.npy").unlink()
+    else:
+        (folder / "manifest.json").write_text('{"format_version": 2, "count"')
+    with pytest.raises(CacheMismatchError, match=message):
+        read_image_split(tmp_path / "cache", "train")
+    read_image_split(tmp_path / "cache", "val")  # the others are fine
+
+
 class Interrupting(ImageSource):
     """Wraps a source and raises KeyboardInterrupt when row ``stop_at`` is loaded; counts loads."""
 
