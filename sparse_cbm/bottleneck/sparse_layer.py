@@ -451,13 +451,16 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                                   train_loss=float(m["loss_tr"]),
                                   val_loss=float(m["loss_val"]) if val_loader is not None else float("nan"))
                 points.append(point)
-                log.info("sparse path %d/%d: lambda %.3g, NEC %.2f, train top-1 %.4f, val top-1 %.4f, %.1f s%s",
-                         i + 1, len(grid), point.lam, point.nec, point.train_top1, point.val_top1, point.seconds,
-                         "" if point.converged else f" (did not converge in {max_epochs} epochs)")
+                log.info("sparse path %d/%d: lambda %.3g, NEC %.2f, train top-1 %.4f, val top-1 %.4f, %.1f s",
+                         i + 1, len(grid), point.lam, point.nec, point.train_top1, point.val_top1, point.seconds)
                 if max_nec is not None and point.nec > max_nec:
                     break
         finally:
             if where == "disk" and state is not None:
                 state["a_table"].close()
+    unconverged = sum(not p.converged for p in points)
+    if unconverged:  # one line a path, not one a point: each point starts from the last, so this is common
+        log.info("sparse path: %d of %d points stopped at max_epochs %d before tol %g (each point warm-starts the next; "
+                 "raise max_epochs to fit them further)", unconverged, len(points), max_epochs, tol)
     return SparsePath(points=points, mean=mean32, std=std32, alpha=alpha, max_lambda=max_lambda, table=where,
                       seconds=time.perf_counter() - started)

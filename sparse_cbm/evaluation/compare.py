@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sparse_cbm.bottleneck.config import TrainParams, check_combination, objective_label
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
@@ -109,8 +111,11 @@ def compare_bottlenecks(data: CompareData, settings: CompareSettings) -> List[Di
     random_control, batch_size, quality = settings.random_control, settings.batch_size, settings.quality
     control_embeddings = random_concept_embeddings(concept_embeddings, seed) if random_control else None
     records = []
-    for loss, variant in _variants(params, losses, forms):
+    variants = _variants(params, losses, forms)
+    bar = tqdm(variants, desc="compare grid", unit="configuration", file=sys.stderr)
+    for loss, variant in bar:
         label = objective_label(loss, variant)
+        bar.set_postfix_str(f"{label}, {variant.form} form", refresh=False)
         log.info("compare: %s, %s form", label, variant.form)
         real = _fit(concept_embeddings, num_classes, logit_scale, train, val, test, loss, variant, seed, device,
                     final_layers, batch_size)

@@ -179,16 +179,36 @@ def class_concepts(table: Dict[str, List[Dict]], path: Path, top: int = 5, limit
     return _save(fig, path)
 
 
+def spread_labels(*groups: pd.DataFrame, gap: float = 0.045) -> pd.DataFrame:
+    """The rows to label, greedily, groups in order: a row is kept when it lies at least ``gap`` (a share of the
+    plot's width and height) from every kept one, so that no two labels overprint."""
+    both = pd.concat(groups)
+    if both.empty:
+        return both
+    span = np.array([np.ptp(both["x"]) or 1.0, np.ptp(both["y"]) or 1.0])
+    kept, places = [], []
+    for index, row in both.iterrows():
+        at = np.array([row["x"], row["y"]]) / span
+        if all(abs(at[0] - q[0]) > gap * 2.5 or abs(at[1] - q[1]) > gap for q in places):  # labels are wide
+            kept.append(index)
+            places.append(at)
+    return both.loc[kept]
+
+
 def embedding_map(points: pd.DataFrame, path: Path) -> Path:
     """2-D PCA of image, concept and class embeddings (the paper's fig. 11)."""
     fig, ax = plt.subplots(figsize=(6.4, 5))
     styles = {"image": dict(s=6, alpha=0.35, c="#1b6ca8"), "concept": dict(s=18, marker="^", c="#e07b39"),
               "class": dict(s=40, marker="*", c="#5b9a4c")}
+    plural = {"image": "images", "concept": "concepts", "class": "classes"}
     for kind, style in styles.items():
         sub = points[points["kind"] == kind]
-        ax.scatter(sub["x"], sub["y"], label=f"{kind}s ({len(sub)})", **style)
-    for _, row in points[points["kind"] != "image"].head(60).iterrows():
-        ax.annotate(row["label"], (row["x"], row["y"]), fontsize=6, alpha=0.8)
-    ax.set_title("PCA of normalised CLIP embeddings: images, concepts, classes")
+        ax.scatter(sub["x"], sub["y"], label=f"{plural[kind]} ({len(sub)})", **style)
+    labelled = spread_labels(points[points["kind"] == "class"], points[points["kind"] == "concept"])
+    for _, row in labelled.iterrows():
+        ax.annotate(row["label"], (row["x"], row["y"]), fontsize=6, alpha=0.85,
+                    color="#3d6b31" if row["kind"] == "class" else "#8a4a1c")
+    ax.set_title(f"PCA of normalised CLIP embeddings: images, concepts, classes\n(labels that would overprint "
+                 f"are left out: {len(labelled)} of {int((points['kind'] != 'image').sum())} shown)", fontsize=9)
     ax.legend(frameon=False)
     return _save(fig, path)

@@ -41,6 +41,9 @@ def heatmap_table(spatial: Dict[str, Any]) -> List[List[Any]]:
     return rows
 
 
+SD_RANGE = 3.0  # concept maps are drawn from -3 to +3 standard deviations
+
+
 def panels_figure(panels: Dict[str, np.ndarray], path: Path, limit: int = 8) -> Path:
     """One row per image: image, true class-object mask, the top concepts' maps, class heatmap, Grad-CAM."""
     n = min(limit, len(panels["rows"]))
@@ -52,19 +55,26 @@ def panels_figure(panels: Dict[str, np.ndarray], path: Path, limit: int = 8) -> 
     for r in range(n):
         image = panels["images"][r]
         cells = [("image", image, None), ("class object", panels["masks"][r], "gray")]
-        cells += [(str(concepts[c]), panels["concept_maps"][r, j], "magma") for j, c in enumerate(panels["concepts"][r])]
+        cells += [(str(concepts[c]), panels["concept_maps"][r, j], "sd") for j, c in enumerate(panels["concepts"][r])]
         cells.append((f"pred: {classes[panels['predictions'][r]]}", panels["class_heatmaps"][r], "magma"))
         if has_cam:
             cells.append(("Grad-CAM", panels["gradcam"][r], "magma"))
         for ax, (title, data, cmap) in zip(axes[r], cells):
-            if cmap == "magma":
+            if cmap in ("magma", "sd"):  # concept maps on one scale (standard deviations); the others each their own
                 ax.imshow(image)
-                ax.imshow(np.asarray(data, dtype=np.float32), cmap=cmap, alpha=0.6)
+                ax.imshow(np.asarray(data, dtype=np.float32), cmap="magma", alpha=0.6,
+                          **(dict(vmin=-SD_RANGE, vmax=SD_RANGE) if cmap == "sd" else {}))
             else:
                 ax.imshow(data, cmap=cmap)
-            ax.set_title(title if r == 0 or cmap == "magma" else "", fontsize=6)
+            ax.set_title(title if r == 0 or cmap in ("magma", "sd") else "", fontsize=6)
             ax.set_axis_off()
         axes[r][0].set_title(f"true: {classes[panels['labels'][r]]}", fontsize=6)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(-SD_RANGE, SD_RANGE), "magma"), ax=axes, fraction=0.015, pad=0.01)
+    bar.set_label("concept maps (sd)", fontsize=6)  # the section's text says what the scale means
+    bar.ax.tick_params(labelsize=6)
     return _save(fig, path)
 
 
@@ -104,5 +114,7 @@ def spatial_sections(spatial: Dict[str, Any], spatial_train: Dict[str, Any], eva
         panels_figure(panels, tmp / "figures" / "spatial_panels.png")
         sections.append(Section("SALF-CBM: heatmap panels", "Each row: the image, the true class object's mask, the "
                                 "maps of the concepts contributing most to the prediction, the class heatmap and "
-                                "Grad-CAM of the black box.", figures=["figures/spatial_panels.png"]))
+                                "Grad-CAM of the black box. Concept maps share one colour scale, from −3 to +3 standard "
+                                "deviations of the concept on train (the bar); the class heatmap and Grad-CAM are each "
+                                "drawn from their own minimum to maximum.", figures=["figures/spatial_panels.png"]))
     return sections

@@ -75,7 +75,7 @@ def test_the_panels_figure_has_a_row_per_image_and_a_column_per_map(tmp_path):
     # a row of 3 + k + 1 panels (image, mask, k maps, class heatmap, Grad-CAM), each 1.45 x 1.55 inches at 110 dpi
     height, width, _ = two.shape
     assert 5 * 1.45 * 110 * 0.7 <= width <= 5 * 1.45 * 110 and 2 * 1.55 * 110 * 0.7 <= height <= 2 * 1.55 * 110
-    assert capped.shape[1] == width and 0.4 * height < capped.shape[0] < 0.6 * height  # the limit caps the rows
+    assert abs(capped.shape[1] - width) <= 4 and 0.4 * height < capped.shape[0] < 0.6 * height  # the limit caps the rows
     assert abs(narrow.shape[0] - height) <= 2 and 0.7 * width < narrow.shape[1] < 0.9 * width  # no Grad-CAM: a column fewer
     # not blank: the images and maps are drawn, in many colours, over most of the figure
     assert len(np.unique(two.reshape(-1, 3), axis=0)) > 1000
