@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from sparse_cbm_app.concept_sources import concept_rows
+from sparse_cbm.concepts.http import ResponseCache
 from sparse_cbm.concepts.table import SHARED, concept_table, write_concept_table
 from sparse_cbm.errors import ConceptSourceError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
@@ -32,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     c = params.concepts
     dataset = dataset_from(params)
     classes = dataset.classes
-    CACHE.mkdir(parents=True, exist_ok=True)
+    ResponseCache.prepare(CACHE)
     table = concept_table(concept_rows(c, dataset, CACHE), classes)
     if table.num_rows == 0:
         raise ConceptSourceError(f"concepts.source '{c.source}' gave no concepts for any of the {len(classes)} "

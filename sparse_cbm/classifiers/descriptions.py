@@ -15,7 +15,7 @@ from sparse_cbm.classifiers.batched import Buffers, Predictions, unit_rows
 def description_class_matrix(description_emb, description_class, num_classes: int) -> torch.Tensor:
     """(d, C) float32: column c is the mean unit embedding of class c's descriptions, 0 for a class without."""
     desc = unit_rows(description_emb).double()
-    owner = torch.as_tensor(np.asarray(description_class, dtype=np.int64))
+    owner = torch.tensor(np.asarray(description_class, dtype=np.int64))  # a copy: the cache's array is read-only
     if owner.shape != (desc.shape[0],):
         raise ValueError(f"description_class must have one entry per description ({desc.shape[0]}), "
                          f"got shape {tuple(owner.shape)}")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 import requests
 
-from sparse_cbm.runtime.atomic import atomic_write_json, dumps_json
+from sparse_cbm.runtime.atomic import atomic_write_json, atomic_write_text, dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,21 @@ T = TypeVar("T")
 class ResponseCache:
     """JSON answers in ``<folder>/<sha256 of the request>.json``, written atomically."""
 
+    README = ("Answers of the ConceptNet and LLM requests of the concepts stage: one JSON file a request, named by the "
+              "sha256 of the request (method, URL, body), never holding its headers or API key. A stored answer is "
+              "never fetched again; delete this folder to fetch everything again.\n")
+
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+
+    @classmethod
+    def prepare(cls, folder: str | Path) -> Path:
+        """Create the cache folder with its README (so that it is never an empty DVC output)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "README.txt").is_file():
+            atomic_write_text(folder / "README.txt", cls.README)
+        return folder
 
     @staticmethod
     def key(request: Dict[str, Any]) -> str:
@@ -106,8 +119,8 @@ def unreachable_reason(exc: BaseException) -> Optional[str]:
         seen.add(id(e))
         if isinstance(e, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(e, socket.gaierror) or type(e).__name__ == "NameResolutionError":
-            return "unknown host"
+        if isinstance(e, socket.gaierror) and e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
+            return "unknown host"  # not EAI_AGAIN, a DNS failure that may pass
         todo += [e.__cause__, e.__context__, getattr(e, "reason", None),
                  *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]]
     return None
@@ -158,7 +171,7 @@ def with_retries(policy: RetryPolicy, what: str, once: Callable[[], T]) -> T:
     """Call ``once`` until it returns, retrying retryable HttpFailures with exponential backoff
     (or Retry-After); give up with a non-retryable HttpFailure when waiting would pass the budget."""
     started = policy.clock()
-    attempts = 0
+    attempts = unreachable = 0
     while True:
         attempts += 1
         try:
@@ -167,11 +180,12 @@ def with_retries(policy: RetryPolicy, what: str, once: Callable[[], T]) -> T:
             failure.attempts = attempts
             if not failure.retryable:
                 raise
-            if failure.unreachable and attempts >= policy.unreachable_tries:
-                raise HttpFailure(f"{failure.reason}; gave up after {attempts} tries in {policy.clock() - started:.0f} s "
+            unreachable = unreachable + 1 if failure.unreachable else 0
+            if unreachable >= policy.unreachable_tries:
+                raise HttpFailure(f"{failure.reason}; gave up after {unreachable} tries in {policy.clock() - started:.0f} s "
                                   f"(check the URL, and that the server is running)", retryable=False,
                                   attempts=attempts) from None
-            backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempts - 1))
+            backoff = min(policy.max_delay, policy.base_delay * 2 ** ((unreachable or attempts) - 1))
             delay = failure.wait if isinstance(failure, _RetryAfter) else backoff
             elapsed = policy.clock() - started
             if elapsed + delay > policy.total_seconds:

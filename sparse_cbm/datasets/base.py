@@ -171,8 +171,9 @@ def with_val_split(name: str, classes: List[str], raw_classes: List[str], train:
                    attributes: Sequence[Attribute] = ()) -> DatasetSplits:
     train_idx, val_idx = carve_val(train.labels, val_fraction, seed)
     if val_fraction > 0 and len(val_idx) == 0:
-        raise DatasetError(f"{name}: {len(train)} train images are too few for a val split (dataset.val_fraction "
-                           f"{val_fraction}: no class has two images). Add images, at least two a class.")
+        log.warning("%s: %d train images are too few for a val split (dataset.val_fraction %g: no class has two "
+                    "images): val is empty, so nothing is chosen on val. Add images, at least two a class.",
+                    name, len(train), val_fraction)
     if len(test) == 0:
         raise DatasetError(f"{name}: the test split has no images; the model could not be evaluated. Add test images.")
     splits = {"train": train.subset(train_idx), "val": train.subset(val_idx), "test": test}

@@ -197,8 +197,8 @@ def _drop_empty_classes(root: Path, folders: List[str], counts: np.ndarray, skip
         raise DatasetError(f"imagefolder: {len(empty)} class folder(s) with no images: {shown}. Add images, remove "
                            f"the folder, or set dataset.skip_empty_classes: true to leave them out.")
     if empty:
-        log.warning("imagefolder: left out %d empty class folder(s) (dataset.skip_empty_classes): %s",
-                    len(empty), ", ".join(empty))
+        log.warning("imagefolder: left out %d empty class folder(s) (dataset.skip_empty_classes), and their test "
+                    "images if any: %s", len(empty), ", ".join(empty))
     return [f for f in folders if f not in empty]
 
 

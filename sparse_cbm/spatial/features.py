@@ -155,6 +155,10 @@ def torchvision_features(name: str, weights: Optional[str], layer: str, device: 
         maps = extractor(x)["maps"]
         return tokens_to_maps(maps) if maps.ndim == 3 else maps  # a ViT's tokens (B, 1 + N, C)
     identity = {"kind": "torchvision", "model": name, "weights": str(weights), "layer": layer}
+    if weights and Path(weights).is_file():  # a local file is its name and content, wherever it lies
+        from sparse_cbm.storage.manifest import file_sha256
+
+        identity.update(weights=f"file:{Path(weights).name}", weights_sha256=file_sha256(weights))
     return FeatureBackbone(trunk, target, preprocess, identity, extractor.to(device), device,
                            lambda t: tokens_to_maps(t) if t.ndim == 3 else t).eval()
 

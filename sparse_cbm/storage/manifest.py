@@ -2,8 +2,8 @@
 
 Every manifest that lists its files' sha256 has them checked when it is read: a file changed, truncated or
 missing since its stage wrote it is a one-line error naming the file and the fix, not silent garbage or a
-raw traceback from numpy or pyarrow. A file is hashed once per process (``_VERIFIED``, keyed by its size and
-mtime); ``bench/cache_check.py`` measures the cost against reading the file.
+raw traceback from numpy or pyarrow. A file is hashed once per process (``_VERIFIED``, keyed by its inode, size,
+mtime and ctime: a replaced file is hashed again); ``bench/cache_check.py`` measures the cost against reading the file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from sparse_cbm.errors import CacheMismatchError
 
 MANIFEST = "manifest.json"
-_VERIFIED: Dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256 already checked in this process
+_VERIFIED: Dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns, ctime_ns) -> sha256 checked in this process
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -51,7 +51,7 @@ def verify_files(folder: Path, manifest: Dict[str, Any], stage: str) -> None:
         if not path.is_file():
             raise CacheMismatchError(f"{path} is missing, but its manifest lists it. {fix}")
         st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if _VERIFIED.get(key) == recorded:
             continue
         actual = file_sha256(path)

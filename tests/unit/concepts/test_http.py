@@ -135,5 +135,6 @@ def test_unreachable_reason_reads_the_chain_of_causes():
             return outer
 
     assert unreachable_reason(chained(ConnectionRefusedError(111, "refused"))) == "connection refused"
-    assert unreachable_reason(chained(socket.gaierror(-2, "Name or service not known"))) == "unknown host"
+    assert unreachable_reason(chained(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))) == "unknown host"
+    assert unreachable_reason(chained(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))) is None
     assert unreachable_reason(chained(ConnectionResetError(104, "reset"))) is None

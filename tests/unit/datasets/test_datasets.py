@@ -178,8 +178,12 @@ def test_an_empty_class_folder_is_refused_by_name_or_left_out_on_request(tmp_pat
     assert sorted(set(d.splits["train"].labels.tolist())) == [0, 1]
 
 
-def test_a_dataset_too_small_for_a_val_split_says_what_to_add(tmp_path):
+def test_a_dataset_too_small_for_a_val_split_says_so_and_an_empty_test_split_is_refused(tmp_path, caplog):
     root = make_imagefolder(tmp_path / "data", classes=("cat", "dog"), n_train=1, n_test=1)
-    with pytest.raises(DatasetError, match="too few for a val split.*at least two a class"):
-        load_dataset("imagefolder", str(root), val_fraction=0.1)
-    assert len(load_dataset("imagefolder", str(root), val_fraction=0.0).splits["train"]) == 2
+    with caplog.at_level("WARNING"):
+        d = load_dataset("imagefolder", str(root), val_fraction=0.1)
+    assert len(d.splits["val"]) == 0 and "too few for a val split" in caplog.text and "at least two a class" in caplog.text
+    for image in (root / "test").rglob("*.*"):
+        image.unlink()
+    with pytest.raises(DatasetError, match="the test split has no images"):
+        load_dataset("imagefolder", str(root))
