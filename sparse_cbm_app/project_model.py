@@ -4,6 +4,7 @@ concept list, ``data/model``, ``data/spatial/model``). Its gallery is the datase
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +29,13 @@ class DatasetGallery:
     def __init__(self, root: Path, params):
         self.root, self.params, self._split, self._classes = root, params, None, None
         self.name = "test split"
+        self._lock = threading.Lock()
 
     def _load(self):
+        with self._lock:
+            return self._build()
+
+    def _build(self):
         if self._split is None:
             from sparse_cbm.datasets import load_dataset
 
@@ -50,7 +56,8 @@ class DatasetGallery:
         return self._load().load(int(i))
 
     def label(self, i: int) -> str:
-        return self._classes[int(self._load().labels[int(i)])]
+        split = self._load()
+        return self._classes[int(split.labels[int(i)])]
 
     @property
     def labels(self) -> np.ndarray:
@@ -92,5 +99,6 @@ def load_project(cls, root: str | Path, device: Optional[str] = None, params_fil
         features = feature_backbone(f.backbone, weights, f.layer, backbone)
         check_features(features, spatial_config, root / paths["spatial_model"])
         source["spatial_features"] = {"backbone": f.backbone, "weights": weights, "layer": f.layer}
+    side = int(backbone.blank_input.shape[-1])  # spatial.radius is in pixels of the backbone's input
     return cls(backbone, bottleneck, config, concepts, source, spatial, spatial_config, features,
-               DatasetGallery(root, params), batch_size=bb.batch_size)
+               DatasetGallery(root, params), batch_size=bb.batch_size, point_radius=params.spatial.radius / side)

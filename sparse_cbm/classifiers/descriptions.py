@@ -32,7 +32,7 @@ class DescriptionClassifier(Classifier):
 
     def __init__(self, description_emb, description_class, num_classes: int):
         self.means = description_class_matrix(description_emb, description_class, num_classes)
-        self.missing = torch.bincount(torch.as_tensor(np.asarray(description_class, dtype=np.int64)),
+        self.missing = torch.bincount(torch.tensor(np.asarray(description_class, dtype=np.int64)),
                                       minlength=num_classes) == 0
         if bool(self.missing.all()):
             raise ValueError("no class has a description: classification by descriptions needs at least one")

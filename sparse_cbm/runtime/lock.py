@@ -34,21 +34,33 @@ def lock_folder(root: Optional[Path] = None) -> Path:
     return Path(tempfile.gettempdir()) / f"sparse-cbm-locks-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
 
 
+def _acquire(fd: int, wait: float) -> bool:
+    """Take the exclusive lock, trying for ``wait`` seconds; whether it was taken."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 @contextmanager
-def stage_lock(stage: str, root: Optional[Path] = None) -> Iterator[Path]:
-    """Hold the stage's lock for the block; raise StageBusyError naming the holder when a live process has it."""
+def stage_lock(stage: str, root: Optional[Path] = None, wait: float = 2.0) -> Iterator[Path]:
+    """Hold the stage's lock for the block; raise StageBusyError naming the holder when a live process still has
+    it after ``wait`` seconds (a holder that is just starting or ending is waited for)."""
     folder = lock_folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stage}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _acquire(fd, wait):
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
             raise StageBusyError(
                 f"stage {stage} is already running in this project ({holder}). Wait for it to finish, or stop it "
-                f"(`kill <pid>`): a `dvc repro` that was killed may have left it running.") from None
+                f"(`kill <pid>`): a `dvc repro` that was killed may have left it running.")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}: {' '.join(sys.argv)[:300]}".encode(), 0)
         yield path

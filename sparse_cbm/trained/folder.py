@@ -73,7 +73,16 @@ def gallery_rows(labels: np.ndarray, count: int) -> List[int]:
 
 
 def _write_gallery(model, dest: Path, count: int) -> Optional[str]:
-    if not count or model.gallery is None or not len(model.gallery):
+    from sparse_cbm.errors import SparseCbmError
+
+    if not count or model.gallery is None:
+        return None
+    try:
+        size = len(model.gallery)
+    except SparseCbmError as exc:  # the project's dataset is not on this machine: save the model without images
+        log.warning("saving without a gallery: %s", exc)
+        return None
+    if not size:
         return None
     dest.mkdir(parents=True)
     labels = np.array([model.classes.index(model.gallery.label(i)) for i in range(len(model.gallery))])
@@ -130,6 +139,7 @@ def save_folder(model, folder: Path, gallery: int = 0) -> Path:
             spatial = {"folder": "spatial", "features": {**f, "weights": copied or f.get("weights"),
                                                          "weights_in_folder": copied is not None}}
         manifest = {"format": FORMAT, "classes": model.classes, "backbone": backbone, "cbm": "cbm",
+                    "batch_size": model.batch_size, "point_radius": model.point_radius,
                     "concepts": "concepts.txt", "spatial": spatial, "gallery": _write_gallery(model, tmp / "gallery", gallery),
                     "sparse_cbm_version": _version()}
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -145,25 +155,46 @@ def _version() -> str:
 
 
 def load_folder(cls, folder: Path, device: Optional[str] = None):
+    """The saved model; a damaged or incomplete folder is a ModelInputError naming what is wrong. (A checkpoint is
+    a torch pickle: load only folders you trust, as with any PyTorch checkpoint.)"""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelInputError(f"{folder / MANIFEST} is damaged ({exc}): save the model again") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelInputError(f"{folder / MANIFEST} is format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+    try:
+        return _load(cls, folder, manifest, device)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FileNotFoundError) else f"missing {exc.filename}"
+        raise ModelInputError(f"{folder} is an incomplete or damaged saved model ({what}): save the model again") from None
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    """A path the manifest names, refused when it leads out of the model's folder."""
+    path = (folder / relative).resolve()
+    if folder.resolve() not in path.parents:
+        raise ModelInputError(f"{folder / MANIFEST} names {relative!r}, outside the folder")
+    return path
+
+
+def _load(cls, folder: Path, manifest: Dict[str, Any], device: Optional[str]):
     from sparse_cbm.bottleneck.checkpoint import load_bottleneck
     from sparse_cbm.clip.backbone import load_backbone
     from sparse_cbm.spatial.checkpoint import load_spatial
     from sparse_cbm.spatial.features import feature_backbone
     from sparse_cbm.storage.text_cache import concept_list_sha256
 
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ModelInputError(f"{folder / MANIFEST} is format {manifest.get('format')!r}; this version reads {FORMAT!r}")
     bb = manifest["backbone"]
-    pretrained = str(folder / bb["checkpoint"]) if bb.get("checkpoint") else bb["pretrained"]
+    pretrained = str(_inside(folder, bb["checkpoint"])) if bb.get("checkpoint") else bb["pretrained"]
     torch.manual_seed(int(bb.get("seed", 0)))  # random weights ('none') are the seeded ones the pipeline drew
     backbone = load_backbone(bb["model"], pretrained, device=device or bb["device"], precision=bb["precision"])
     recorded = json.loads((folder / "backbone.json").read_text(encoding="utf-8"))
     if recorded["preprocess"] != backbone.preprocess_description:
         log.warning("the backbone's preprocessing differs from the one the model was saved with (another "
                     "open_clip version?):\nsaved: %s\nnow:   %s", recorded["preprocess"], backbone.preprocess_description)
-    concepts = (folder / manifest["concepts"]).read_text(encoding="utf-8").splitlines()
-    bottleneck, config = load_bottleneck(folder / manifest["cbm"], expect_concepts_sha256=concept_list_sha256(concepts),
+    concepts = _inside(folder, manifest["concepts"]).read_text(encoding="utf-8").splitlines()
+    bottleneck, config = load_bottleneck(_inside(folder, manifest["cbm"]), expect_concepts_sha256=concept_list_sha256(concepts),
                                          expect_backbone=backbone.identity)
     spatial = spatial_config = features = None
     source = {"backbone": {"model": bb["model"], "pretrained": pretrained, "precision": bb["precision"],
@@ -171,13 +202,14 @@ def load_folder(cls, folder: Path, device: Optional[str] = None):
     if manifest.get("spatial"):
         f = dict(manifest["spatial"]["features"])
         if f.pop("weights_in_folder", False):
-            f["weights"] = str(folder / f["weights"])
-        spatial, spatial_config = load_spatial(folder / manifest["spatial"]["folder"])
+            f["weights"] = str(_inside(folder, f["weights"]))
+        spatial, spatial_config = load_spatial(_inside(folder, manifest["spatial"]["folder"]))
         features = feature_backbone(f["backbone"], f.get("weights"), f["layer"], backbone)
         check_features(features, spatial_config, folder)
         source["spatial_features"] = f
-    gallery = FolderGallery(folder / manifest["gallery"]) if manifest.get("gallery") else None
-    return cls(backbone, bottleneck, config, concepts, source, spatial, spatial_config, features, gallery)
+    gallery = FolderGallery(_inside(folder, manifest["gallery"])) if manifest.get("gallery") else None
+    return cls(backbone, bottleneck, config, concepts, source, spatial, spatial_config, features, gallery,
+               batch_size=manifest.get("batch_size", 64), point_radius=manifest.get("point_radius", 9 / 64))
 
 
 def check_features(features, spatial_config: Dict[str, Any], where: Path) -> None:

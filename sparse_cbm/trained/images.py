@@ -42,14 +42,20 @@ def as_pil(image: Any) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise ModelInputError(f"no image file at {path}")
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        try:
+            with Image.open(path) as header:  # the size first, before decoding the pixels
+                width, height = header.size
+        except Exception:  # not an image, or one Pillow cannot open: load_rgb says why (and tries tifffile)
+            width = height = 0
+        if width * height > MAX_PIXELS:
+            raise ModelInputError(f"{path} is {width} x {height} pixels ({width * height / 1e6:.0f} M); the limit is "
+                                  f"{MAX_PIXELS / 1e6:.0f} M: resize it first (the backbone sees a small square anyway)")
         try:
             return _checked(load_rgb(path), str(path))
         except CorruptImageError as exc:
+            if "DecompressionBomb" in exc.reason:
+                raise ModelInputError(f"{path} is too large to decode safely ({exc.reason}): resize it first") from None
             raise ModelInputError(f"{path} is not an image this tool can read ({exc.reason})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ModelInputError(f"an array image must be (H, W, 3) uint8; got {image.shape} {image.dtype}")

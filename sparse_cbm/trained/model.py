@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from sparse_cbm.bottleneck.model import ConceptBottleneck
@@ -53,7 +54,7 @@ class RegionExplanation:
     prediction: str
     probabilities: Dict[str, float]
     concepts: List[ConceptScore]  # region mean of each standardised concept map, largest first
-    heatmaps: Dict[str, np.ndarray]  # concept -> its standardised map upsampled to the square view (H, W)
+    heatmaps: Dict[str, np.ndarray]  # concept -> its standardised map on the square view (at most 256 px a side)
     ranking: str = "region mean of the standardised concept map"
     edits: Dict[str, float] = field(default_factory=dict)
     edited_prediction: Optional[str] = None
@@ -75,6 +76,9 @@ def project_loaders():
     return [ep.load() for ep in sorted(entry_points(group=PROJECT_LOADERS), key=lambda ep: ep.name)]
 
 
+REGION_SIDE = 256  # a region and its heatmaps are computed on at most this many pixels a side
+
+
 class SparseCBM:
     """Load with ``SparseCBM.from_pretrained(folder)``; save with ``save_pretrained(folder)``.
 
@@ -83,7 +87,7 @@ class SparseCBM:
 
     def __init__(self, backbone, bottleneck: ConceptBottleneck, config: Dict[str, Any], concept_list: Sequence[str],
                  source: Dict[str, Any], spatial=None, spatial_config: Optional[Dict[str, Any]] = None,
-                 features=None, gallery=None, batch_size: int = 64):
+                 features=None, gallery=None, batch_size: int = 64, point_radius: float = 9 / 64):
         self.backbone, self.config, self.source = backbone, config, source
         self.concept_list = list(concept_list)
         self.classes: List[str] = list(config["classes"])
@@ -92,6 +96,7 @@ class SparseCBM:
         self.spatial, self.spatial_config, self.features = spatial, spatial_config, features
         self.spatial_concepts: Optional[List[str]] = list(spatial_config["concepts"]) if spatial_config else None
         self.gallery, self.batch_size = gallery, int(batch_size)
+        self.point_radius = float(point_radius)  # a clicked point's disc, as a share of the square's side
 
     # -- loading and saving -------------------------------------------------------------------------------
     @classmethod
@@ -101,12 +106,13 @@ class SparseCBM:
         from sparse_cbm.trained import folder as export
 
         folder = Path(folder)
-        if (folder / export.MANIFEST).is_file():
-            return export.load_folder(cls, folder, device=device)
-        for loader in project_loaders():  # a project's layout is its application's: it plugs a loader in
-            model = loader(cls, folder, device=device)
-            if model is not None:
-                return model
+        with torch.random.fork_rng(devices=[]):  # the loaders seed torch (random weights); the caller's RNG is left alone
+            if (folder / export.MANIFEST).is_file():
+                return export.load_folder(cls, folder, device=device)
+            for loader in project_loaders():  # a project's layout is its application's: it plugs a loader in
+                model = loader(cls, folder, device=device)
+                if model is not None:
+                    return model
         raise ModelInputError(f"{folder} holds neither a saved model ({export.MANIFEST}) nor a project that ran "
                               f"`dvc repro` (dvc.yaml): give one of them, or a folder written by `sparse-cbm export`")
 
@@ -172,7 +178,9 @@ class SparseCBM:
         """(1, C, h, w) float32 feature maps of one image, float16-rounded as the feature cache holds them."""
         self._require_spatial()
         x = preprocessed(image if isinstance(image, torch.Tensor) else [image], self.features.preprocess)
-        return self.features.encode(x[:1]).half().float()
+        if len(x) != 1:
+            raise ModelInputError(f"feature_maps takes one image; got a batch of {len(x)}")
+        return self.features.encode(x).half().float()
 
     def concept_index(self, name: str) -> int:
         """SALF-CBM's index of a concept; an unknown one names the closest."""
@@ -207,6 +215,8 @@ class SparseCBM:
         region = square_view(region)
         if region.sum() == 0:
             raise ModelInputError("the region lies outside the centred square the backbone sees")
+        if region.shape[0] > REGION_SIDE:  # scores and heatmaps at most this fine: |D| maps at full size can take GBs
+            region = F.adaptive_avg_pool2d(torch.as_tensor(region)[None, None], (REGION_SIDE, REGION_SIDE))[0, 0].numpy()
         indices = {self.concept_index(name): self._beta(name, beta) for name, beta in (edits or {}).items()}
         x = self.feature_maps(image) if features is None else features
         result = explain_region(self.spatial, x, region, k=int(top), edits=indices)

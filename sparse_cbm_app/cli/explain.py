@@ -78,9 +78,10 @@ def heatmap_figure(image, maps: np.ndarray, titles: List[str], region: np.ndarra
     axes[0][0].imshow(image)
     axes[0][0].contour(region, levels=[0.5], colors="cyan", linewidths=1)
     axes[0][0].set_title("image and region", fontsize=7)
+    h, w = np.asarray(image).shape[:2]
     for ax, heat, title in zip(axes[0][1:], maps, titles):
         ax.imshow(image)
-        ax.imshow(heat, cmap="magma", alpha=0.6)
+        ax.imshow(heat, cmap="magma", alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5))  # maps are at most 256 px
         ax.set_title(title, fontsize=7)
     for ax in axes[0]:
         ax.set_axis_off()
@@ -101,7 +102,7 @@ def explain(args: argparse.Namespace) -> int:
     edits = parse_edits(args.edit)
     image = as_pil(args.image)
     model = SparseCBM.from_pretrained(args.model)
-    radius = float(model.spatial_config.get("radius", 9.0)) if model.spatial_config else 9.0
+    radius = model.point_radius * min(image.size)  # spatial.radius, scaled from the backbone's input to the image
     region, described = region_from(args, (image.height, image.width), radius)
     result = model.explain_region(image, region, top=args.top, edits=edits)
     cbm = model.explain(image, top=args.top)
@@ -143,7 +144,7 @@ def add_parser(sub) -> None:
                                        "their heatmaps, and local edits", description=__doc__.split("\n\n")[1])
     p.add_argument("image")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1")
-    p.add_argument("--point", metavar="X,Y", help="a disc of spatial.radius pixels around the point")
+    p.add_argument("--point", metavar="X,Y", help="a disc around the point (spatial.radius, scaled from the backbone's input to the image)")
     p.add_argument("--mask", metavar="PNG", help="an image whose white pixels are the region")
     p.add_argument("--edit", action="append", default=[], metavar="CONCEPT=BETA",
                    help="raise CONCEPT's map by BETA standard deviations in the region (negative lowers it)")

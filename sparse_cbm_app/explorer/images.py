@@ -1,10 +1,14 @@
 """The explorer's images: the model's gallery (the project's test split, or a saved model's gallery) and
-uploads, which live in memory only (never written to disk). Each is kept as the centred square the
-backbone sees, with its feature maps and CBM explanation computed once (a small LRU cache)."""
+uploads. An upload is decoded as the API decodes a file (``load_rgb``, from a temporary folder that is
+removed at once) and then lives in memory only. Each image is explained whole, as ``SparseCBM`` explains
+a file; the page shows, and draws regions on, its centred square (what the backbone sees). Its feature
+maps and CBM explanation are computed once (a small LRU cache)."""
 
 from __future__ import annotations
 
 import io
+import logging
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,15 +17,22 @@ from typing import Any, Dict, Optional
 import numpy as np
 from PIL import Image
 
-from sparse_cbm.trained.images import MAX_PIXELS, ModelInputError, square_image
+from sparse_cbm.trained.images import ModelInputError, square_image
+
+log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_SIDE = 1024  # an upload's square is shrunk to this many pixels a side (the backbone sees 64 to 336)
 
 
+class UnknownImage(LookupError):
+    """An image id that is neither in the gallery nor a kept upload."""
+
+
 @dataclass
 class Entry:
-    square: Image.Image
+    image: Image.Image  # what is explained (an upload larger than MAX_SIDE is scaled down first)
+    square: Image.Image  # its centred square: what the page shows and regions are drawn on
     label: Optional[str]  # the true class, for gallery images
     features: Any = None  # SALF-CBM's feature maps (1, C, h, w)
     cbm: Any = None  # the CBM's Explanation of the whole image
@@ -29,26 +40,35 @@ class Entry:
 
 
 def decode_upload(data: bytes) -> Image.Image:
-    """An uploaded file as an RGB image, refused with a message when it is not one or is too large."""
+    """An uploaded file as an RGB image, decoded as ``SparseCBM`` decodes a file; refused with a message when it
+    is not an image or is too large."""
+    from sparse_cbm.trained.images import as_pil
+
     if not data:
         raise ModelInputError("the upload is empty: choose an image file")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ModelInputError(f"the upload is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise ModelInputError(f"the image is {image.width} x {image.height} pixels; the limit is "
-                                  f"{MAX_PIXELS / 1e6:.0f} M pixels: resize it first")
-        image.load()
-    except ModelInputError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ModelInputError(f"the upload is not an image this tool can read ({type(exc).__name__}: "
-                              f"{str(exc).split(' <')[0]})") from None
-    square = square_image(image.convert("RGB"))
-    if square.width > MAX_SIDE:
-        square = square.resize((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
-    return square
+    with tempfile.TemporaryDirectory(prefix="sparse-cbm-upload-") as tmp:
+        path = f"{tmp}/upload"
+        with open(path, "wb") as fh:
+            fh.write(data)
+        try:
+            image = as_pil(path)
+        except ModelInputError as exc:
+            raise ModelInputError(str(exc).replace(path, "the upload")) from None
+    if min(image.size) > MAX_SIDE:  # the square shown and explained need no more
+        scale = MAX_SIDE / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    return image
+
+
+def square_region(entry: "Entry", region: np.ndarray) -> np.ndarray:
+    """A region drawn on the square, placed in the whole image (zero outside the square)."""
+    full = np.zeros((entry.image.height, entry.image.width), np.float32)
+    side = entry.square.width
+    top, left = (entry.image.height - side) // 2, (entry.image.width - side) // 2
+    full[top:top + side, left:left + side] = region
+    return full
 
 
 class ImageStore:
@@ -61,16 +81,29 @@ class ImageStore:
         self._cache_size, self._max_uploads, self._count = cache_size, uploads, 0
         self._lock = threading.Lock()
 
+    def gallery_size(self) -> int:
+        """How many gallery images there are; 0 when the project's dataset cannot be built here (logged)."""
+        from sparse_cbm.errors import SparseCbmError
+
+        if self.gallery is None:
+            return 0
+        try:
+            return len(self.gallery)
+        except SparseCbmError as exc:
+            log.warning("no gallery: %s", exc)
+            self.gallery = None
+            return 0
+
     def gallery_page(self, offset: int, limit: int):
-        n = len(self.gallery) if self.gallery is not None else 0
+        n = self.gallery_size()
         return n, [{"id": f"g{i}", "label": self.gallery.label(i)} for i in range(offset, min(n, offset + limit))]
 
     def add_upload(self, data: bytes) -> str:
-        square = decode_upload(data)
+        image = decode_upload(data)
         with self._lock:
             self._count += 1
             key = f"u{self._count}"
-            self._uploads[key] = Entry(square, None)
+            self._uploads[key] = Entry(image, square_image(image), None)
             while len(self._uploads) > self._max_uploads:
                 self._uploads.popitem(last=False)
         return key
@@ -82,13 +115,15 @@ class ImageStore:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        if not key.startswith("g") or not key[1:].isdigit() or self.gallery is None \
-                or int(key[1:]) >= len(self.gallery):
-            raise KeyError(f"no image {key!r}: pick one from the gallery or upload one")
-        row = int(key[1:])
-        entry = Entry(square_image(self.gallery.image(row)), self.gallery.label(row))
+        number = key[1:]
+        if not key.startswith("g") or not (number.isascii() and number.isdecimal()) or self.gallery is None \
+                or int(number) >= len(self.gallery):
+            raise UnknownImage(f"no image {key!r}: pick one from the gallery or upload one")
+        row = int(number)
+        image = self.gallery.image(row)
+        entry = Entry(image, square_image(image), self.gallery.label(row))
         with self._lock:
-            self._entries[key] = entry
+            entry = self._entries.setdefault(key, entry)  # two first requests at once keep one entry
             while len(self._entries) > self._cache_size:
                 self._entries.popitem(last=False)
         return entry
@@ -106,11 +141,11 @@ def heat_png(heat: np.ndarray, side: int = 128) -> bytes:
     """A standardised map as a PNG in the magma colour map, scaled to [-3, 3] standard deviations."""
     from matplotlib import colormaps
 
-    img = Image.fromarray(heat.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR)
+    img = Image.fromarray(heat.astype(np.float32)).resize((side, side), Image.BILINEAR)
     scaled = np.clip((np.asarray(img) + 3.0) / 6.0, 0, 1)
     rgba = (colormaps["magma"](scaled) * 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    Image.fromarray(rgba).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -11,12 +11,24 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.project import copy_reproduced, dvc, env
 
 pytestmark = pytest.mark.pipeline
+
+
+def holder(path):
+    """The pid the lock file names when it is a live `stages.compare` process (the copied file may name the
+    reproduced project's old one), else None."""
+    try:
+        pid = int(path.read_text().split(",")[0].split()[1])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if "stages.compare" in cmdline else None
 
 
 def held_by_another(path) -> bool:
@@ -38,10 +50,10 @@ def test_a_rerun_beside_an_orphaned_stage_names_it_and_a_later_rerun_completes(r
     first = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "compare"], cwd=root, env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not held_by_another(lock):
+    while holder(lock) is None:  # read without taking the lock, so that the stage never finds it held
         assert first.poll() is None and time.monotonic() < deadline, "the compare stage never started"
         time.sleep(0.2)
-    orphan = int(lock.read_text().split(",")[0].split()[1])
+    orphan = holder(lock)
     first.send_signal(signal.SIGKILL)  # dvc dies; its stage goes on as an orphan
     first.wait()
     os.kill(orphan, signal.SIGSTOP)  # held still, so that it is surely alive while the rerun starts

@@ -70,7 +70,9 @@ def test_a_browser_edits_a_trained_salf_cbm_and_sees_the_prediction_change(expor
         drawn[y0:y1, x0:x1] = 1  # the box the page drew, edited through the API: what the page must show
         expected = model.explain_region(model.square(model.gallery.image(row)), drawn, edits={concept: -10.0},
                                         heatmaps=False).edited_prediction
+        assert expected != before  # the box the page drew flips too, so the page must show a change
         page.select_option("#edit-concept", concept)
         set_slider(page, -10)
+        page.wait_for_function("document.getElementById('edit-beta').textContent === '-10 sd'")
         page.wait_for_function(f"document.getElementById('edited-prediction').textContent === {json.dumps(expected)}",
                                timeout=20000)

@@ -58,7 +58,7 @@ function draw() {
   }
   if (state.point) {
     ctx.beginPath();
-    ctx.arc(state.point[0] * s, state.point[1] * s, 9 / 64 * canvas.width, 0, 2 * Math.PI);
+    ctx.arc(state.point[0] * s, state.point[1] * s, state.model.point_radius * canvas.width, 0, 2 * Math.PI);
     ctx.stroke();
   }
 }
@@ -123,9 +123,15 @@ function render(r, chooseConcept) {
   const after = Object.fromEntries(edited.classes.map((c) => [c.class, c.p]));
   const before = Object.fromEntries(r.salf.classes.map((c) => [c.class, c.p]));
   const names = [...new Set([...r.salf.classes.map((c) => c.class), ...edited.classes.map((c) => c.class)])];
-  $("class-scores").tBodies[0].innerHTML = names.map((n) =>
-    `<tr><td>${n}</td><td>${before[n] !== undefined ? before[n].toFixed(3) : "&lt;top 5"}</td>` +
-    `<td>${after[n] !== undefined ? after[n].toFixed(3) : "&lt;top 5"}</td></tr>`).join("");
+  const body = $("class-scores").tBodies[0];
+  body.replaceChildren(...names.map((n) => {  // text nodes only: names come from folders and concept sources
+    const row = document.createElement("tr");
+    for (const text of [n, before[n] !== undefined ? before[n].toFixed(3) : "<top 5",
+                        after[n] !== undefined ? after[n].toFixed(3) : "<top 5"]) {
+      const cell = document.createElement("td"); cell.textContent = text; row.append(cell);
+    }
+    return row;
+  }));
 }
 
 function canvasPoint(event) {
@@ -189,7 +195,7 @@ async function init() {
     $("summary").textContent = state.model.summary;
     $("gallery-title").textContent = state.model.gallery.name ? `Images (${state.model.gallery.name})` : "Images";
     if (!state.model.spatial) { $("salf-column").hidden = true; $("edit-panel").hidden = true; }
-    $("edit-concept").innerHTML = (state.model.spatial_concepts || []).map((c) => `<option>${c}</option>`).join("");
+    $("edit-concept").replaceChildren(...(state.model.spatial_concepts || []).map((c) => new Option(c, c)));
     await loadGallery();
   } catch (e) { showError(e.message); }
 }
