@@ -186,7 +186,10 @@ def test_torchvision_feature_maps_from_a_local_checkpoint_and_named_errors(tmp_p
     x = features.preprocess(Image.new("RGB", (96, 80)))[None]
     maps = features.encode(x)
     assert maps.shape == (1, 256, 14, 14)  # 224 px through the weights' own preprocessing, stride 16
-    assert features.identity == {"kind": "torchvision", "model": "resnet18", "weights": str(path), "layer": "layer3"}
+    from sparse_cbm.storage.manifest import file_sha256
+
+    assert features.identity == {"kind": "torchvision", "model": "resnet18", "weights": f"file:{path.name}",
+                                 "weights_sha256": file_sha256(path), "layer": "layer3"}  # wherever the file lies
     with pytest.raises(BackboneError, match="not a node of resnet18"):
         feature_backbone("resnet18", str(path), "layer9")
     with pytest.raises(BackboneError, match="neither 'clip' nor a torchvision model"):
