@@ -299,13 +299,24 @@ def test_the_metrics_and_plots_are_what_dvc_shows(project):
 
 
 def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
-    """The class of bug where labels and embeddings fall out of step must not pass silently."""
+    """The class of bug where labels and embeddings fall out of step must not pass silently: a cache changed
+    after it was written is refused by its checksums, and one written so by a buggy producer (its manifest
+    agreeing) makes the CBM collapse."""
+    from sparse_cbm.storage.manifest import file_sha256
+
     root = copy_quick_project(tmp_path / "shuffled")
     shutil.copytree(project[0] / "data", root / "data", dirs_exist_ok=True)
     for split in ("train", "val", "test"):
         path = root / CACHE / split / "labels.npy"
         labels = np.load(path)
         np.save(path, np.random.default_rng(0).permutation(labels))
+    refused = run(stage_command("train", root), root, check=False)
+    assert refused.returncode == 2 and "labels.npy" in refused.stderr and "dvc checkout" in refused.stderr
+    for split in ("train", "val", "test"):  # as a producer that shuffled its labels would have written them
+        manifest_path = root / CACHE / split / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["sha256"]["labels.npy"] = file_sha256(root / CACHE / split / "labels.npy")
+        manifest_path.write_text(json.dumps(manifest))
     for stage in ("train", "evaluate"):
         run(stage_command(stage, root), root)
     collapsed = json.loads((root / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
