@@ -179,20 +179,19 @@ def class_concepts(table: Dict[str, List[Dict]], path: Path, top: int = 5, limit
     return _save(fig, path)
 
 
-def spread_labels(*groups: pd.DataFrame, gap: float = 0.045) -> pd.DataFrame:
-    """The rows to label, greedily, groups in order: a row is kept when it lies at least ``gap`` (a share of the
-    plot's width and height) from every kept one, so that no two labels overprint."""
-    both = pd.concat(groups)
-    if both.empty:
-        return both
-    span = np.array([np.ptp(both["x"]) or 1.0, np.ptp(both["y"]) or 1.0])
-    kept, places = [], []
-    for index, row in both.iterrows():
-        at = np.array([row["x"], row["y"]]) / span
-        if all(abs(at[0] - q[0]) > gap * 2.5 or abs(at[1] - q[1]) > gap for q in places):  # labels are wide
-            kept.append(index)
-            places.append(at)
-    return both.loc[kept]
+def place_labels(ax, rows: pd.DataFrame, colours: Dict[str, str]) -> int:
+    """Annotate the rows in order, each only where its text overlaps no label already placed (measured by the
+    renderer); how many were placed."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for _, row in rows.iterrows():
+        text = ax.annotate(row["label"], (row["x"], row["y"]), fontsize=6, alpha=0.85, color=colours[row["kind"]])
+        box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+        if any(box.overlaps(other) for other in placed):
+            text.remove()
+        else:
+            placed.append(box)
+    return len(placed)
 
 
 def embedding_map(points: pd.DataFrame, path: Path) -> Path:
@@ -204,11 +203,9 @@ def embedding_map(points: pd.DataFrame, path: Path) -> Path:
     for kind, style in styles.items():
         sub = points[points["kind"] == kind]
         ax.scatter(sub["x"], sub["y"], label=f"{plural[kind]} ({len(sub)})", **style)
-    labelled = spread_labels(points[points["kind"] == "class"], points[points["kind"] == "concept"])
-    for _, row in labelled.iterrows():
-        ax.annotate(row["label"], (row["x"], row["y"]), fontsize=6, alpha=0.85,
-                    color="#3d6b31" if row["kind"] == "class" else "#8a4a1c")
-    ax.set_title(f"PCA of normalised CLIP embeddings: images, concepts, classes\n(labels that would overprint "
-                 f"are left out: {len(labelled)} of {int((points['kind'] != 'image').sum())} shown)", fontsize=9)
     ax.legend(frameon=False)
+    named = pd.concat([points[points["kind"] == "class"], points[points["kind"] == "concept"]])
+    shown = place_labels(ax, named, {"class": "#3d6b31", "concept": "#8a4a1c"})  # classes first
+    ax.set_title(f"PCA of normalised CLIP embeddings: images, concepts, classes\n(labels that would overprint "
+                 f"are left out: {shown} of {len(named)} shown)", fontsize=9)
     return _save(fig, path)
