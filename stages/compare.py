@@ -5,8 +5,8 @@ annotates attributes.
 Reads the caches, ``data/filtered/concepts.txt`` and params ``seed``, ``train.*`` (all but
 ``final_layer`` and ``form``, which the grid sweeps), ``evaluate.batch_size``,
 ``evaluate.concept_quality`` and ``compare.*``; writes ``metrics/compare.json`` (``dvc metrics``):
-one record per configuration, with its top-1 and intervention curves on the corrupted test split
-(``test_corrupted``) where the image cache has one.
+one record per configuration, keyed by its name (``l1-faithful-sparse``), with its top-1 and intervention
+curves on the corrupted test split (``test_corrupted``) where the image cache has one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from sparse_cbm.bottleneck.config import TrainParams
 from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
-from sparse_cbm.evaluation.compare import CompareData, CompareSettings, compare_bottlenecks
+from sparse_cbm.evaluation.compare import CompareData, CompareSettings, compare_bottlenecks, keyed_records
 from sparse_cbm.runtime.atomic import atomic_write_json
 from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage, stage_paths
@@ -61,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                quality={"k": q.k, "max_k": q.intervention_max_k, "deletion_steps": q.deletion_steps,
                                         "policies": q.intervention_policies})
     records = compare_bottlenecks(data, settings)
-    atomic_write_json(METRICS, {"dataset": splits["test"].manifest["dataset"]["name"], "configs": records})
+    atomic_write_json(METRICS, {"dataset": splits["test"].manifest["dataset"]["name"], **keyed_records(records)})
     for r in records:
         log.info("%s, %s, %s: test top-1 %.4f, NEC %s, ANEC-5 %s, AUROC %s, random concepts %s", r["objective"],
                  r["form"], r["final_layer"], r["top1"], r["nec"], r["anec5"], r.get("auroc"),

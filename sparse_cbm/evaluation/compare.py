@@ -143,6 +143,21 @@ def compare_bottlenecks(data: CompareData, settings: CompareSettings) -> List[Di
     return records
 
 
+def config_name(record: Dict[str, Any]) -> str:
+    """A grid record's name, its key in ``metrics/compare.json``: ``l1-faithful-sparse`` (loss, form, final
+    layer), so that ``dvc metrics diff`` names the configuration a change belongs to."""
+    return f"{record['loss']}-{record['form']}-{record['final_layer']}"
+
+
+def keyed_records(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """``metrics/compare.json``'s grid: ``configs``, the records by name, and ``grid``, their names in the order
+    the grid ran them (JSON written with sorted keys loses it; a list of names is no metric to DVC)."""
+    names = [config_name(r) for r in records]
+    if len(set(names)) != len(names):
+        raise ValueError("two grid records share a name: " + ", ".join(names))
+    return {"configs": dict(zip(names, records)), "grid": names}
+
+
 def _corrupted(model: ConceptBottleneck, concepts, data: CompareData, train, batch_size: int, seed: int,
                quality: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Top-1 on the corrupted test split and, where it is annotated, the concepts' mean AUROC and the

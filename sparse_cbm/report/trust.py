@@ -15,6 +15,11 @@ from sparse_cbm.report.page import Section
 POLICY_LABELS = {"worst_first": "most wrong first", "contribution": "most cited first", "random": "in a random order"}
 
 
+def grid_records(compare: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The records of ``metrics/compare.json`` (keyed by configuration name) in the order the grid ran them."""
+    return [compare["configs"][name] for name in compare["grid"]]
+
+
 def ordered_gains(intervention: Optional[Dict[str, Any]]) -> List[Tuple[str, float]]:
     """(policy, gain at k = 5) in the order the run listed its policies (the JSON file sorts its keys)."""
     gains = next((v for k, v in (intervention or {}).items() if k.startswith("gain_at_")), None) or {}
@@ -56,7 +61,8 @@ def compare_table(compare: Dict[str, Any]) -> List[List[Any]]:
                               "precision@3 by weight x activation", "NEC", "ANEC-5 (random concepts)",
                               "intervention gain at k = 5", "corrupted test: top-1", "corrupted test: intervention "
                               "gain at k = 5"]]
-    for r in compare["configs"]:
+    records = grid_records(compare)
+    for r in records:
         def pair(key):
             value, control = r.get(key), r.get(f"random_concepts_{key}")
             if value is None:
@@ -67,7 +73,7 @@ def compare_table(compare: Dict[str, Any]) -> List[List[Any]]:
                      f"{r['anec5']:.4f}" + (f" ({r['random_concepts_anec5']:.4f})"
                                             if r.get("random_concepts_anec5") is not None else ""), _gains(r),
                      (r.get(CORRUPTED_TEST) or {}).get("top1"), _gains(r.get(CORRUPTED_TEST))])
-    policies = next((_policies(r) for r in compare["configs"] if (r.get("intervention") or {}).get("policies")), "")
+    policies = next((_policies(r) for r in records if (r.get("intervention") or {}).get("policies")), "")
     if policies:
         rows[0][8] += f" ({policies})"
         rows[0][10] += f" ({policies})"

@@ -26,10 +26,12 @@ import yaml
 from pydantic import BaseModel
 
 from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
+from sparse_cbm_app.cli.exp_show import exp_show_block
 from sparse_cbm.errors import SparseCbmError
 
 PARAMS_DOC = "docs/params.md"
 RESULTS_DOC = "docs/results.md"
+USAGE_DOC = "docs/usage.md"
 README = "README.md"
 # how a few types read better than their annotation (the validator decides them)
 TYPE_TEXT = {"threads": "`auto` or int ≥ 1"}
@@ -208,7 +210,9 @@ def _metrics(root: Path, name: str) -> dict:
 
 
 def _compare_row(compare: dict, loss: str, form: str, final_layer: str) -> dict:
-    for c in compare["configs"]:
+    from sparse_cbm.report.trust import grid_records
+
+    for c in grid_records(compare):
         if (c["loss"], c["form"], c["final_layer"]) == (loss, form, final_layer):
             return c
     raise DocsError(f"metrics/compare.json has no configuration {loss}, {form}, {final_layer} (see compare.* in "
@@ -294,16 +298,17 @@ def compare_block(root: Path) -> str:
              "precision@3 by weight × activation | NEC | ANEC-5 (random concepts) | intervention gain at k = 5 | "
              "corrupted test: top-1 | corrupted test: intervention gain at k = 5 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in compare["configs"]:
+    from sparse_cbm.report.trust import POLICY_LABELS, grid_records
+
+    records = grid_records(compare)
+    for c in records:
         lines.append(f"| {c['loss']} | {c['form']} | {c['final_layer']} | {_f(c['top1'])} | "
                      f"{_f(c['random_concepts_top1'])} | {_f(c['auroc'])} | "
                      f"{_f(c['precision_at_k']['by_contribution'])} | {_g(c['nec'])} | {_f(c['anec5'])} "
                      f"({_f(c['random_concepts_anec5'])}) | {_gains(c['intervention'])} | "
                      f"{_f(c.get(CORRUPTED_TEST, {}).get('top1'))} | "
                      f"{_gains(c.get(CORRUPTED_TEST, {}).get('intervention'))} |")
-    from sparse_cbm.report.trust import POLICY_LABELS
-
-    listed = next((c["intervention"]["policies"] for c in compare["configs"] if c.get("intervention")), [])
+    listed = next((c["intervention"]["policies"] for c in records if c.get("intervention")), [])
     policies = " / ".join(POLICY_LABELS.get(p, p) for p in listed) or "none (no annotations)"
     return "\n".join(lines) + f"\n\nIntervention gains: {policies}."
 
@@ -373,6 +378,7 @@ BLOCKS: Dict[str, Dict[str, Callable[[Path], str]]] = {
     README: {"headline": headline_block},
     RESULTS_DOC: {"methods": methods_block, "concept-quality": quality_block, "compare": compare_block,
                   "interventions": interventions_block, "spatial": spatial_block},
+    USAGE_DOC: {"exp-show": exp_show_block},
 }
 
 

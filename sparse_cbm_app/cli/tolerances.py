@@ -2,7 +2,7 @@
 spread that ``sparse-cbm verify`` judges outputs by, and that ``sparse-cbm spread`` measures.
 
 The spread of one metric (a numeric leaf of a metrics file, named by its path: ``test.cbm.top1``,
-``configs[14].nec``) is measured from reruns of the committed pipeline:
+``configs.cos3-faithful-dense.nec``) is measured from reruns of the committed pipeline:
 
 * **machine**: the largest distance from the committed value over reruns that change nothing but how
   the machine computes (another kernel set, another thread count);
@@ -47,7 +47,7 @@ def parse_metrics(path: str, text: str) -> Any:
 
 
 def leaves(value: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """(dotted path, value) of every leaf: ``test.cbm.top1``, ``configs[3].nec``."""
+    """(dotted path, value) of every leaf: ``test.cbm.top1``, ``configs.l1-faithful-sparse.nec``."""
     if isinstance(value, Mapping):
         if not value and prefix:
             yield prefix, {}

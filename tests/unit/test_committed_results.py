@@ -8,6 +8,7 @@ import pandas as pd
 import yaml
 
 from tests.conftest import REPO
+from sparse_cbm.report.trust import grid_records
 
 
 def committed(name: str) -> dict:
@@ -31,9 +32,9 @@ def test_the_attributes_world_names_tell_clip_nothing_and_concepts_everything():
 def test_the_committed_compare_grid_is_the_params_grid():
     compare = committed("compare.json")
     grid = yaml.safe_load((REPO / "params.yaml").read_text())["compare"]
-    assert [(c["loss"], c["form"], c["final_layer"]) for c in compare["configs"]] == [
+    assert [(c["loss"], c["form"], c["final_layer"]) for c in grid_records(compare)] == [
         (loss, form, layer) for loss in grid["losses"] for form in grid["forms"] for layer in grid["final_layers"]]
-    assert all(0 <= c["random_concepts_top1"] <= 1 and "gain_at_5" in c["intervention"] for c in compare["configs"])
+    assert all(0 <= c["random_concepts_top1"] <= 1 and "gain_at_5" in c["intervention"] for c in grid_records(compare))
     intervention = pd.read_csv(REPO / "plots/evaluate/intervention.csv")
     assert list(intervention["k"]) == list(range(11))
 

@@ -40,14 +40,17 @@ EVALUATE = {
 TRAIN = {"objective": "l1", "form": "paper", "kept_epoch": 3, "epochs_run": 4, "final_layer": "sparse", "nec": 2.5,
          "dropped_concepts": ["striped"]}
 SUMMARY = {"input": 7, "kept": 3, "kept_rows": 4, "removed_by_step": {"too long": 1, "too similar to a class": 3}}
-COMPARE = {"configs": [{"objective": "l1", "form": "paper", "final_layer": "dense", "top1": 0.9, "random_concepts_top1": 0.5,
+COMPARE = {"configs": {"l1-paper-dense": {
+                        "loss": "l1", "objective": "l1", "form": "paper", "final_layer": "dense",
+                        "top1": 0.9, "random_concepts_top1": 0.5,
                         "auroc": 0.6, "precision_at_k": {"by_contribution": 0.375}, "nec": 3.0, "anec5": 0.875,
                         "random_concepts_anec5": None,
                         "intervention": {"policies": ["worst_first", "random"],
                                          "gain_at_5": {"worst_first": 0.0125, "random": 0.0}},
                         "test_corrupted": {"top1": 0.4, "intervention": {"policies": ["worst_first", "random"],
                                                                          "gain_at_5": {"worst_first": 0.25,
-                                                                                       "random": -0.01}}}}]}
+                                                                                       "random": -0.01}}}}},
+           "grid": ["l1-paper-dense"]}
 SPATIAL = {"test_top1": 0.7125, "test_images": 40, "nec": 1.5, "heatmap_images": 9, "prompted_test_images": 12,
            "heatmaps": {m: {"pixel_accuracy": 0.7 + i / 100, "miou": 0.5 + i / 1000, "map": 0.61234 - i / 10}
                         for i, m in enumerate(("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p"))},
