@@ -13,8 +13,9 @@ one of its params keys (or the stage depends on params.yaml whole). Exempt, by d
 said in dvc.yaml: the files read by parsing params.yaml at all (``import
 sparse_cbm_app.params``: the schema and the registries its choices come from) and by the stage
 runner (errors, atomic writes, logging), which decide no result; a stage's own scratch
-folder under data/.scratch; and the params a stage lists under ``meta: undeclared_params``
-(ones that do not change results, such as DataLoader workers).
+folder under data/.scratch; the params a stage lists under ``meta: undeclared_params``
+(ones that do not change results, such as DataLoader workers); and the files it lists under ``meta:
+undeclared_deps`` (dvc.yaml, which DVC refuses as a dependency).
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ def declared(spec: dict) -> Declared:
         else:
             params.append(str(entry))
     outs = _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
-    return Declared(_paths(spec.get("deps")), outs, params, list((spec.get("meta") or {}).get("undeclared_params", [])))
+    meta = spec.get("meta") or {}
+    # meta.undeclared_deps: files DVC refuses as deps (dvc.yaml itself), said in dvc.yaml
+    return Declared(_paths(spec.get("deps")) + list(meta.get("undeclared_deps", [])), outs, params,
+                    list(meta.get("undeclared_params", [])))
 
 
 def _under(path: str, roots: List[str]) -> bool:

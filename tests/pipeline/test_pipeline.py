@@ -15,6 +15,7 @@ import yaml
 from sparse_cbm_app.cli.pipeline import stage_command
 from sparse_cbm_app.params import deep_merge
 from tests.project import copy_project, copy_quick_project, copy_reproduced, dvc, run
+from sparse_cbm.report.trust import grid_records
 
 pytestmark = pytest.mark.pipeline
 
@@ -112,8 +113,9 @@ def test_changing_a_param_that_does_not_matter_keeps_the_cache(project):
     try:
         params.write_text(original.replace("num_workers: 0", "num_workers: 1"))
         status = dvc(["status"], root).stdout
-        # only the report, which prints params.yaml whole, is out of date
-        assert "embed_images" not in status and status.startswith("report:") and status.count(":\n") == 2
+        # only the params check and the report, which read params.yaml whole, are out of date
+        changed = {line[:-1] for line in status.splitlines() if line.endswith(":") and line[0] not in "\t "}
+        assert changed == {"check_params", "report"}, status
     finally:
         params.write_text(original)
 
@@ -171,7 +173,7 @@ def test_exp_run_switches_to_an_llm_without_writing_its_key(reproduced, tmp_path
                         "-S", "concepts.llm.api_key_env=SPARSE_CBM_TEST_KEY"], root)
             asked = len(srv.requests)
             assert sorted(ran(proc)) == sorted(f"Running stage '{s}':" for s in (
-                "concepts", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompt_text",
+                "check_params", "concepts", "filter", "embed_text", "train", "evaluate", "compare", "embed_prompt_text",
                 "train_spatial", "evaluate_spatial", "report"))  # never the image caches, ringed copies included
             shutil.rmtree(root / "data" / "concepts")
             dvc(["repro", "-f", "-s", "concepts"], root)
@@ -209,16 +211,34 @@ def test_concept_stage_errors_are_one_clear_line(tmp_path):
 def test_exp_run_set_loss_reruns_train_only(reproduced, tmp_path):
     root = copy_reproduced(reproduced[0], tmp_path / "loss")
     proc = dvc(["exp", "run", "--set-param", "loss=gumbel"], root)
-    assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "train", "evaluate", "report")]
     assert json.loads((root / "metrics/train.json").read_text())["loss"] == "gumbel"
     diff = dvc(["metrics", "diff", "--json"], root).stdout
     assert "val_top1" in diff
     proc = dvc(["exp", "run", "-S", "loss=cos3", "-S", "train.final_layer=sparse"], root)
-    assert ran(proc) == [f"Running stage '{s}':" for s in ("train", "evaluate", "report")]
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "train", "evaluate", "report")]
     trained = json.loads((root / "metrics/train.json").read_text())
     assert (trained["loss"], trained["final_layer"]) == ("cos3", "sparse") and trained["nec"] <= 5
     path = pd.read_csv(root / "plots/train/sparse_path.csv")
     assert len(path) > 1 and path["nec"].iloc[-1] > path["nec"].iloc[0]
+    # docs/usage.md's `dvc exp show` fits 120 columns: names, changed params, headline metrics
+    from sparse_cbm_app.cli.exp_show import exp_show_command
+
+    names = dvc(["exp", "list", "--name-only"], root).stdout.split()
+    assert len(names) == 2
+    import subprocess
+
+    from sparse_cbm_app.cli.repo import env_for_children
+
+    shown = subprocess.run([sys.executable, "-m", *exp_show_command(), "--no-pager"], cwd=root, check=True,
+                           env={**env_for_children(), "COLUMNS": "120"}, capture_output=True, text=True).stdout
+    lines = shown.splitlines()
+    assert max(len(line) for line in lines) <= 120 and "…" not in shown, shown
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert header[:2] == ["Experiment", "Created"], shown
+    assert {"headline.top1", "headline.precision_at_k", "headline.nec", "loss", "train.final_layer"} <= set(header)
+    assert all(any(name in line for line in lines) for name in names), shown
+    assert "train.epochs" not in header and "test.cbm.top1" not in header   # unchanged params, other metrics
 
 
 def test_report_references_existing_figures_and_the_metrics_numbers(project):
@@ -289,7 +309,7 @@ def test_the_metrics_and_plots_are_what_dvc_shows(project):
         assert quality["cbm"][key] is not None
     compare = json.loads((root / "metrics/compare.json").read_text())
     grid = yaml.safe_load((root / "params.yaml").read_text())["compare"]
-    assert [(c["loss"], c["form"], c["final_layer"]) for c in compare["configs"]] == [
+    assert [(c["loss"], c["form"], c["final_layer"]) for c in grid_records(compare)] == [
         (loss, form, layer) for loss in grid["losses"] for form in grid["forms"] for layer in grid["final_layers"]]
     intervention = pd.read_csv(root / "plots/evaluate/intervention.csv")
     assert list(intervention["k"]) == list(range(11))
