@@ -4,7 +4,8 @@ precision@k of the explanations, NEC). Plain ``dvc exp show`` has about 400 colu
 
 ``--only-changed`` hides the params and metrics that no row changes; ``--keep`` holds the headline even so;
 ``--drop`` removes every other metric and every dependency's hash, keeping only the params, whose names
-start with a top-level key of params.yaml (read from the schema, so a new section is never missed).
+start with a top-level key of params.yaml (read from the schema, so a new section is never missed), or
+with ``params.yaml:`` where a metric has the same name (``params.yaml:loss``).
 ``sparse-cbm docs`` writes it into docs/usage.md."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _param_names() -> str:
 
 
 def exp_show_command() -> List[str]:
-    drop = f"^(?!Experiment$|Created$|headline\\.|{_param_names()})"   # every column but these
+    # every column but these; a param whose name a metric also has is shown as params.yaml:<name> (loss)
+    drop = f"^(?!Experiment$|Created$|headline\\.|(params\\.yaml:)?({_param_names()}))"
     return ["dvc", "exp", "show", "--only-changed", "--keep", HEADLINE, "--drop", drop]
 
 

@@ -106,7 +106,7 @@ def test_a_change_in_training_recorded_without_rerunning_fails_naming_train(comm
     proc = verify(root, "evaluate")              # evaluate and what it depends on: train and the caches
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
-    assert "dvc.lock matches the committed code, params and results (6 stages); running `dvc repro --force " \
+    assert "dvc.lock matches the committed code, params and results (7 stages); running `dvc repro --force " \
            "evaluate`" in out                                                          # the lock is not stale
     assert "running compare" not in out and not re.search(r"^compare ", out, re.M)
     assert re.search(r"^train\s+data/model\s+FAILED \(hash differs and metrics moved beyond their measured "
@@ -180,5 +180,5 @@ def test_in_place_refuses_a_dirty_checkout_and_a_clone_warns(committed, tmp_path
 
 def test_an_unknown_target_stage_is_a_named_error(committed):
     proc = verify(committed, "trian")
-    assert proc.returncode == 2 and "no stage trian in dvc.yaml; its stages: concepts, " in proc.stderr
+    assert proc.returncode == 2 and "no stage trian in dvc.yaml; its stages: check_params, concepts, " in proc.stderr
     assert "running" not in proc.stdout

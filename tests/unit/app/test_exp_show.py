@@ -16,9 +16,9 @@ def kept(column: str) -> bool:
 
 def test_params_and_the_headline_stay_and_everything_else_goes():
     for column in ("Experiment", "Created", "headline.top1", "headline.precision_at_k", "headline.nec", "loss",
-                   "seed", "threads", "train.cbl.lr", "dataset.name", "spatial.sparse.lam", "compare.losses"):
+                   "params.yaml:loss", "seed", "threads", "train.cbl.lr", "dataset.name", "spatial.sparse.lam", "compare.losses"):
         assert kept(column), column
-    for column in ("test.cbm.top1", "concept_quality.cbm.auroc", "train_top1", "metrics/train.json:loss",
+    for column in ("test.cbm.top1", "concept_quality.cbm.auroc", "train_top1", "metrics/train.json:loss", "metrics/evaluate.json:loss", "params.yaml", "test_corrupted.test.cbm.top1",
                    "metrics/compare.json:dataset", "configs.l1-paper-dense.top1", "data/model", "stages/train.py",
                    "sparse_cbm/bottleneck", "params/checked/train.json", "nec", "State"):
         assert not kept(column), column
