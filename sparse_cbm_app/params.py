@@ -353,7 +353,9 @@ class SpatialParams(_Strict):
     features: SpatialFeaturesParams = Field(SpatialFeaturesParams(), description="the backbone whose feature maps "
                                                                                  "are explained")
     pooling: Literal[SPATIAL_POOLINGS] = Field(  # type: ignore[valid-type]
-        "mean", description="concept maps -> c*, the final layer's input")
+        "mean", description="concept maps -> c*, the final layer's input: `mean` (a class's logit is the mean "
+                            "of its heatmap), `max`, or `softmax` (the authors' release: each location weighted by "
+                            "the softmax of the map; the paper does not say)")
     epochs: int = Field(20, gt=0, description="epochs of the 1 x 1 convolution (Adam)")
     train_batch_size: int = Field(64, gt=1, description="images a batch when training the 1 x 1 convolution")
     lr: float = Field(1e-3, gt=0, description="its learning rate")

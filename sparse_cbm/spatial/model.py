@@ -14,7 +14,7 @@ from torch import nn
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.runtime.device import model_dtype
 
-POOLINGS = ("mean", "max")
+POOLINGS = ("mean", "max", "softmax")   # softmax: the authors' release (SoftmaxPooling2D over the whole map)
 
 
 class SpatialOutput(NamedTuple):
@@ -44,7 +44,15 @@ class SpatialBottleneck(nn.Module):
         return self.conv(resized)
 
     def pool(self, maps: torch.Tensor) -> torch.Tensor:
-        return maps.mean(dim=(2, 3)) if self.pooling == "mean" else maps.amax(dim=(2, 3))
+        """c* from the maps (B, |D|, H~, W~): their mean, their max, or (``softmax``, as the authors' release
+        pools: ``SoftmaxPooling2D`` with the whole map as its kernel) each location weighted by the softmax
+        of the map over locations, temperature 1, on raw map values."""
+        if self.pooling == "mean":
+            return maps.mean(dim=(2, 3))
+        if self.pooling == "max":
+            return maps.amax(dim=(2, 3))
+        flat = maps.flatten(2)
+        return (flat.softmax(dim=-1) * flat).sum(dim=-1)
 
     def forward(self, features: torch.Tensor) -> SpatialOutput:
         maps = self.concept_maps(features)

@@ -224,3 +224,20 @@ def test_grad_cam_on_a_clip_vit_puts_its_tokens_on_their_grid_and_sees_the_patch
 
     maps = GradCamHeatmaps(Head().eval(), features.target_layer, features.reshape_transform)(x, [0, 2])
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all() and maps.max() > 0
+
+
+def test_softmax_pooling_is_the_releases_softmax_pooling_2d():
+    """The authors' SoftmaxPooling2D (itaybenou/show-and-tell, cbm.py) with the whole map as its kernel,
+    written as they wrote it (unfold, softmax over each patch, weighted sum), against ours."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    maps = torch.randn(3, 5, 4, 4) * 3
+    n, c, h, w = maps.shape
+    patches = F.unfold(maps, kernel_size=(h, w), stride=(h, w), padding=0).view(n, c, h * w, -1)
+    release = (patches * F.softmax(patches, dim=2)).sum(dim=2).squeeze(-1)
+    model = SpatialBottleneck(channels=2, num_concepts=5, num_classes=2, grid=4, pooling="softmax")
+    ours = model.pool(maps)
+    assert torch.allclose(ours, release, atol=1e-6)
+    assert (ours <= maps.amax(dim=(2, 3)) + 1e-6).all() and (ours >= maps.mean(dim=(2, 3)) - 1e-6).all()
+    assert not torch.allclose(ours, maps.mean(dim=(2, 3)))

@@ -36,10 +36,10 @@ def world(seed=0):
             concepts)
 
 
-def run(seed=0, epochs=8, batch_size=8, world_seed=0):
+def run(seed=0, epochs=8, batch_size=8, world_seed=0, pooling="mean"):
     features, labels, val, prompted, prompted_rows, concepts = world(world_seed)
     return train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
-                         pooling="mean", epochs=epochs, batch_size=batch_size, lr=0.05, sparse=SPARSE, seed=seed)
+                         pooling=pooling, epochs=epochs, batch_size=batch_size, lr=0.05, sparse=SPARSE, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,16 @@ def test_shapes_steps_and_the_sparse_path(trained):
     assert (model.fc.weight != 0).sum(1).float().mean() <= SPARSE.target_nec
     assert trained.p_mean.shape == trained.p_std.shape == (M,)
     assert trained.p_mean.dtype == trained.p_std.dtype == np.float32 and trained.seconds > 0
+
+
+def test_softmax_pooling_trains_and_its_sparse_layer_is_fitted_on_softmax_pooled_maps():
+    trained = run(pooling="softmax", epochs=2)
+    model = trained.model
+    assert model.pooling == "softmax" and (model.fc.weight != 0).sum(1).float().mean() <= SPARSE.target_nec
+    features = torch.from_numpy(world()[0][:4]).reshape(4, C, GRID, GRID)
+    maps = model.concept_maps(features)
+    flat = maps.flatten(2)
+    assert torch.allclose(model(features).pooled, (flat.softmax(-1) * flat).sum(-1))
 
 
 def direct_p_statistics():
