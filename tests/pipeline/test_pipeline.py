@@ -316,7 +316,13 @@ def test_the_metrics_and_plots_are_what_dvc_shows(project):
     assert list(intervention["k"]) == list(range(11))
     shown = dvc(["plots", "show", "--json", "plots/evaluate/intervention.csv"], root).stdout
     assert "cbm" in shown
-    assert json.loads(dvc(["metrics", "show", "--json"], root).stdout)  # DVC reads every metrics file
+    shown = json.loads(dvc(["metrics", "show", "--json"], root).stdout)  # DVC reads every metrics file
+    files = next(iter(shown.values()))["data"]
+    assert {"metrics/train.json", "metrics/evaluate.json", "metrics/compare.json", "metrics/spatial.json",
+            "metrics/spatial_train.json"} <= set(files)
+    grid_shown = files["metrics/compare.json"]["data"]["configs"]   # the grid, keyed so a change names its row
+    assert set(grid_shown) == set(compare["grid"]) and all("top1" in r for r in grid_shown.values())
+    assert files["metrics/evaluate.json"]["data"]["headline"]["top1"] == metrics["test"]["cbm"]["top1"]
 
 
 def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):

@@ -35,6 +35,8 @@ def test_the_committed_compare_grid_is_the_params_grid():
     assert [(c["loss"], c["form"], c["final_layer"]) for c in grid_records(compare)] == [
         (loss, form, layer) for loss in grid["losses"] for form in grid["forms"] for layer in grid["final_layers"]]
     assert all(0 <= c["random_concepts_top1"] <= 1 and "gain_at_5" in c["intervention"] for c in grid_records(compare))
+    assert list(compare["configs"]) == sorted(compare["grid"])   # every record under its own name
+    assert all(name == f"{c['loss']}-{c['form']}-{c['final_layer']}" for name, c in compare["configs"].items())
     intervention = pd.read_csv(REPO / "plots/evaluate/intervention.csv")
     assert list(intervention["k"]) == list(range(11))
 
