@@ -26,8 +26,8 @@ import yaml
 from pydantic import BaseModel
 
 from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
-from sparse_cbm_app.cli.exp_show import exp_show_block
 from sparse_cbm.errors import SparseCbmError
+from sparse_cbm_app.cli.exp_show import exp_show_block
 
 PARAMS_DOC = "docs/params.md"
 RESULTS_DOC = "docs/results.md"

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from sparse_cbm_app.cli.pipeline import resolved_dvc_yaml, stage_command
+from sparse_cbm_app.declared_params import declared_keys
 from tests.conftest import REPO
 from tests.project import copy_reproduced, env
 
@@ -108,13 +109,7 @@ def _paths(entries) -> List[str]:
 
 
 def declared(spec: dict) -> Declared:
-    params: List[str] = []
-    for entry in spec.get("params", []):
-        if isinstance(entry, dict):  # {file: [keys]}
-            for keys in entry.values():
-                params += list(keys or [])
-        else:
-            params.append(str(entry))
+    params = declared_keys("the stage", spec)   # the reading check_params uses
     outs = _paths(spec.get("outs")) + _paths(spec.get("metrics")) + _paths(spec.get("plots"))
     meta = spec.get("meta") or {}
     # meta.undeclared_deps: files DVC refuses as deps (dvc.yaml itself), said in dvc.yaml
