@@ -101,7 +101,7 @@ def run_stage(project: Path, images: Path, model: str, workers: int, batch: int 
     proc = subprocess.run([sys.executable, "-c", probe], cwd=project, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
-    timings = re.findall(r"(train|val|test): (\d+) images in ([\d.]+) s \(([\d.]+|nan) img/s\)", proc.stderr)
+    timings = re.findall(r"(train|val|test)(?: \([^)]*\))?: (\d+) images in ([\d.]+) s \(([\d.]+|nan) img/s\)", proc.stderr)
     if not timings:
         raise SystemExit(f"the stage logged no split timings:\n{proc.stderr[-3000:]}")
     n = sum(int(t[1]) for t in timings)

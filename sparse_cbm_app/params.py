@@ -406,6 +406,11 @@ class Params(_Strict):
         if v == THREADS_AUTO or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             return v
         raise ValueError(f"must be {THREADS_AUTO!r} (the cores this process may use) or a positive number of threads")
+    processes: int = Field(
+        1, ge=1, description="the embedding stages (`embed_images`, `embed_prompted`, `embed_features`): worker "
+        "processes, each embedding its share of the rows, launched by torchrun on this machine; the caches are "
+        "byte-identical whatever the number (docs/usage.md#several-processes-gpus-and-nodes). Under your own "
+        "`torchrun` the launch's world size is used instead. Not tracked by DVC: it does not change results")
     dataset: DatasetParams = Field(DatasetParams(), description="the images and their splits (stage "
                                                                 "`embed_images`)")
     backbone: BackboneParams = Field(BackboneParams(), description="the CLIP model that embeds images and texts")

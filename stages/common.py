@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from sparse_cbm_app.params import Params, load_params
 from sparse_cbm.runtime.cpus import use_threads
+from sparse_cbm.runtime.workers import Workers, current_workers, launch, under_torchrun, worker_device
 
 if TYPE_CHECKING:
     from sparse_cbm.clip.backbone import Backbone
@@ -37,26 +39,38 @@ def dataset_from(params: Params) -> "DatasetSplits":
                                                                  params.seed)
 
 
-def backbone_from(params: Params) -> "Backbone":
-    """The CLIP backbone; seeding first fixes the weights when backbone.pretrained is 'none',
-    so every stage that builds it gets the same model. (Imported here, not at the top: the
-    stages that only need the dataset do not read the backbone's code.)"""
+def embedding_workers(stage: str, argv: Optional[Sequence[str]], params: Params) -> Optional[Workers]:
+    """This process's place among an embedding stage's workers (``runtime.workers``): rank 0 of 1, or its rank
+    under torchrun. None when ``processes`` > 1 made this process launch the workers: they have embedded and
+    published the cache when this returns (a failed one raises ``WorkerFailedError``)."""
+    if params.processes > 1 and not under_torchrun():
+        launch(stage, sys.argv[1:] if argv is None else list(argv), params.processes)
+        return None
+    return current_workers()
+
+
+def backbone_from(params: Params, workers: Optional[Workers] = None) -> "Backbone":
+    """The CLIP backbone (on ``workers``' device: ``runtime.workers.worker_device``); seeding first fixes the
+    weights when backbone.pretrained is 'none', so every stage that builds it gets the same model. (Imported
+    here, not at the top: the stages that only need the dataset do not read the backbone's code.)"""
     import torch
 
     from sparse_cbm.clip.backbone import load_backbone
 
     bb = params.backbone
     torch.manual_seed(params.seed)
-    return load_backbone(bb.model, bb.pretrained, device=bb.device, precision=bb.precision)
+    device = worker_device(bb.device, workers or Workers())
+    return load_backbone(bb.model, bb.pretrained, device=device, precision=bb.precision)
 
 
-def prompting_backbone(params: Params) -> "Backbone":
+def prompting_backbone(params: Params, workers: Optional[Workers] = None) -> "Backbone":
     """The CLIP of SALF-CBM's visual prompts (``spatial.prompts``), on ``backbone.device`` and
     ``backbone.precision``; the pipeline's backbone when ``spatial.prompts`` is null."""
     from sparse_cbm.clip.backbone import load_backbone
 
     prompts = params.spatial.prompts
     if prompts.pretrained is None:
-        return backbone_from(params)
+        return backbone_from(params, workers)
     bb = params.backbone
-    return load_backbone(prompts.model, prompts.pretrained, device=bb.device, precision=bb.precision)
+    device = worker_device(bb.device, workers or Workers())
+    return load_backbone(prompts.model, prompts.pretrained, device=device, precision=bb.precision)

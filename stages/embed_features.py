@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import write_feature_cache
 from sparse_cbm.spatial.features import feature_backbone
-from stages.common import backbone_from, dataset_from, stage_params
+from stages.common import backbone_from, dataset_from, embedding_workers, stage_params
 
 log = logging.getLogger("stages.embed_features")
 
@@ -22,10 +22,13 @@ log = logging.getLogger("stages.embed_features")
 def main(argv: Optional[Sequence[str]] = None) -> None:
     paths = stage_paths("embed_features", argv, "out", "scratch")
     params = stage_params()
+    workers = embedding_workers("embed_features", argv, params)
+    if workers is None:  # this process launched the workers (`processes` > 1); they published the cache
+        return
     f = params.spatial.features
-    features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params))
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params, workers))
     manifests = write_feature_cache(dataset_from(params), features, paths.out, paths.scratch,
-                                    batch_size=params.spatial.batch_size)
+                                    batch_size=params.spatial.batch_size, workers=workers)
     for split, m in manifests.items():
         log.info("wrote %s/%s: %d images x %s", paths.out, split, m["images"], " x ".join(map(str, m["shape"])))
 

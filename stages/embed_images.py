@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from sparse_cbm.storage.image_cache import write_image_cache
 from sparse_cbm.runtime.runner import run_stage, stage_paths
-from stages.common import backbone_from, dataset_from, stage_params
+from stages.common import backbone_from, dataset_from, embedding_workers, stage_params
 
 log = logging.getLogger("stages.embed_images")
 
@@ -19,12 +19,16 @@ log = logging.getLogger("stages.embed_images")
 def main(argv: Optional[Sequence[str]] = None) -> None:
     paths = stage_paths("embed_images", argv, "out", "scratch")
     params = stage_params()
-    backbone = backbone_from(params)
+    workers = embedding_workers("embed_images", argv, params)
+    if workers is None:  # this process launched the workers (`processes` > 1); they published the cache
+        return
+    backbone = backbone_from(params, workers)
     dataset = dataset_from(params)
     log.info("dataset %s: %d classes", dataset.name, len(dataset.classes))
     manifests = write_image_cache(dataset, backbone, paths.out, paths.scratch, batch_size=params.backbone.batch_size,
                                   num_workers=params.backbone.num_workers, skip_corrupt=params.dataset.skip_corrupt,
-                                  extra_manifest={"seed": params.seed, "val_fraction": params.dataset.val_fraction})
+                                  extra_manifest={"seed": params.seed, "val_fraction": params.dataset.val_fraction},
+                                  workers=workers)
     for split, m in manifests.items():
         log.info("wrote %s/%s: %d x %d", paths.out, split, m["count"], m["dim"])
 

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import write_prompted_cache
 from sparse_cbm.spatial.prompts import PromptedCopies
-from stages.common import dataset_from, prompting_backbone, stage_params
+from stages.common import dataset_from, embedding_workers, prompting_backbone, stage_params
 
 log = logging.getLogger("stages.embed_prompted")
 
@@ -24,15 +24,19 @@ log = logging.getLogger("stages.embed_prompted")
 def main(argv: Optional[Sequence[str]] = None) -> None:
     paths = stage_paths("embed_prompted", argv, "out", "scratch")
     params = stage_params()
+    workers = embedding_workers("embed_prompted", argv, params)
+    if workers is None:  # this process launched the workers (`processes` > 1); they published the cache
+        return
     s = params.spatial
-    backbone = prompting_backbone(params)
+    backbone = prompting_backbone(params, workers)
     dataset = dataset_from(params)
     prompts = PromptedCopies(backbone, s.grid, s.radius, s.line_width, s.colour)
     describe = {"radius": s.radius, "line_width": s.line_width, "colour": list(s.colour)}
     log.info("%d ringed copies per image (grid %d x %d, radius %g px, line %g px)", prompts.per_image, s.grid, s.grid,
              s.radius, s.line_width)
     manifests = write_prompted_cache(dataset, prompts, {"train": s.train_images, "test": s.test_images}, paths.out,
-                                     paths.scratch, seed=params.seed, batch_size=s.batch_size, describe=describe)
+                                     paths.scratch, seed=params.seed, batch_size=s.batch_size, describe=describe,
+                                     workers=workers)
     for split, m in manifests.items():
         log.info("wrote %s/%s: %d images x %d copies x %d (%.1f MB per 1,000 images)", paths.out, split,
                  m["images"], m["per_image"], m["dim"], m["per_image"] * m["dim"] * 2 / 1e3)

@@ -101,10 +101,14 @@ def threads_for(step_flops: float) -> Iterator[int]:
 
 def use_threads(threads: Union[int, str] = THREADS_AUTO) -> int:
     """Size PyTorch's intra-op pool (and the BLAS and OpenMP pools it drives) for this process; returns
-    the count. Call it at the start of a stage, before any parallel work."""
+    the count. Call it at the start of a stage, before any parallel work. With ``auto``, the workers that
+    torchrun starts on a node (``LOCAL_WORLD_SIZE``) share its usable cores."""
     import torch
 
     n = thread_count(threads)
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if threads == THREADS_AUTO and sharing > 1:
+        n = max(1, n // sharing)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     log.info("threads: %d (%s; %d usable cores)", n, "param threads" if threads != THREADS_AUTO else "auto",

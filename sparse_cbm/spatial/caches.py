@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from sparse_cbm.datasets.base import DatasetSplits
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.device import model_dtype
+from sparse_cbm.runtime.workers import Workers
 from sparse_cbm.spatial.features import FeatureBackbone
 from sparse_cbm.spatial.prompts import PromptedCopies
 from sparse_cbm.storage.image_outputs import compute_split, publish, read_output_split, run_key
@@ -38,8 +39,9 @@ def sample_rows(n: int, count: int, seed: int, split: str) -> np.ndarray:
 
 def write_prompted_cache(dataset: DatasetSplits, prompts: PromptedCopies, counts: Dict[str, int], out: str | Path,
                          scratch: str | Path, *, seed: int, batch_size: int, num_workers: int = 0,
-                         describe: Dict | None = None) -> Dict[str, Dict]:
-    """``counts``: images sampled per split (``{"train": 2000, "test": 480}``)."""
+                         describe: Dict | None = None, workers: Optional[Workers] = None) -> Dict[str, Dict]:
+    """``counts``: images sampled per split (``{"train": 2000, "test": 480}``). ``workers``: this process's
+    place among the workers of a sharded stage (``runtime.workers``)."""
     identity = {"backbone": prompts.backbone.identity, "grid": prompts.grid, "prompts": describe or {}}
     parts, rows = {}, {}
     dim = prompts.backbone.embed_dim
@@ -50,15 +52,16 @@ def write_prompted_cache(dataset: DatasetSplits, prompts: PromptedCopies, counts
                        "preprocess": prompts.backbone.preprocess_description, "dtype": str(prompts.backbone.dtype)})
         parts[split] = compute_split(source, rows[split], prompts.backbone.preprocess, prompts, Path(scratch) / split,
                                      key, per_image=prompts.per_image, dim=dim, batch_size=batch_size,
-                                     num_workers=num_workers, desc=f"prompted copies {split}")
+                                     num_workers=num_workers, desc=f"prompted copies {split}", workers=workers)
     manifest = {"kind": PROMPTED, "per_image": prompts.per_image, "shape": [prompts.grid, prompts.grid],
                 "backbone": prompts.backbone.identity, "prompts": describe or {}, "seed": seed}
-    return publish(out, parts, rows, manifest, scratch)
+    return publish(out, parts, rows, manifest, scratch, batch_size=batch_size, workers=workers,
+                   device=str(prompts.backbone.device))
 
 
 def write_feature_cache(dataset: DatasetSplits, features: FeatureBackbone, out: str | Path, scratch: str | Path,
                         *, batch_size: int, splits: Sequence[str] = ("train", "val", "test"),
-                        num_workers: int = 0) -> Dict[str, Dict]:
+                        num_workers: int = 0, workers: Optional[Workers] = None) -> Dict[str, Dict]:
     """Every image's feature maps, flattened; the manifest keeps their (C, h, w)."""
     shape = feature_shape(features)
     dim = int(np.prod(shape))
@@ -71,9 +74,10 @@ def write_feature_cache(dataset: DatasetSplits, features: FeatureBackbone, out: 
         parts[split] = compute_split(source, rows[split], features.preprocess,
                                      lambda x: features.encode(x).reshape(len(x), 1, dim), Path(scratch) / split, key,
                                      per_image=1, dim=dim, batch_size=batch_size, num_workers=num_workers,
-                                     desc=f"feature maps {split}")
+                                     desc=f"feature maps {split}", workers=workers)
     manifest = {"kind": FEATURES, "per_image": 1, "shape": list(shape), "backbone": features.identity}
-    return publish(out, parts, rows, manifest, scratch)
+    return publish(out, parts, rows, manifest, scratch, batch_size=batch_size, workers=workers,
+                   device=str(features.device))
 
 
 def feature_shape(features: FeatureBackbone) -> tuple:

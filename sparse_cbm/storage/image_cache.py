@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from sparse_cbm import __version__
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
 from sparse_cbm.datasets.base import ANNOTATION_PREFIX, Attribute, DatasetSplits
+from sparse_cbm.runtime.workers import Workers, shards
 from sparse_cbm.storage.embed import PartialSplit, embed_split, preallocate_npy
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.storage.rows import NpyRows
@@ -66,7 +67,7 @@ def _compact(part: PartialSplit, keep: np.ndarray, dest: Path, chunk: int = 6553
 
 
 def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split: str, fingerprint: str,
-                 backbone: Backbone, extra_manifest: Dict[str, Any]) -> Dict[str, Any]:
+                 backbone: Backbone, extra_manifest: Dict[str, Any], run: Dict[str, Any]) -> Dict[str, Any]:
     source = dataset.splits[split]
     folder.mkdir(parents=True)
     keep = np.ones(part.count, dtype=bool)
@@ -109,6 +110,7 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
         "skipped": [{"image_id": source.ids[row], "reason": reason} for row, reason in part.skipped],
         "sha256": {name: file_sha256(folder / name) for name in ("embeddings.npy", "labels.npy", "index.parquet")},
         "sparse_cbm_version": __version__,
+        "run": run,
         **extra_manifest,
     }
     atomic_write_json(folder / MANIFEST, manifest)
@@ -117,28 +119,39 @@ def _write_split(folder: Path, part: PartialSplit, dataset: DatasetSplits, split
 
 def write_image_cache(dataset: DatasetSplits, backbone: Backbone, out: str | Path, scratch: str | Path, *,
                       batch_size: int, num_workers: int, skip_corrupt: bool,
-                      extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+                      extra_manifest: Optional[Dict[str, Any]] = None,
+                      workers: Optional[Workers] = None) -> Dict[str, Dict[str, Any]]:
     """Embed every split of ``dataset`` (train, val, test and any other it has, such as
-    ``test_corrupted``), then publish the whole cache folder at once (see the module docstring)."""
+    ``test_corrupted``), then publish the whole cache folder at once (see the module docstring).
+    Sharded (``workers``: one of several), each worker embeds its shard of every split and the leader
+    publishes once all are done; the others return ``{}``."""
     out, scratch = Path(out), Path(scratch)
-    parts: Dict[str, PartialSplit] = {}
+    workers = workers or Workers()
+    keys: Dict[str, str] = {}
     fingerprints: Dict[str, str] = {}
     for split in dataset.splits:
         started = time.perf_counter()
         fingerprints[split] = dataset.fingerprint(split)
-        key = _run_key(backbone, fingerprints[split], batch_size)
-        parts[split] = embed_split(backbone, dataset.splits[split], scratch / split, key, batch_size=batch_size,
-                                   num_workers=num_workers, skip_corrupt=skip_corrupt, desc=f"embed {split}")
-        n = len(dataset.splits[split])
+        keys[split] = _run_key(backbone, fingerprints[split], batch_size)
+        part = embed_split(backbone, dataset.splits[split], scratch / split, keys[split], batch_size=batch_size,
+                           num_workers=num_workers, skip_corrupt=skip_corrupt, desc=f"embed {split}",
+                           workers=workers)
+        n = part.hi - part.lo
         elapsed = time.perf_counter() - started
-        log.info("%s: %d images in %.1f s (%.1f img/s), %d skipped", split, n, elapsed,
-                 n / elapsed if elapsed > 0 else float("nan"), len(parts[split].skipped))
+        log.info("%s (%s): %d images in %.1f s (%.1f img/s), %d skipped", split, workers.describe(), n, elapsed,
+                 n / elapsed if elapsed > 0 else float("nan"), len(part.skipped))
+    run = workers.run_record(backbone.device)
+    if not workers.leader:
+        return {}
+    parts = {split: PartialSplit.gather(scratch / split, keys[split], len(source), backbone.embed_dim,
+                                        shards(len(source), batch_size, workers.world))
+             for split, source in dataset.splits.items()}
     manifests = {}
     with atomic_directory(out) as tmp:
         atomic_write_json(tmp / "classes.json", {"classes": dataset.classes, "raw_classes": dataset.raw_classes})
         for split, part in parts.items():
             manifests[split] = _write_split(tmp / split, part, dataset, split, fingerprints[split], backbone,
-                                            extra_manifest or {})
+                                            extra_manifest or {}, run)
     shutil.rmtree(scratch, ignore_errors=True)
     return manifests
 

@@ -32,7 +32,8 @@ from sparse_cbm import __version__
 from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, dumps_json
-from sparse_cbm.storage.embed import PartialSplit
+from sparse_cbm.runtime.workers import Workers, shard, shards
+from sparse_cbm.storage.embed import PartialSplit, commit_interval, open_shared
 from sparse_cbm.storage.manifest import MANIFEST, file_sha256, read_manifest
 from sparse_cbm.storage.rows import NpyRows
 
@@ -42,11 +43,11 @@ OUTPUTS, ROWS = "outputs.npy", "rows.npy"
 
 
 class _Chosen(Dataset):
-    def __init__(self, source: ImageSource, rows: np.ndarray, preprocess, start: int):
-        self.source, self.rows, self.preprocess, self.start = source, rows, preprocess, start
+    def __init__(self, source: ImageSource, rows: np.ndarray, preprocess, start: int, stop: int):
+        self.source, self.rows, self.preprocess, self.start, self.stop = source, rows, preprocess, start, stop
 
     def __len__(self) -> int:
-        return len(self.rows) - self.start
+        return max(self.stop - self.start, 0)
 
     def __getitem__(self, k: int):
         return self.preprocess(self.source.load(int(self.rows[self.start + k]))), self.start + k
@@ -59,33 +60,52 @@ def run_key(parts: Dict[str, Any]) -> str:
 @torch.inference_mode()
 def compute_split(source: ImageSource, rows: np.ndarray, preprocess: Callable,
                   outputs: Callable[[torch.Tensor], torch.Tensor], folder: Path, key: str, *, per_image: int,
-                  dim: int, batch_size: int, num_workers: int, desc: str, commit_every_s: float = 10.0) -> PartialSplit:
-    """Fill (or finish filling) the scratch array of one split: ``outputs(images)`` maps a preprocessed batch
-    (B, ...) to (B, per_image, dim)."""
-    part = PartialSplit.open(folder, key, len(rows) * per_image, dim)
+                  dim: int, batch_size: int, num_workers: int, desc: str, commit_every_s: Optional[float] = None,
+                  workers: Optional[Workers] = None) -> PartialSplit:
+    """Fill (or finish filling) this worker's shard of the scratch array of one split (one process: all of it):
+    ``outputs(images)`` maps a preprocessed batch (B, ...) to (B, per_image, dim)."""
+    workers = workers or Workers()
+    lo, hi = shard(len(rows), batch_size, workers.rank, workers.world)
+    part = open_shared(folder, key, len(rows) * per_image, dim, (lo * per_image, hi * per_image), workers)
+    desc = desc if workers.world == 1 else f"{desc} (worker {workers.rank})"
     start = part.rows_done // per_image
-    if start >= len(rows):
+    if start >= hi:
         return part
-    loader = DataLoader(_Chosen(source, rows, preprocess, start), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Chosen(source, rows, preprocess, start, hi), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers)
-    last = time.monotonic()
-    with tqdm(total=len(rows), initial=start, desc=desc, unit="img", file=sys.stderr, mininterval=1.0) as bar:
+    every = commit_interval() if commit_every_s is None else commit_every_s
+    started = last = time.monotonic()
+    with tqdm(total=hi - lo, initial=start - lo, desc=desc, unit="img", file=sys.stderr, mininterval=1.0) as bar:
         for images, ks in loader:
             out = outputs(images).float().cpu().numpy().reshape(len(images) * per_image, dim)
             first = int(ks[0]) * per_image
             part.write(first, out)
             part.rows_done = first + len(out)
-            if time.monotonic() - last >= commit_every_s:
+            if time.monotonic() - last >= every:
                 part.commit()
                 last = time.monotonic()
             bar.update(len(images))
     part.commit()
+    elapsed = time.monotonic() - started
+    log.info("%s: %d images in %.1f s (%.2f img/s)", desc, hi - start, elapsed, (hi - start) / max(elapsed, 1e-9))
     return part
 
 
 def publish(out: str | Path, parts: Dict[str, PartialSplit], rows: Dict[str, np.ndarray], manifest: Dict[str, Any],
-            scratch: str | Path) -> Dict[str, Dict[str, Any]]:
-    """Move every split's array into place beside its rows and manifest, all in one rename."""
+            scratch: str | Path, *, batch_size: int, workers: Optional[Workers] = None,
+            device: str = "cpu") -> Dict[str, Dict[str, Any]]:
+    """Once every worker's shards are done (``parts``: this worker's), move every split's array into place
+    beside its rows and manifest, all in one rename (the leader; the other workers return ``{}``)."""
+    workers = workers or Workers()
+    run = workers.run_record(device)
+    if not workers.leader:
+        return {}
+    per_image = {split: part.count // max(len(rows[split]), 1) for split, part in parts.items()}
+    parts = {split: PartialSplit.gather(part.folder, part.key, part.count, part.dim,
+                                        [(lo * per_image[split], hi * per_image[split])
+                                         for lo, hi in shards(len(rows[split]), batch_size, workers.world)])
+             for split, part in parts.items()}
+    manifest = {**manifest, "run": run}
     manifests = {}
     with atomic_directory(out) as tmp:
         for split, part in parts.items():

@@ -28,6 +28,15 @@ PROMISED = {
         rf"\({F} GB/s\) \| check / read pass {F}",
         rf"verify_files: first check {F} s, second in the same process {F} ms \(memoised\)",
     ],
+    "cost_model": [
+        rf"torch \S+, {N} threads; ImageNet train 1,281,167 images, prompt grid 7",
+        rf"ViT-B-32 at 224 px: {F} GFLOP an image \| this CPU {F} img/s \(fp32\) \| cache an image: embedding 1,024 B, "
+        rf"prompted copies 50,176 B, feature maps \(7x7x768\) 75,264 B",
+        rf"  embeddings \(embed_images, 1 forward an image\): {N} PFLOP \| disk 1\.3 GB \| this CPU .+ \| "
+        rf"A100 x 1 / 8 / 64: .+ \| H100 x 1 / 8 / 64: .+",
+        rf"  SALF prompted copies \(embed_prompted, 49 forwards an image\): {N} PFLOP \| disk 64\.3 GB \| .+",
+        rf"published: ViT-B-32 on A100: 2,500 img/s \(clip-retrieval's distributed_clip_inference\.md, .+\)",
+    ],
     "dag": [
         rf"commit [0-9a-f]{{10}}, params\.yaml, {N} CPUs; each stage forced, alone, in DAG order:",
         rf"  concepts +{F} s \| peak RSS +{N} MiB",
@@ -77,6 +86,16 @@ PROMISED = {
         rf"  prompted +{F} copies/s",
         rf"  ratio prompted / bare forward: {F} \(target >= 0\.8\)",
         rf"  prompted-copy cache: {F} MB per 1,000 images \({N} x {N} fp16\)",
+    ],
+    "sharded": [
+        rf"machine: {N} usable cores, torch \S+; embed_prompted on the default prompting CLIP, grid 2 \(4 copies an "
+        rf"image\), threads 1 a worker",
+        rf" 1 worker : 4 images, embedding {F} img/s \| stage wall {F} s \({F} img/s with start-up\) \| peak RSS a "
+        rf"worker {N} MiB",
+        rf" 2 workers: 4 images, embedding {F} img/s \| stage wall {F} s \({F} img/s with start-up\) \| peak RSS a "
+        rf"worker {N}, {N} MiB",
+        rf"ratio 2 workers / 1 \(embedding throughput\): {F} \(target >= 1\.6\): (met|missed) \| with start-up: "
+        rf"{F} \| caches byte-identical: True",
     ],
     "sparse_layer": [
         rf"\|D\|=16 \|C\|=4 d=16 batch 8, {N} threads, 48 rows in a float16 \.npy \(NpyRows\), SAGA table on disk; "

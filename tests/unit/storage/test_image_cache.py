@@ -8,7 +8,7 @@ import torch
 from sparse_cbm.clip.backbone import backbone_identity
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.datasets.base import ImageSource
-from sparse_cbm.storage.embed import PROGRESS, embed_split
+from sparse_cbm.storage.embed import HEADER, embed_split, progress_name
 from sparse_cbm.errors import CacheMismatchError, CorruptImageError
 from sparse_cbm.storage.image_cache import read_image_split, write_image_cache
 from tests.conftest import make_imagefolder
@@ -122,6 +122,15 @@ class Interrupting(ImageSource):
     def fingerprint_parts(self):
         return self.inner.fingerprint_parts()
 
+    def extra_columns(self):
+        return self.inner.extra_columns()
+
+    def annotations(self):
+        return self.inner.annotations()
+
+    def describe(self):
+        return self.inner.describe()
+
 
 def test_killed_split_resumes_and_matches_a_clean_run(shapes, tiny_backbone, tmp_path):
     src = shapes.splits["train"]
@@ -131,7 +140,7 @@ def test_killed_split_resumes_and_matches_a_clean_run(shapes, tiny_backbone, tmp
     killed = Interrupting(src, stop_at=37)
     with pytest.raises(KeyboardInterrupt):
         embed_split(tiny_backbone, killed, tmp_path / "part", "k", desc="part", commit_every_s=0, **KW)
-    progress = json.loads((tmp_path / "part" / PROGRESS).read_text())
+    progress = json.loads((tmp_path / "part" / progress_name(0, len(src))).read_text())
     assert progress["rows_done"] == 32  # two whole batches were committed
 
     resumed_src = Interrupting(src)
@@ -156,7 +165,8 @@ def test_failed_run_publishes_nothing(shapes, tiny_backbone, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         write_image_cache(shapes_broken, tiny_backbone, tmp_path / "cache", tmp_path / "scratch", **KW)
     assert not (tmp_path / "cache").exists()
-    assert (tmp_path / "scratch" / "train" / PROGRESS).exists()
+    assert (tmp_path / "scratch" / "train" / HEADER).exists()
+    assert (tmp_path / "scratch" / "train" / progress_name(0, len(shapes_broken.splits["train"]))).exists()
 
 
 def test_corrupt_image_stops_or_is_skipped(tiny_backbone, tmp_path):
