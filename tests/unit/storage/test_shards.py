@@ -5,11 +5,10 @@ resume in seconds. The same code under torchrun with gloo: tests/pipeline/test_s
 import copy
 import json
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
 
+from bench.sharded import cache_files as files_of
 from sparse_cbm.datasets import load_dataset
 from sparse_cbm.runtime.workers import Workers, shard, shards
 from sparse_cbm.spatial.caches import write_feature_cache, write_prompted_cache
@@ -76,20 +75,6 @@ def test_shards_are_runs_of_whole_batches_covering_every_row(count, batch, world
 def shapes():
     return load_dataset("shapes", seed=0, shapes_n_train=60, shapes_n_test=30, val_fraction=0.2,
                         shapes_preset="easy")
-
-
-def files_of(folder: Path) -> dict:
-    """Every file of a cache by its path, manifests without their ``run`` record (how many workers made it)."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name == "manifest.json":
-                manifest = json.loads(data)
-                out[str(path.relative_to(folder)) + ":run"] = manifest.pop("run")
-                data = json.dumps(manifest, sort_keys=True).encode()
-            out[str(path.relative_to(folder))] = data
-    return out
 
 
 def assert_same_but_run(one: dict, sharded: dict, world: int):
