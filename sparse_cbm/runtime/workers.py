@@ -133,13 +133,9 @@ def worker_device(spec: str, workers: Workers) -> str:
     return spec
 
 
-def _how_it_ended(exitcode: int) -> str:
-    if exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exit code {exitcode}"
+def _how_it_ended(failure) -> str:
+    """A worker's end, from torch elastic's ``ProcessFailure``: the signal that killed it, or its exit code."""
+    return f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
 
 
 def launch(stage: str, argv: Sequence[str], processes: int) -> None:
@@ -162,7 +158,7 @@ def launch(stage: str, argv: Sequence[str], processes: int) -> None:
                             key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp, kv[0]))
         others = sorted(set(exc.failures) - {rank})
         raise WorkerFailedError(
-            f"worker {rank} of {processes} (pid {failure.pid}) failed: {_how_it_ended(failure.exitcode)}"
+            f"worker {rank} of {processes} (pid {failure.pid}) failed: {_how_it_ended(failure)}"
             + (f"; workers {others} were stopped with it" if others else "")
             + ". Every finished batch is kept in the scratch folder: rerun the stage and it resumes the "
               "unfinished shards only.") from None

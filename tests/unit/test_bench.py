@@ -159,7 +159,11 @@ def test_every_script_has_a_table_entry():
     assert sorted(PROMISED) == SCRIPTS
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+# Scripts whose smoke run launches stage processes (tens of seconds of start-up): the pipeline tier runs them.
+SLOW = {"sharded"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.pipeline) if n in SLOW else n for n in SCRIPTS])
 def test_script_runs_at_smoke_size(name, tmp_path, capsys):
     module = importlib.import_module(f"bench.{name}")
     assert callable(getattr(module, "main", None)), f"bench/{name}.py has no main(argv)"
