@@ -35,7 +35,9 @@ from sparse_cbm.runtime.cpus import usable_cores  # noqa: E402
 
 SMOKE_ARGS = ["--images", "4", "--grid", "2", "--no-scaling"]  # a tiny run for the unit tier (tests/unit/test_bench.py)
 
-EMBEDDED = re.compile(r"prompted copies train(?: \(worker (\d+)\))?: (\d+) images in ([\d.]+) s")
+# a worker's line: its images, its seconds (one decimal) and its rate (two); the time is taken as images / rate,
+# which stays exact when a tiny smoke run logs "0.0 s"
+EMBEDDED = re.compile(r"prompted copies train(?: \(worker (\d+)\))?: (\d+) images in [\d.]+ s \(([\d.]+) img/s\)")
 DONE = re.compile(r"stage embed_prompted: done in [\d.]+ s, peak RSS (\d+) MiB")
 
 
@@ -60,7 +62,7 @@ def run(root: Path) -> dict:
     wall = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"embed_prompted failed in {root}:\n{proc.stderr[-3000:]}")
-    shards = [(int(m.group(2)), float(m.group(3))) for m in EMBEDDED.finditer(proc.stderr)]
+    shards = [(int(m.group(2)), int(m.group(2)) / float(m.group(3))) for m in EMBEDDED.finditer(proc.stderr)]
     rss = [int(m.group(1)) for m in DONE.finditer(proc.stderr)]
     images = sum(n for n, _ in shards)
     slowest = max(t for _, t in shards)
