@@ -19,15 +19,42 @@ import torch
 import torch.nn.functional as F
 
 
-def _prox(weight: torch.Tensor, lr, lam, alpha, group: bool) -> torch.Tensor:
-    """glm-saga's proximal step, looked up by name at call time (so a patched operator applies)."""
+NONNEG = "non_negative"  # the mark ``sparse_layer._non_negative_prox`` puts on the operators it swaps in
+
+
+def _fused_form(op) -> str | None:
+    """``"plain"`` for glm-saga's own soft-threshold operators, ``"nonneg"`` for those marked ``NONNEG``
+    (``sparse_layer._non_negative_prox``), None for anything else."""
+    if getattr(op, NONNEG, False):
+        return "nonneg"
+    if getattr(op, "__module__", None) == "glm_saga.elasticnet" and \
+            getattr(op, "__name__", None) in ("soft_threshold", "soft_threshold_with_shrinkage"):
+        return "plain"
+    return None
+
+
+def _prox(v: torch.Tensor, lr, lam, alpha, group: bool) -> torch.Tensor:
+    """glm-saga's proximal step of ``v`` (which it may overwrite), its operator looked up by name at
+    call time.
+
+    glm-saga's soft-threshold operators and the non-negative ones ``sparse_layer`` swaps in (marked
+    ``NONNEG``) run fused and in place: ``softshrink`` (or ``sub_().clamp_min_()``), then one
+    division. Those are glm-saga's numbers (``(beta - lam) * (beta > lam) + (beta + lam) * (beta <
+    -lam)``, then ``/ (1 + s)``) without its seven passes and their temporaries. Any other operator
+    patched in is called as glm-saga calls it."""
     import glm_saga.elasticnet as glm
 
-    if alpha == 1:
-        op = glm.group_threshold if group else glm.soft_threshold
-        return op(weight, lr * lam * alpha)
-    op = glm.group_threshold_with_shrinkage if group else glm.soft_threshold_with_shrinkage
-    return op(weight, lr * lam * alpha, lr * lam * (1 - alpha))
+    t = lr * lam * alpha
+    s = None if alpha == 1 else lr * lam * (1 - alpha)
+    if group:
+        op = glm.group_threshold if s is None else glm.group_threshold_with_shrinkage
+    else:
+        op = glm.soft_threshold if s is None else glm.soft_threshold_with_shrinkage
+    form = None if group else _fused_form(op)
+    if form is None:
+        return op(v, t) if s is None else op(v, t, s)
+    out = v.sub_(float(t)).clamp_min_(0) if form == "nonneg" else F.softshrink(v, float(t))
+    return out if s is None else out.div_(1 + s)
 
 
 def _state(a_table, w_grad_avg, b_grad_avg):
@@ -76,15 +103,16 @@ def train_saga(linear, loader, lr, nepochs, lam, alpha, group=True, verbose=None
             a = F.softmax(out, dim=1) - eye[y]
             delta = a - a_table[idx].to(weight.device)
             w_step = delta.T @ X  # (C, D): B times the difference of the two gradients
-            w_saga = w_step / X.size(0) + w_grad_avg
-            weight_new = _prox(weight - lr * w_saga, lr, lam, alpha, group)
+            # weight - lr * (w_step / B + w_grad_avg), glm-saga's roundings, in one buffer
+            weight_new = _prox(torch.div(w_step, X.size(0)).add_(w_grad_avg).mul_(-lr).add_(weight),
+                               lr, lam, alpha, group)
             b_step = delta.sum(0)
             bias_new = bias - lr * (b_step / X.size(0) + b_grad_avg)
             a_table[idx] = a.to(table_device)
-            w_grad_avg.add_(w_step / n_ex)
+            w_grad_avg.add_(w_step.div_(n_ex))
             b_grad_avg.add_(b_step / n_ex)
             if lookbehind is None:
-                criteria = torch.sqrt((weight_new - weight).norm(p=2) ** 2 + (bias_new - bias).norm(p=2) ** 2)
+                criteria = torch.sqrt(torch.dist(weight_new, weight) ** 2 + (bias_new - bias).norm(p=2) ** 2)
                 if criteria.item() <= tol:
                     return _state(a_table, w_grad_avg, b_grad_avg)
             weight.data = weight_new

@@ -306,15 +306,26 @@ def _non_negative_prox(enabled: bool):
     The proximal operator of lambda (alpha |w|_1 + (1 - alpha)/2 w^2) plus the indicator of w >= 0 is
     glm-saga's soft-threshold-and-shrink clamped at zero: max(v - t, 0) / (1 + s). Its ``train_saga``
     calls ``soft_threshold`` and ``soft_threshold_with_shrinkage`` by their module names, so swapping
-    those two names (and nothing else) gives the non-negative elastic net with the same solver."""
+    those two names (and nothing else) gives the non-negative elastic net with the same solver. Our
+    loop (``saga.train_saga``) knows them by their ``NONNEG`` mark and runs them fused."""
     if not enabled:
         yield
         return
     import glm_saga.elasticnet as glm
 
+    from sparse_cbm.bottleneck.saga import NONNEG
+
     plain, shrink = glm.soft_threshold, glm.soft_threshold_with_shrinkage
-    glm.soft_threshold = lambda beta, lam: plain(beta, lam).clamp_min(0)
-    glm.soft_threshold_with_shrinkage = lambda x, a, b: shrink(x, a, b).clamp_min(0)
+
+    def soft_threshold(beta, lam):
+        return plain(beta, lam).clamp_min(0)
+
+    def soft_threshold_with_shrinkage(x, a, b):
+        return shrink(x, a, b).clamp_min(0)
+
+    for op in (soft_threshold, soft_threshold_with_shrinkage):  # our SAGA loop runs these fused
+        setattr(op, NONNEG, True)
+    glm.soft_threshold, glm.soft_threshold_with_shrinkage = soft_threshold, soft_threshold_with_shrinkage
     try:
         yield
     finally:

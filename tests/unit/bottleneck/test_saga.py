@@ -85,3 +85,36 @@ def test_an_unknown_solver_is_named():
     x, y = multinomial_problem(n=40)
     with pytest.raises(ValueError, match="solver must be one of fast, glm-saga"):
         fit_sparse_path(identity, (x, y), None, 4, solver="sklearn", path_points=2)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.9])
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_the_fused_proximal_step_gives_glm_sagas_numbers(alpha, nonneg):
+    import glm_saga.elasticnet as glm
+
+    from sparse_cbm.bottleneck.saga import _prox
+
+    torch.manual_seed(0)
+    v = torch.randn(50, 40)
+    v[0, :4] = torch.tensor([0.05, -0.05, 0.0, 0.0499])  # on and beside the threshold t = lr * lam * alpha
+    lr, lam = 0.1, 0.5 / alpha
+    with _non_negative_prox(nonneg):
+        op = glm.soft_threshold if alpha == 1 else glm.soft_threshold_with_shrinkage
+        args = (lr * lam * alpha,) if alpha == 1 else (lr * lam * alpha, lr * lam * (1 - alpha))
+        expected = op(v.clone(), *args)
+        got = _prox(v.clone(), lr, lam, alpha, group=False)
+    assert torch.equal(got.abs(), expected.abs()) and torch.equal(got == 0, expected == 0)
+    assert 0 < int((got == 0).sum()) < got.numel()
+    if nonneg:
+        assert bool((got >= 0).all())
+
+
+def test_an_operator_patched_in_by_someone_else_is_called_as_glm_saga_calls_it(monkeypatch):
+    import glm_saga.elasticnet as glm
+
+    from sparse_cbm.bottleneck.saga import _prox
+
+    calls = []
+    monkeypatch.setattr(glm, "soft_threshold", lambda beta, lam: calls.append(lam) or beta * 0 + 7)
+    assert bool((_prox(torch.ones(3, 2), 0.1, 0.2, 1.0, group=False) == 7).all())
+    assert calls == [pytest.approx(0.02)]
