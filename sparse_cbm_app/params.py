@@ -320,8 +320,12 @@ class SpatialEvaluateParams(_Strict):
     regions: int = Field(200, ge=0, description="boxes around single objects for Explain Anything's precision")
     k: int = Field(3, gt=0, description="top-k concepts of a region")
     panels: int = Field(12, ge=0, description="heatmap panels in the report")
-    edit_beta: float = Field(3.0, gt=0, description="local edit: the predicted class's concepts lowered by this many "
-                                                    "standard deviations in the class object's box")
+    edit_beta: float = Field(1.0, gt=0, description="local edits: how far concepts are lowered or raised in the class "
+                                                    "object's box, in `edit_units` (1 raw unit: the release's demo "
+                                                    "value; the paper's c[m] + beta I)")
+    edit_units: Literal["raw", "sd"] = Field("raw", description="`raw`: map units, the paper's; `sd`: standard "
+                                                               "deviations of each concept on train, what `sparse-cbm "
+                                                               "explain --edit` takes")
 
     @field_validator("heatmap_threshold")
     @classmethod

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from sparse_cbm_app.params import Params, load_params
 from sparse_cbm.runtime.cpus import use_threads
+from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.workers import Workers, current_workers, launch, under_torchrun, worker_device
 
 if TYPE_CHECKING:
@@ -47,6 +49,14 @@ def embedding_workers(stage: str, argv: Optional[Sequence[str]], params: Params)
         launch(stage, sys.argv[1:] if argv is None else list(argv), params.processes)
         return None
     return current_workers()
+
+
+def stage_device(spec: str, what: str) -> str:
+    """``spec`` (a ``*.device`` param) resolved to the device ``what`` runs on, and logged: every stage
+    that computes says where."""
+    device = str(resolve_device(spec))
+    logging.getLogger("stages").info("%s on %s (param %r)", what, device, spec)
+    return device
 
 
 def backbone_from(params: Params, workers: Optional[Workers] = None) -> "Backbone":

@@ -19,10 +19,9 @@ from sparse_cbm.bottleneck.config import TrainParams
 from sparse_cbm.datasets.corruptions import CORRUPTED_TEST
 from sparse_cbm.evaluation.compare import CompareData, CompareSettings, compare_bottlenecks, keyed_records
 from sparse_cbm.runtime.atomic import atomic_write_json
-from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.inputs import read_cached_inputs
-from stages.common import stage_params
+from stages.common import stage_device, stage_params
 
 SWEPT = ("final_layer", "form")  # train params the grid sets itself: not dependencies of this stage
 log = logging.getLogger("stages.compare")
@@ -55,8 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                        inputs.logit_scale, inputs.pair("train"), inputs.pair("val"), inputs.pair("test"),
                        annotations=splits["test"].annotations(), attributes=splits["test"].attributes,
                        corrupted=None if corrupted is None else (*inputs.pair(CORRUPTED_TEST), corrupted.annotations()))
+    device = stage_device(train_params.device, "the compare grid's training")
     settings = CompareSettings(losses=c.losses, final_layers=c.final_layers, forms=c.forms, params=train_params,
-                               seed=params.seed, device=str(resolve_device(train_params.device)),
+                               seed=params.seed, device=device,
                                random_control=c.random_control, batch_size=e.batch_size,
                                quality={"k": q.k, "max_k": q.intervention_max_k, "deletion_steps": q.deletion_steps,
                                         "policies": q.intervention_policies})

@@ -61,7 +61,10 @@ def build(params, prompted, paths):
     hook = (features.target_layer, features.reshape_transform)
     cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), *hook)}
     if f.backbone == "clip":
-        cams["gradcam_probe"] = GradCamHeatmaps(black_box(params, backbone, paths.images), *hook)
+        probe = black_box(params, backbone, paths.images)
+        for name, method in (("gradcam_probe", "gradcam"), ("gradcampp_probe", "gradcam++"),
+                             ("layercam_probe", "layercam")):
+            cams[name] = GradCamHeatmaps(probe, *hook, method=method)
     matched = match_annotations(concepts, dataset.attributes)
     ev = sev.SpatialEvaluation(
         model=model, feature_shape=tuple(config["feature_shape"]), grid=config["grid"],
@@ -93,7 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         metrics["pointing_game"] = sev.pointing_game(ev, e.pointing_grids, params.seed)
         metrics["explain_anything"] = sev.explain_anything(ev, rows, features.outputs, prompted.outputs, e.regions,
                                                            e.k, params.seed)
-        metrics["local_edit"] = sev.edit_flips(ev, rows, features.outputs, e.edit_beta)
+        metrics["local_edit"] = sev.local_edits(ev, rows, features.outputs, e.edit_beta, e.edit_units,
+                                                params.seed)
         panels = sev.heatmap_panels(ev, rows, features.outputs, e.panels, e.k)
     metrics["heatmap_images"] = int(len(sev.decided_by_object(ev, rows))) if panels else 0
     metrics["prompted_test_images"] = int(len(rows))

@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 import torch.nn.functional as F
 
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
-from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
 from sparse_cbm.storage.image_cache import read_image_split
@@ -25,7 +24,7 @@ from sparse_cbm.concept_filter.presence import presence_scores
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.text_cache import concept_list_text
 from sparse_cbm.concept_filter.text_similarity import TextEncoder
-from stages.common import backbone_from, stage_params
+from stages.common import backbone_from, stage_device, stage_params
 
 log = logging.getLogger("stages.filter")
 
@@ -37,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     f = params.filter
     table = read_concept_table(f"{IN}/concepts.parquet")
     classes = json.loads(open(f"{IN}/classes.json", encoding="utf-8").read())["classes"]
-    device = str(resolve_device(params.backbone.device))
+    device = stage_device(params.backbone.device, "the concept filter's text encoder")
     st = TextEncoder(f.text_model, device=device, batch_size=f.batch_size)
     spaces = [(1.0, st.encode)]
     presence = None

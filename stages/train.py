@@ -21,11 +21,10 @@ from sparse_cbm.bottleneck.config import objective_label, resolve_ce_to_cbl
 from sparse_cbm.bottleneck.final_layer import nec
 from sparse_cbm.bottleneck.train import evaluate_split, train_bottleneck
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
-from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.inputs import read_cached_inputs
 from sparse_cbm.storage.text_cache import concept_list_sha256
-from stages.common import stage_params
+from stages.common import stage_device, stage_params
 
 log = logging.getLogger("stages.train")
 
@@ -43,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     train, val = inputs.splits["train"], inputs.splits["val"]
     concepts, text, classes = inputs.concepts, inputs.text, inputs.classes
     label, ce_to_cbl = objective_label(params.loss, t), resolve_ce_to_cbl(params.loss, t.ce_to_cbl)
-    device = str(resolve_device(t.device))
+    device = stage_device(t.device, "training")
     log.info("training %s on %d images, %d concepts, %d classes (CE reaches the CBL: %s)", label,
              train.manifest["count"], len(concepts), len(classes), ce_to_cbl)
     result = train_bottleneck(text.concept_embeddings, len(classes), train.manifest["logit_scale"],

@@ -19,14 +19,13 @@ import pandas as pd
 from sparse_cbm.bottleneck import final_layer
 from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomic_write_text
-from sparse_cbm.runtime.device import resolve_device
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
 from sparse_cbm.spatial.checkpoint import save_spatial
 from sparse_cbm.spatial.train import train_spatial
 from sparse_cbm.storage.inputs import read_cached_inputs
 from sparse_cbm.storage.text_cache import concept_list_sha256
-from stages.common import stage_params
+from stages.common import stage_device, stage_params
 
 log = logging.getLogger("stages.train_spatial")
 
@@ -59,7 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     result = train_spatial(features["train"].outputs, shape, prompted.outputs, prompted.rows, concept_embeddings,
                            labels["train"], (features["val"].outputs, labels["val"]), len(classes), grid=s.grid,
                            pooling=s.pooling, epochs=s.epochs, batch_size=s.train_batch_size, lr=s.lr, sparse=s.sparse,
-                           seed=params.seed, device=str(resolve_device(params.train.device)))
+                           seed=params.seed, device=stage_device(params.train.device, "SALF-CBM training"))
     config = {"grid": s.grid, "pooling": s.pooling, "feature_shape": list(shape),
               "features": features["train"].manifest["backbone"], "concepts": concepts, "classes": classes,
               "concept_list_sha256": concept_list_sha256(concepts), "p_mean": result.p_mean.round(6).tolist(),

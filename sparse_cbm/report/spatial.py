@@ -16,10 +16,18 @@ from sparse_cbm.report.figures import _save  # noqa: E402
 from sparse_cbm.report.page import Section, method_label  # noqa: E402
 
 HEATMAP_LABELS = {"salf_cbm": "SALF-CBM concept maps (class heatmap)", "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
-                  "gradcam_probe": "Grad-CAM of the black box (linear probe)", "raw_p": "raw P (ringed CLIP), upsampled"}
+                  "gradcam_probe": "Grad-CAM of the black box (linear probe)",
+                  "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
+                  "raw_p": "raw P (ringed CLIP), upsampled"}
 
-EA_LABELS = {"salf_cbm": "SALF-CBM: the region's concept maps", "raw_p": "raw P (ringed CLIP) in the region",
+EA_LABELS = {"salf_cbm": "SALF-CBM: the region's concept maps",
+             "salf_cbm_raw_maps": "SALF-CBM: the region's raw concept maps (the paper's sum)",
+             "raw_p": "raw P (ringed CLIP) in the region",
              "whole_image": "SALF-CBM: the whole image's maps (what the region adds)", "random": "a random ranking"}
+EDIT_LABELS = {"lower_top_concept": ("the concept contributing most, lowered", "the runner-up"),
+               "lower_class_concepts": ("every concept of the predicted class, lowered", "the runner-up"),
+               "raise_runner_up": ("the runner-up's concepts, raised", "the runner-up"),
+               "raise_other_class": ("a random other class's concepts, raised", "that class")}
 
 
 def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dict[str, Any]) -> List[List[Any]]:
@@ -34,10 +42,11 @@ def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dic
 
 def heatmap_table(spatial: Dict[str, Any]) -> List[List[Any]]:
     pointing = spatial.get("pointing_game", {})
-    rows: List[List[Any]] = [["heatmap", "pixel accuracy", "mIoU", "mAP", "pointing game (chance 0.25)"]]
+    rows: List[List[Any]] = [["heatmap", "pixel accuracy", "mIoU", "mAP", "AP of the object alone",
+                              "pointing game (chance 0.25)"]]
     for method, s in spatial["heatmaps"].items():
         rows.append([HEATMAP_LABELS.get(method, method), s["pixel_accuracy"], s["miou"], s["map"],
-                     pointing.get(method)])
+                     s.get("map_foreground"), pointing.get(method)])
     return rows
 
 
@@ -90,8 +99,10 @@ def spatial_sections(spatial: Dict[str, Any], spatial_train: Dict[str, Any], eva
         "SALF-CBM: heatmaps against the true class object's mask",
         f"On the {spatial['heatmap_images']} of {spatial['prompted_test_images']} test images whose class the class "
         "object alone decides (classes whose rule names the background have evidence off the object too), each "
-        "heatmap of the true class binarised and scored against the mask of the class object (the protocol of the "
-        "paper's Table 2). The pointing game, on every class: 2 x 2 "
+        "heatmap of the true class binarised at its mean and scored against the mask of the class object by the "
+        "protocol of the paper's Table 2, Chefer et al.'s: pixel accuracy and mIoU (foreground and background) pooled "
+        "over the images, mAP per image over foreground and background ranked together, which the background, most "
+        "of each image, dominates; beside it, the AP of the object alone. The pointing game, on every class: 2 x 2 "
         "mosaics of four classes, the share of each class's positive heatmap mass inside its own cell.",
         table=heatmap_table(spatial)))
     ea = spatial["explain_anything"]
@@ -103,11 +114,15 @@ def spatial_sections(spatial: Dict[str, Any], spatial_train: Dict[str, Any], eva
             f" SALF-CBM on the {kind.replace('_', ' ')}s: {v}." for kind, v in (ea.get("salf_cbm_by_object") or {}).items()),
         table=[["ranking", key.replace("_", " ")], *[[EA_LABELS.get(m, m), v] for m, v in ea[key].items()]]))
     edit = spatial["local_edit"]
+    units = "raw map units (the paper's c[m] + βI)" if edit.get("units") == "raw" else "standard deviations"
     sections.append(Section(
         "SALF-CBM: local editing",
-        f"The predicted class's concepts lowered by β = {edit['beta']} standard deviations inside the box of the class "
-        f"object: the prediction changed on {edit['flip_rate']} of {edit['images']} images (mean drop of the "
-        f"predicted class's probability {edit['mean_probability_drop']})."))
+        f"Concepts lowered or raised by β = {edit['beta']} {units} inside the box of the class object, on "
+        f"{edit['images']} test images; each edit is meant to give one class: the runner-up, or (the last) a random "
+        "other class.",
+        table=[["edit", "meant to give", "prediction became it", "prediction changed"],
+               *[[EDIT_LABELS[name][0], EDIT_LABELS[name][1], edit[name]["to_intended"], edit[name]["changed"]]
+                 for name in EDIT_LABELS if name in edit]]))
     if panels_path.exists():
         with np.load(panels_path) as npz:
             panels = {k: npz[k] for k in npz.files}

@@ -1,15 +1,15 @@
 """Evaluating SALF-CBM where every pixel's object is known.
 
 * top-1 on every test image (from the feature-map cache);
-* heatmaps of the true class against the class object's mask (``heatmaps.mask_scores``) on
+* heatmaps of the true class against the class object's mask (``heatmaps.SegmentationScores``) on
   the test images with prompted copies: SALF-CBM's maps, Grad-CAM of the SALF-CBM head and
   of the black-box head (a linear probe on the same backbone's embedding), the raw P;
 * the grid pointing game on 2 x 2 mosaics of test images of four different classes;
 * Explain Anything: boxes around single objects, their top-k concepts against that object's
   own attributes (colour, shape, texture: never the background), beside the same ranking of
   the raw P and of the whole image's maps (what the region adds);
-* local editing: the share of predictions that change when the predicted class's concepts are
-  lowered by ``beta`` standard deviations in the box around the class object.
+* local editing (``local_edits``): concepts lowered or raised in the box around the class object,
+  and how often the prediction becomes the class each edit is meant to give.
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from sparse_cbm.datasets.base import ImageSource
-from sparse_cbm.spatial.heatmaps import (GradCamHeatmaps, class_heatmaps, mask_scores, mean_scores, pointing_share,
-                                         upsample)
+from sparse_cbm.spatial.heatmaps import GradCamHeatmaps, SegmentationScores, class_heatmaps, pointing_share, upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
 from sparse_cbm.spatial.regions import bounding_box, box_region, edit_maps, grid_region, region_scores
 from sparse_cbm.spatial.train import local_similarities
 
 log = logging.getLogger(__name__)
-HEATMAP_METHODS = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p")
+HEATMAP_METHODS = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
 
 
 @dataclass
@@ -81,7 +80,7 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
     """Every heatmap method on the test images ``rows`` (with prompted copies, in cache order) whose
     class is decided by the class object alone; the Grad-CAMs scored are those ``ev.gradcam`` holds."""
     methods = [m for m in HEATMAP_METHODS if m in ("salf_cbm", "raw_p") or m in ev.gradcam]
-    per_method: Dict[str, List[Dict[str, float]]] = {m: [] for m in methods}
+    per_method = {m: SegmentationScores(threshold) for m in methods}
     weight = ev.model.fc.weight.detach()
     k = ev.grid * ev.grid
     scored = decided_by_object(ev, rows)
@@ -100,8 +99,8 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
         for j, objects in enumerate(images):
             mask = objects.mask(objects.class_object)
             for method in methods:
-                per_method[method].append(mask_scores(heat[method][j], mask, threshold))
-    return {m: mean_scores(v) for m, v in per_method.items()}
+                per_method[method].add(heat[method][j], mask)
+    return {m: scores.result() for m, scores in per_method.items()}
 
 
 def mosaic(sources: Sequence[Image.Image]) -> Image.Image:
@@ -150,7 +149,8 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
     """Top-k precision of the concepts of boxes around single objects, against that object's attributes."""
     rng = np.random.default_rng([seed, 4242])
     order = rng.permutation(len(rows))[:regions]
-    hits: Dict[str, List[float]] = {"salf_cbm": [], "raw_p": [], "whole_image": [], "random": []}
+    hits: Dict[str, List[float]] = {"salf_cbm": [], "salf_cbm_raw_maps": [], "raw_p": [], "whole_image": [],
+                                    "random": []}
     kinds: Dict[str, List[float]] = {"class_object": [], "other_object": []}
     per_image = ev.grid * ev.grid
     for pos in tqdm(order, desc="explain anything", unit="region"):
@@ -160,9 +160,11 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
         truth = _true_concepts(ev, objects.objects[target - 1])
         region = box_region(objects.labels.shape, bounding_box(objects.mask(target)))
         with torch.no_grad():
-            z = ev.model.standardised(ev.maps(rows[[pos]], feature_rows))
-            rankings = {"salf_cbm": region_scores(z, region)[0], "raw_p": region_scores(ev.raw_p(prompted, per_image,
-                                                                                                 np.array([pos])), region)[0],
+            maps = ev.maps(rows[[pos]], feature_rows)
+            z = ev.model.standardised(maps)
+            # salf_cbm_raw_maps: the paper's sum of I * c(x)[m] over the raw maps (the same order as their region mean)
+            rankings = {"salf_cbm": region_scores(z, region)[0], "salf_cbm_raw_maps": region_scores(maps, region)[0],
+                        "raw_p": region_scores(ev.raw_p(prompted, per_image, np.array([pos])), region)[0],
                         "whole_image": z.mean(dim=(2, 3))[0], "random": torch.from_numpy(rng.random(z.shape[1]))}
         for method, scores in rankings.items():
             top = scores.topk(min(k, len(scores))).indices.tolist()
@@ -174,26 +176,73 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
     return out
 
 
+EDITS = ("lower_top_concept", "lower_class_concepts", "raise_runner_up", "raise_other_class")
+EDIT_UNITS = ("raw", "sd")
+
+
+def _edit_plan(weight: torch.Tensor, z_pooled: torch.Tensor, logits: torch.Tensor, other: int) -> Dict[str, tuple]:
+    """Each edit of ``local_edits``: (concept -> sign, intended class), from the final layer's weights
+    (C, |D|), one image's pooled standardised maps (|D|,) and its logits (C,)."""
+    pred, runner_up = logits.topk(2).indices.tolist()
+    own = torch.nonzero(weight[pred] > 0).flatten().tolist()
+    top = int((weight[pred] * z_pooled).argmax())
+    return {"lower_top_concept": ({top: -1.0}, runner_up),
+            "lower_class_concepts": ({m: -1.0 for m in own}, runner_up),
+            "raise_runner_up": ({m: 1.0 for m in torch.nonzero(weight[runner_up] > 0).flatten().tolist()}, runner_up),
+            "raise_other_class": ({m: 1.0 for m in torch.nonzero(weight[other] > 0).flatten().tolist()}, other)}
+
+
 @torch.no_grad()
-def edit_flips(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: float) -> Dict[str, float]:
-    """Lower the predicted class's positive-weight concepts by ``beta`` std in the class object's box."""
-    flips, drops = [], []
+def local_edits(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: float, units: str = "raw",
+                seed: int = 0) -> Dict[str, object]:
+    """Edits of the concept maps inside the class object's box, each with the class it is meant to
+    give, and how often the prediction becomes that class.
+
+    An edit adds ``sign * beta * I`` to a concept's map, I the box's share of each cell: the paper's
+    c[m] <- c[m] + beta I in raw map units (``units="raw"``), or ``beta`` standard deviations of the
+    concept (``"sd"``, what ``sparse-cbm explain --edit`` takes). Four edits (``EDITS``), on every image
+    whose predicted class has a positive-weight concept:
+
+    * ``lower_top_concept``: the concept contributing most to the prediction, lowered; meant to give
+      the runner-up class;
+    * ``lower_class_concepts``: every positive-weight concept of the predicted class, lowered; meant to
+      give the runner-up;
+    * ``raise_runner_up``: the runner-up's positive-weight concepts, raised; meant to give the runner-up;
+    * ``raise_other_class``: the positive-weight concepts of a seeded random class other than the
+      prediction and the runner-up, raised; meant to give that class.
+
+    Per edit: ``to_intended`` (the share of images whose prediction became the intended class) and
+    ``changed`` (the share whose prediction changed at all)."""
+    if units not in EDIT_UNITS:
+        raise ValueError(f"edit units must be one of {', '.join(EDIT_UNITS)}, got {units!r}")
     weight = ev.model.fc.weight.detach()
+    scale = ev.model.fc.std if units == "sd" else torch.ones_like(ev.model.fc.std)
+    rng = np.random.default_rng(seed)
+    hits = {name: [] for name in EDITS}
+    changed = {name: [] for name in EDITS}
     for i in rows:
         objects = ev.source.object_map(int(i))
         maps = ev.maps(np.array([i]), feature_rows)
-        logits = ev.model.decide(maps)
-        pred = int(logits.argmax())
-        concepts = torch.nonzero(weight[pred] > 0).flatten().tolist()
-        if not concepts:
+        logits = ev.model.decide(maps)[0]
+        pred, runner_up = logits.topk(2).indices.tolist()
+        others = [c for c in range(len(logits)) if c not in (pred, runner_up)]
+        other = int(others[rng.integers(len(others))]) if others else runner_up
+        if not bool((weight[pred] > 0).any()):
             continue
         region = grid_region(box_region(objects.labels.shape, bounding_box(objects.mask(objects.class_object))),
                              maps.shape[-2:])
-        edited = ev.model.decide(edit_maps(maps, ev.model.fc.std, region, {m: -beta for m in concepts}))
-        flips.append(int(edited.argmax()) != pred)
-        drops.append(float(F.softmax(logits, 1)[0, pred] - F.softmax(edited, 1)[0, pred]))
-    return {"beta": beta, "images": len(flips), "flip_rate": round(float(np.mean(flips)), 4) if flips else None,
-            "mean_probability_drop": round(float(np.mean(drops)), 4) if drops else None}
+        z_pooled = ev.model.standardised(maps).mean(dim=(2, 3))[0]
+        for name, (signs, intended) in _edit_plan(weight, z_pooled, logits, other).items():
+            edited = int(ev.model.decide(edit_maps(maps, scale, region, {m: s * beta for m, s in signs.items()}))
+                         .argmax())
+            hits[name].append(edited == intended)
+            changed[name].append(edited != pred)
+    images = len(hits[EDITS[0]])
+    out: Dict[str, object] = {"beta": beta, "units": units, "images": images}
+    for name in EDITS:
+        out[name] = {"to_intended": round(float(np.mean(hits[name])), 4) if images else None,
+                     "changed": round(float(np.mean(changed[name])), 4) if images else None}
+    return out
 
 
 @torch.no_grad()

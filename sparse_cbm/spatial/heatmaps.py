@@ -1,10 +1,11 @@
-"""Heatmaps scored against true object masks as in SALF-CBM's Table 2 (pixel accuracy, mIoU, mAP),
-for SALF-CBM's maps, Grad-CAM and the raw local similarities P. See docs/salf-cbm.md#the-method.
+"""Heatmaps scored against true object masks by SALF-CBM's Table 2 protocol, Chefer et al.'s (pixel
+accuracy, mIoU, mAP: ``SegmentationScores``), for SALF-CBM's maps, Grad-CAM and the raw local
+similarities P. See docs/salf-cbm.md#the-method.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,21 +34,63 @@ def binarise(heat: np.ndarray, threshold: Threshold) -> np.ndarray:
     return minmax(heat) > float(threshold)
 
 
+class SegmentationScores:
+    """Chefer et al.'s ImageNet-segmentation protocol (``baselines/ViT/imagenet_seg_eval.py`` of
+    Transformer-Explainability; SALF-CBM's Table 2), accumulated one heatmap (H, W) and mask (H, W)
+    bool at a time:
+
+    * the heatmap is min-max scaled, and binarised above its mean (``threshold``; a float: above that
+      share of its range);
+    * **pixel accuracy**: correct pixels over all pixels, pooled over the dataset;
+    * **mIoU**: for foreground and for background, the intersections summed over the dataset over the
+      unions summed over the dataset; then the mean of the two;
+    * **mAP**: per image, the average precision of foreground and background jointly (the scaled
+      heatmap scoring each pixel as foreground, one minus it as background: one ranking of 2 H W
+      entries, scikit-learn's ``average_precision_score``); then the mean over images. The background,
+      most of an image, dominates it: a heatmap lying wholly beside its object still scores about 0.8;
+    * **map_foreground** (ours, not the paper's): the average precision of the foreground alone, then
+      the mean over the images with both foreground and background.
+
+    ``tests/unit/spatial/test_segmentation_scores.py`` holds the numbers Chefer's own code gives on
+    the same inputs."""
+
+    def __init__(self, threshold: Threshold = "mean"):
+        self.threshold = threshold
+        self.correct = self.pixels = 0
+        self.inter, self.union = np.zeros(2, np.int64), np.zeros(2, np.int64)  # background, foreground
+        self.aps: List[float] = []
+        self.foreground_aps: List[float] = []
+
+    def add(self, heat: np.ndarray, mask: np.ndarray) -> None:
+        scaled = minmax(np.asarray(heat, dtype=np.float64))
+        binary = binarise(scaled, self.threshold)
+        mask = np.asarray(mask, dtype=bool)
+        self.correct += int((binary == mask).sum())
+        self.pixels += mask.size
+        for c, fg in enumerate((False, True)):
+            pred, true = binary == fg, mask == fg
+            self.inter[c] += int(np.logical_and(pred, true).sum())
+            self.union[c] += int(np.logical_or(pred, true).sum())
+        truth = np.concatenate([~mask.ravel(), mask.ravel()])
+        self.aps.append(float(np.nan_to_num(average_precision_score(truth, np.concatenate([1 - scaled.ravel(),
+                                                                                            scaled.ravel()])))))
+        if 0 < mask.sum() < mask.size:
+            self.foreground_aps.append(float(average_precision_score(mask.ravel(), scaled.ravel())))
+
+    def result(self) -> Dict[str, float]:
+        if not self.pixels:
+            return {}
+        iou = self.inter / np.maximum(self.union, 1)
+        return {"pixel_accuracy": round(self.correct / self.pixels, 4), "miou": round(float(iou.mean()), 4),
+                "map": round(float(np.mean(self.aps)), 4),
+                "map_foreground": round(float(np.mean(self.foreground_aps)), 4) if self.foreground_aps else None}
+
+
 def mask_scores(heat: np.ndarray, mask: np.ndarray, threshold: Threshold = "mean") -> Dict[str, float]:
-    """One heatmap (H, W) against one mask (H, W) bool."""
-    binary = binarise(heat, threshold)
-    ious = []
-    for fg in (True, False):
-        pred, true = binary == fg, mask == fg
-        union = np.logical_or(pred, true).sum()
-        ious.append(np.logical_and(pred, true).sum() / union if union else 1.0)
-    ap = average_precision_score(mask.ravel(), heat.ravel()) if 0 < mask.sum() < mask.size else float("nan")
-    return {"pixel_accuracy": float((binary == mask).mean()), "miou": float(np.mean(ious)), "map": float(ap)}
-
-
-def mean_scores(rows: Iterable[Dict[str, float]]) -> Dict[str, float]:
-    rows = list(rows)
-    return {k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in rows[0]} if rows else {}
+    """One heatmap (H, W) against one mask (H, W) bool, by ``SegmentationScores``."""
+    scores = SegmentationScores(threshold)
+    scores.add(heat, mask)
+    return scores.result()
 
 
 def pointing_share(heat: np.ndarray, cell: tuple) -> float:
@@ -61,14 +104,22 @@ def pointing_share(heat: np.ndarray, cell: tuple) -> float:
     return float(positive[y0:y1, x0:x1].sum() / total)
 
 
+CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM"}  # pytorch-grad-cam's
+
+
 class GradCamHeatmaps:
-    """Grad-CAM (pytorch-grad-cam) of a classifier ``model`` (images -> logits) at ``layer``;
-    ``reshape_transform`` puts a ViT block's tokens on their grid (``FeatureBackbone.reshape_transform``)."""
+    """Grad-CAM (pytorch-grad-cam) of a classifier ``model`` (images -> logits) at ``layer``, or another of
+    its gradient methods (``CAM_METHODS``: Grad-CAM++, LayerCAM); ``reshape_transform`` puts a ViT block's
+    tokens on their grid (``FeatureBackbone.reshape_transform``)."""
 
-    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, reshape_transform=None):
-        from pytorch_grad_cam import GradCAM
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, reshape_transform=None,
+                 method: str = "gradcam"):
+        import pytorch_grad_cam
 
-        self.cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape_transform)
+        if method not in CAM_METHODS:
+            raise ValueError(f"CAM method must be one of {', '.join(CAM_METHODS)}, got {method!r}")
+        self.cam = getattr(pytorch_grad_cam, CAM_METHODS[method])(model=model, target_layers=[layer],
+                                                                  reshape_transform=reshape_transform)
 
     def __call__(self, images: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
         """(B, H, W) in [0, 1] (pytorch-grad-cam rescales each map to its range)."""

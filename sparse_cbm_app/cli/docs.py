@@ -350,7 +350,7 @@ def interventions_block(root: Path) -> str:
 def spatial_block(root: Path) -> str:
     m, ev = _metrics(root, "spatial.json"), _metrics(root, "evaluate.json")
     h, pg, ea = m["heatmaps"], m["pointing_game"], m["explain_anything"]["precision_at_3"]
-    cols = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p")
+    cols = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
 
     def row(label: str, values: Dict[str, str]) -> str:
         return f"| {label} | " + " | ".join(values.get(c, "") for c in cols) + " |"
@@ -359,18 +359,26 @@ def spatial_block(root: Path) -> str:
              f"{m['prompted_test_images']} prompted test images whose class the object alone decides; the pointing "
              f"game on every class; from `metrics/spatial.json`:", "",
              "| | SALF-CBM | Grad-CAM of the SALF-CBM | Grad-CAM of the black box (linear probe on CLIP) | "
-             "raw P upsampled |", "|---|---|---|---|---|",
+             "Grad-CAM++ of the black box | LayerCAM of the black box | raw P upsampled |",
+             "|---|---|---|---|---|---|---|",
              row("test top-1", {"salf_cbm": f"{_f(m['test_top1'])} (NEC {_g(m['nec'])})",
                                 "gradcam_probe": _f(ev["test"]["linear_probe"]["top1"])})]
-    for key, label in (("pixel_accuracy", "heatmap pixel accuracy"), ("miou", "heatmap mIoU"), ("map", "heatmap mAP")):
-        lines.append(row(label, {c: _f(h[c][key]) for c in cols if c in h}))
+    for key, label in (("pixel_accuracy", "heatmap pixel accuracy (Chefer et al.'s protocol)"),
+                       ("miou", "heatmap mIoU (pooled, Chefer's)"),
+                       ("map", "heatmap mAP (object and background, Chefer's)"),
+                       ("map_foreground", "heatmap AP of the object alone (ours)")):
+        lines.append(row(label, {c: _f(h[c][key]) for c in cols if c in h and h[c].get(key) is not None}))
     lines.append(row("grid pointing game (chance 0.25)", {c: _f(pg[c]) for c in cols if c in pg}))
     lines.append(row(f"Explain Anything precision@3 (random {_f(ea['random'])})",
                      {"salf_cbm": f"{_f(ea['salf_cbm'])} (whole image: {_f(ea['whole_image'])})",
                       "raw_p": _f(ea["raw_p"])}))
     edit = m["local_edit"]
-    lines.append(row(f"local edit (β = {_g(edit['beta'])} sd in the class object's box): predictions changed",
-                     {"salf_cbm": _f(edit["flip_rate"])}))
+    units = "raw units" if edit.get("units") == "raw" else "sd"
+    for name, label in (("lower_top_concept", "top concept lowered"),
+                        ("raise_runner_up", "runner-up's concepts raised"),
+                        ("raise_other_class", "a random other class's concepts raised")):
+        lines.append(row(f"local edit, β = {_g(edit['beta'])} {units} in the class object's box, {label}: "
+                         f"prediction became the intended class", {"salf_cbm": _f(edit[name]["to_intended"])}))
     return "\n".join(lines)
 
 

@@ -358,12 +358,17 @@ def test_spatial_branch_scores_heatmaps_regions_and_edits(project):
     m = json.loads((root / "metrics/spatial.json").read_text())
     evaluate = json.loads((root / "metrics/evaluate.json").read_text())
     assert m["test_images"] == evaluate["test_images"] and 0 <= m["test_top1"] <= 1
-    assert set(m["heatmaps"]) == {"salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p"}
+    cams = {"gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe"}  # Grad-CAM++, LayerCAM: issue 21
+    assert set(m["heatmaps"]) == {"salf_cbm", "raw_p", *cams}
     for scores in m["heatmaps"].values():
-        assert set(scores) == {"pixel_accuracy", "miou", "map"} and all(0 <= v <= 1 for v in scores.values())
-    assert set(m["pointing_game"]) == {"salf_cbm", "gradcam_salf_cbm", "gradcam_probe"}
+        assert set(scores) == {"pixel_accuracy", "miou", "map", "map_foreground"}
+        assert all(0 <= v <= 1 for v in scores.values())
+    assert set(m["pointing_game"]) == {"salf_cbm", *cams}
     assert set(m["explain_anything"]["precision_at_3"]) >= {"salf_cbm", "random", "raw_p", "whole_image"}
-    assert m["local_edit"]["images"] > 0 and 0 <= m["local_edit"]["flip_rate"] <= 1
+    edit = m["local_edit"]
+    assert edit["images"] > 0 and all(0 <= edit[name][key] <= 1 for name in (
+        "lower_top_concept", "lower_class_concepts", "raise_runner_up", "raise_other_class")
+        for key in ("to_intended", "changed"))
     report = (root / "reports/report.md").read_text()
     assert "SALF-CBM: heatmaps against the true class object's mask" in report
     assert (root / "reports/figures/spatial_panels.png").is_file()

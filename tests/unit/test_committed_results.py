@@ -47,4 +47,7 @@ def test_salf_cbm_beats_chance_on_every_measure():
     assert m["pointing_game"]["salf_cbm"] > 0.3  # chance: 0.25
     precision = m["explain_anything"]["precision_at_3"]
     assert precision["salf_cbm"] > 3 * precision["random"]
-    assert m["local_edit"]["flip_rate"] > 0
+    edit = m["local_edit"]
+    assert edit["units"] == "raw" and edit["images"] > 0
+    # raising the runner-up's concepts in the object's box makes it the prediction more often than not
+    assert edit["raise_runner_up"]["to_intended"] > 0.5 and edit["lower_top_concept"]["to_intended"] > 0.3

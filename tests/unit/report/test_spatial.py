@@ -4,16 +4,21 @@ from a synthetic ``panels.npz`` (the evaluate_spatial stage's keys)."""
 import numpy as np
 from PIL import Image
 
-from sparse_cbm.report.spatial import (EA_LABELS, HEATMAP_LABELS, accuracy_table, heatmap_table, panels_figure,
-                                       spatial_sections)
+from sparse_cbm.report.spatial import (EA_LABELS, EDIT_LABELS, HEATMAP_LABELS, accuracy_table, heatmap_table,
+                                       panels_figure, spatial_sections)
+from sparse_cbm.spatial.evaluate import EDITS
 
 SPATIAL = {"test_top1": 0.7125, "test_images": 40, "nec": 4.25, "heatmap_images": 9, "prompted_test_images": 12,
-           "heatmaps": {"salf_cbm": {"pixel_accuracy": 0.712, "miou": 0.5344, "map": 0.70951},
+           "heatmaps": {"salf_cbm": {"pixel_accuracy": 0.712, "miou": 0.5344, "map": 0.70951, "map_foreground": 0.61},
                         "raw_p": {"pixel_accuracy": 0.5569, "miou": 0.3864, "map": 0.4327}},
            "pointing_game": {"salf_cbm": 0.5061},
            "explain_anything": {"precision_at_3": {"salf_cbm": 0.2467, "random": 0.0217}, "regions": 20,
                                 "salf_cbm_by_object": {"class_object": 0.25, "other_object": 0.1}},
-           "local_edit": {"beta": 3.0, "flip_rate": 0.6875, "images": 16, "mean_probability_drop": 0.1797}}
+           "local_edit": {"beta": 1.0, "units": "raw", "images": 16,
+                          "lower_top_concept": {"to_intended": 0.4417, "changed": 0.4875},
+                          "lower_class_concepts": {"to_intended": 0.5, "changed": 0.775},
+                          "raise_runner_up": {"to_intended": 0.5458, "changed": 0.5542},
+                          "raise_other_class": {"to_intended": 0.1583, "changed": 0.225}}}
 EVALUATE = {"methods": {"cbm": "CBM (l1)", "linear_probe": "linear probe"},
             "test": {"cbm": {"top1": 0.9975}, "linear_probe": {"top1": 0.99}, "zero_shot": {"top1": 0.1}}}
 
@@ -37,9 +42,9 @@ def test_tables_carry_the_metrics_as_written():
         ["model", "test top-1", "NEC"], ["SALF-CBM (concept maps, sparse final layer)", 0.7125, 4.25],
         ["CBM (l1)", 0.9975, 5.0], ["linear probe", 0.99, None]]
     assert heatmap_table(SPATIAL) == [
-        ["heatmap", "pixel accuracy", "mIoU", "mAP", "pointing game (chance 0.25)"],
-        [HEATMAP_LABELS["salf_cbm"], 0.712, 0.5344, 0.70951, 0.5061], [HEATMAP_LABELS["raw_p"], 0.5569, 0.3864, 0.4327,
-                                                                       None]]
+        ["heatmap", "pixel accuracy", "mIoU", "mAP", "AP of the object alone", "pointing game (chance 0.25)"],
+        [HEATMAP_LABELS["salf_cbm"], 0.712, 0.5344, 0.70951, 0.61, 0.5061],
+        [HEATMAP_LABELS["raw_p"], 0.5569, 0.3864, 0.4327, None, None]]  # a metrics file from before map_foreground
 
 
 def test_without_masks_only_the_accuracy_section(tmp_path):
@@ -58,7 +63,11 @@ def test_every_section_and_the_panels_figure(tmp_path):
     ea = sections[2]
     assert ea.table == [["ranking", "precision at 3"], [EA_LABELS["salf_cbm"], 0.2467], [EA_LABELS["random"], 0.0217]]
     assert "20 boxes" in ea.text and "class objects: 0.25." in ea.text and "other objects: 0.1." in ea.text
-    assert "β = 3.0" in sections[3].text and "0.6875 of 16 images" in sections[3].text and "0.1797" in sections[3].text
+    edit = sections[3]
+    assert "β = 1.0 raw map units" in edit.text and "on 16 test images" in edit.text
+    assert edit.table[0] == ["edit", "meant to give", "prediction became it", "prediction changed"]
+    assert [row[0] for row in edit.table[1:]] == [EDIT_LABELS[name][0] for name in EDITS]  # one row per edit, in order
+    assert edit.table[1][2:] == [0.4417, 0.4875] and edit.table[4][1:] == ["that class", 0.1583, 0.225]
     assert sections[4].figures == ["figures/spatial_panels.png"] and (tmp_path / "figures/spatial_panels.png").is_file()
 
 

@@ -104,15 +104,18 @@ def test_heatmaps_on_the_object_score_perfectly_and_those_off_it_score_nothing()
     cams = {"gradcam_salf_cbm": Cam(), "gradcam_probe": Cam(invert=True)}
     ev = evaluation(cams)
     scores = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold=0.5, batch_size=3)
-    assert list(scores) == list(HEATMAP_METHODS)
-    assert scores["gradcam_salf_cbm"] == {"pixel_accuracy": 1.0, "miou": 1.0, "map": 1.0}
+    assert list(scores) == [m for m in HEATMAP_METHODS if m in ("salf_cbm", "raw_p", *cams)]  # in that order
+    assert scores["gradcam_salf_cbm"] == {"pixel_accuracy": 1.0, "miou": 1.0, "map": 1.0, "map_foreground": 1.0}
     probe = scores["gradcam_probe"]
-    assert probe["pixel_accuracy"] == 0.0 and probe["miou"] == 0.0 and 0 < probe["map"] < 0.3
-    # the 4 x 4 maps, upsampled bilinearly, rank every object pixel first (mAP 1); binarised at half their range
+    assert probe["pixel_accuracy"] == 0.0 and probe["miou"] == 0.0 and 0 < probe["map_foreground"] < 0.3
+    assert probe["map"] == 0.5  # Chefer's: foreground and background ranked jointly, both exactly inverted
+    # the 4 x 4 maps, upsampled bilinearly, rank every object pixel first (AP 1); binarised at half their range
     # they miss one pixel of 256 per image, the object's inner corner (0.625^2 of the range), and P only hits it
     ours, raw = scores["salf_cbm"], scores["raw_p"]
-    assert ours["map"] == 1.0 and ours["pixel_accuracy"] == round(1 - 1 / 256, 4) and ours["miou"] > 0.98
-    assert raw["pixel_accuracy"] == round(1 / 256, 4) and raw["miou"] < 0.01 and 0 < raw["map"] < 0.3
+    assert ours["map_foreground"] == 1.0 and ours["map"] > 0.999
+    assert ours["pixel_accuracy"] == round(1 - 1 / 256, 4) and ours["miou"] > 0.98
+    assert raw["pixel_accuracy"] == round(1 / 256, 4) and raw["miou"] < 0.01 and 0 < raw["map_foreground"] < 0.3
+    assert raw["map"] < 0.4
     # the Grad-CAMs saw the four scored images of the true classes, in batches of at most 3, and never image 4
     assert cams["gradcam_salf_cbm"].calls == [(3, [1, 0, 1]), (1, [1])]
     assert 4 not in ev.source.loaded
@@ -170,3 +173,51 @@ def test_heatmap_panels_fall_back_to_the_salf_cbm_grad_cam_or_to_none():
     np.testing.assert_array_equal(panels["gradcam"].astype(bool), panels["masks"])
     assert panels["concepts"].shape == (2, 1)
     assert "gradcam" not in heatmap_panels(evaluation({}), ROWS, features(), count=2, k=1)
+
+
+def edit_evaluation(std=1.0):
+    """Three concepts, three classes, class c listening to concept c alone. Every image: concept 0 on its
+    object (a quarter of the cells: pooled 0.25), concept 1 at 0.2 everywhere, concept 2 at 0.1: predicted
+    0, runner-up 1, and 2 the only other class."""
+    model = SpatialBottleneck(3, 3, 3, grid=GRID)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.eye(3)[:, :, None, None])
+    model.fc = StandardizedLinear(torch.eye(3), torch.zeros(3), torch.zeros(3), torch.full((3,), std))
+    ev = SpatialEvaluation(model=model.eval(), feature_shape=(3, GRID, GRID), grid=GRID, p_mean=torch.zeros(3),
+                           p_std=torch.ones(3), concept_embeddings=torch.eye(3), attribute_of={}, source=Split(),
+                           preprocess=preprocess, features=None, gradcam={})
+    maps = np.zeros((8, 3, GRID, GRID), np.float32)
+    for i in range(8):
+        maps[i, 0], maps[i, 1], maps[i, 2] = cell_mask(i), 0.2, 0.1
+    return ev, maps.reshape(8, -1)
+
+
+def test_local_edits_move_the_prediction_to_the_class_each_edit_is_meant_to_give():
+    from sparse_cbm.spatial.evaluate import EDITS, local_edits
+
+    ev, maps = edit_evaluation()
+    rows = np.arange(8)
+    # beta 0.4 raw in the object's box moves a pooled score by 0.1: enough to swap 0 and 1, not to reach 2
+    small = local_edits(ev, rows, maps, 0.4, "raw")
+    assert small["images"] == 8 and small["units"] == "raw" and small["beta"] == 0.4
+    for name in ("lower_top_concept", "lower_class_concepts", "raise_runner_up"):
+        assert small[name] == {"to_intended": 1.0, "changed": 1.0}, name
+    assert small["raise_other_class"] == {"to_intended": 0.0, "changed": 0.0}
+    large = local_edits(ev, rows, maps, 1.0, "raw")  # + 0.25: class 2's 0.35 beats 0.25
+    assert large["raise_other_class"] == {"to_intended": 1.0, "changed": 1.0}
+    assert set(EDITS) <= set(large)
+    # in standard deviations (0.25 each), beta 0.4 is 0.1 raw: 0.025 pooled, too little to move anything
+    ev, maps = edit_evaluation(std=0.25)
+    sd = local_edits(ev, rows, maps, 0.4, "sd")
+    assert all(sd[name] == {"to_intended": 0.0, "changed": 0.0} for name in EDITS)
+    assert local_edits(ev, rows, maps, 0.4, "raw")["lower_top_concept"]["to_intended"] == 1.0
+
+
+def test_local_edits_name_units_they_do_not_know():
+    import pytest
+
+    from sparse_cbm.spatial.evaluate import local_edits
+
+    ev, maps = edit_evaluation()
+    with pytest.raises(ValueError, match="edit units must be one of raw, sd"):
+        local_edits(ev, np.arange(2), maps, 1.0, "percent")

@@ -52,13 +52,18 @@ COMPARE = {"configs": {"l1-paper-dense": {
                                                                                        "random": -0.01}}}}},
            "grid": ["l1-paper-dense"]}
 SPATIAL = {"test_top1": 0.7125, "test_images": 40, "nec": 1.5, "heatmap_images": 9, "prompted_test_images": 12,
-           "heatmaps": {m: {"pixel_accuracy": 0.7 + i / 100, "miou": 0.5 + i / 1000, "map": 0.61234 - i / 10}
+           "heatmaps": {m: {"pixel_accuracy": 0.7 + i / 100, "miou": 0.5 + i / 1000, "map": 0.61234 - i / 10,
+                            "map_foreground": 0.4 + i / 100}
                         for i, m in enumerate(("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "raw_p"))},
            "pointing_game": {"salf_cbm": 0.5061, "gradcam_salf_cbm": 0.4, "gradcam_probe": 0.31},
            "explain_anything": {"precision_at_2": {"salf_cbm": 0.2467, "raw_p": 0.4233, "whole_image": 0.3467,
                                                    "random": 0.0217}, "regions": 20,
                                 "salf_cbm_by_object": {"class_object": 0.25}},
-           "local_edit": {"beta": 3.0, "flip_rate": 0.6875, "images": 16, "mean_probability_drop": 0.1797}}
+           "local_edit": {"beta": 1.0, "units": "raw", "images": 16,
+                          "lower_top_concept": {"to_intended": 0.4417, "changed": 0.4875},
+                          "lower_class_concepts": {"to_intended": 0.5, "changed": 0.775},
+                          "raise_runner_up": {"to_intended": 0.5458, "changed": 0.5542},
+                          "raise_other_class": {"to_intended": 0.1583, "changed": 0.225}}}
 PARAMS = "seed: 0\ndataset:\n  name: shapes   # <the embedded world> & co\n"
 
 
@@ -197,7 +202,7 @@ def test_every_metric_is_in_its_table_as_the_page_formats_it(report):
     for method, s in SPATIAL["heatmaps"].items():
         pointing = SPATIAL["pointing_game"].get(method)
         assert heat[HEATMAP_LABELS[method]] == [f4(s["pixel_accuracy"]), f4(s["miou"]), f4(s["map"]),
-                                                "–" if pointing is None else f4(pointing)]
+                                                f4(s["map_foreground"]), "–" if pointing is None else f4(pointing)]
     assert tables["ranking|precision at 2"] == {EA_LABELS[m]: [f4(v)] for m, v in
                                                SPATIAL["explain_anything"]["precision_at_2"].items()}
 
@@ -215,7 +220,7 @@ def test_texts_code_and_markdown_agree_with_the_html(report):
     assert "cubic cosine 0.4746 on train" in text and "On the 9 of 12 test images" in text
     assert ("On the corrupted test split (occlusion, blur; severity 0.5) the CBM's top-1 is 0.4123 (clean: 0.9124); "
             "checking 5 concepts of each image gains +0.3100 (most wrong first), +0.1200 (in a random order).") in text
-    assert "changed on 0.6875 of 16 images (mean drop of the predicted class's probability 0.1797)" in text
+    assert "Concepts lowered or raised by β = 1.0 raw map units (the paper's c[m] + βI) inside the box" in text
     assert page.pre[0] == PARAMS  # params.yaml whole, escaped in the HTML, as written in the Markdown
     assert "```\n" + PARAMS.rstrip() + "\n```" in md
     manifest = json.loads(page.pre[1])
