@@ -176,7 +176,7 @@ def test_the_results_tables_are_the_committed_metrics():
     spatial = table_rows(results, "| | SALF-CBM |")
     heatmaps = committed("spatial.json")["heatmaps"]
     assert spatial[2][1:] == [f"{heatmaps[m]['miou']:.4f}" for m in ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe",
-                                                                      "raw_p")]
+                                                                      "gradcampp_probe", "layercam_probe", "raw_p")]
 
 
 # ---------------------------------------------------------------------------------------------------- links
