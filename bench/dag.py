@@ -37,7 +37,8 @@ def stages_in_order(work: Path) -> list:
 
 
 def run_stage(work: Path, stage: str, env: dict) -> tuple:
-    """(seconds, peak RSS in MiB of the stage's largest process, return code) of one forced stage."""
+    """(seconds, peak RSS in MiB of the stage's largest process, its stderr: the stage's log) of one forced
+    stage; a failed stage ends the benchmark with its log's tail."""
     started = time.perf_counter()
     proc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", stage], cwd=work, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -47,7 +48,7 @@ def run_stage(work: Path, stage: str, env: dict) -> tuple:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.exit(f"dvc repro --force --single-item {stage} failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, err
 
 
 def main(argv=None) -> None:
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
               f"{os.cpu_count()} CPUs; each stage forced, alone, in DAG order:")
         total, peak = 0.0, 0.0
         for stage in stages:
-            seconds, rss = run_stage(work, stage, env)
+            seconds, rss, _ = run_stage(work, stage, env)
             total, peak = total + seconds, max(peak, rss)
             print(f"  {stage:<18} {seconds:8.1f} s | peak RSS {rss:7.0f} MiB", flush=True)
     verdict = "met" if total <= 60 * args.target_min else "missed"

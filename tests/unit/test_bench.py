@@ -42,6 +42,13 @@ PROMISED = {
         rf"  concepts +{F} s \| peak RSS +{N} MiB",
         rf"whole: {F} s = 0 min {N} s for 1 stages \| largest peak RSS {N} MiB \| target 8 min: met",
     ],
+    "device": [
+        rf"commit [0-9a-f]{{10}}, params\.yaml with backbone\.device and train\.device cpu \(CPU\), torch \S+; each "
+        rf"stage forced, alone, in DAG order:",
+        rf"  concepts +{F} s \| peak RSS +{N} MiB",
+        rf"whole: {F} s = 0 min {N} s for 1 stages \| largest peak RSS {N} MiB \| target 8 min: met",
+        r"no stage run declares metrics: nothing compared with the committed run",
+    ],
     "embed_images": [
         rf"machine: {N} CPUs, torch \S+, {N} threads; batch 8, DataLoader workers 0",
         rf" +sparse-cbm-tiny: bare forward +{F} img/s \| stage end-to-end +{F} img/s \(16 JPEGs 32x32\) \| "

@@ -1,0 +1,57 @@
+"""``bench/device.py``'s parts that its CPU smoke run (tests/unit/test_bench.py, one stage with no
+metrics) does not reach: the judgement of a rerun's metrics, the bare forward, and the stage log
+line it reads the embedding rate from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from bench.device import RATE, bare_forward, judge
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def project(tmp_path: Path, spread: dict) -> Path:
+    """A git repo with one stage that declares metrics/m.json, committed, and a measured spread."""
+    work = tmp_path / "work"
+    (work / "metrics").mkdir(parents=True)
+    (work / "reproduce").mkdir()
+    (work / "dvc.yaml").write_text(yaml.safe_dump(
+        {"stages": {"score": {"cmd": "true", "meta": {"reproduce": {"metrics": ["metrics/m.json"]}}}}}))
+    (work / "metrics/m.json").write_text(json.dumps({"top1": 0.9, "nec": 4.5}))
+    (work / "reproduce/spread.json").write_text(json.dumps({"measured": {}, "metrics": {"metrics/m.json": {
+        key: {"machine": m, "seed": s, "chaotic": m > s, "tolerance": 1.5 * max(m, s)}
+        for key, (m, s) in spread.items()}}}))
+    for cmd in (["init", "-q"], ["add", "-A"],
+                ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "committed run"]):
+        subprocess.run(["git", *cmd], cwd=work, check=True)
+    return work
+
+
+def test_a_rerun_within_the_measured_spread_passes_and_one_beyond_it_fails(tmp_path, capsys):
+    work = project(tmp_path, {"top1": (0.0, 0.02), "nec": (0.0, 0.2)})
+    (work / "metrics/m.json").write_text(json.dumps({"top1": 0.91, "nec": 4.6}))  # a GPU's rerun, within spread
+    assert judge(work, ["score"], {"metrics/m.json"}) is False
+    assert "score              within spread: compared by metrics/m.json" in capsys.readouterr().out
+    (work / "metrics/m.json").write_text(json.dumps({"top1": 0.8, "nec": 4.6}))  # 0.1 off, tolerance 0.03
+    assert judge(work, ["score"], {"metrics/m.json"}) is True
+    out = capsys.readouterr().out
+    assert "MOVED" in out and "top1: 0.9 committed, 0.8 now (tolerance 0.03)" in out
+    # a run that did not rewrite the file (its stage downstream, not run) judges nothing rather than passing
+    assert judge(work, ["score"], set()) is False
+    assert "score              not judged: metrics/m.json not rewritten by the stages run" in capsys.readouterr().out
+
+
+def test_the_bare_forward_runs_the_params_backbone():
+    assert bare_forward(REPO, "cpu", 1) > 0
+
+
+def test_the_rate_is_read_from_the_line_embed_images_logs():
+    # the format of sparse_cbm/storage/image_cache.py's log line, with its workers' description
+    line = "train (%s): %d images in %.1f s (%.1f img/s), %d skipped" % ("worker 1 of 2", 1200, 33.1, 36.3, 0)
+    found = RATE.search(f"00:04:18 INFO sparse_cbm.storage.image_cache: {line}")
+    assert found and found.group(1) == "1200" and float(found.group(2)) == 36.3
