@@ -40,6 +40,7 @@ from sparse_cbm.errors import ParamsError
 from sparse_cbm.runtime.atomic import atomic_write_text
 from sparse_cbm.runtime.cpus import THREADS_AUTO
 from sparse_cbm.runtime.device import DEVICE_PATTERN
+from sparse_cbm.spatial.regions import EDIT_UNITS
 from sparse_cbm.runtime.schema import StrictModel as _Strict
 from sparse_cbm.spatial.model import POOLINGS
 
@@ -323,9 +324,9 @@ class SpatialEvaluateParams(_Strict):
     edit_beta: float = Field(1.0, gt=0, description="local edits: how far concepts are lowered or raised in the class "
                                                     "object's box, in `edit_units` (1 raw unit: the release's demo "
                                                     "value; the paper's c[m] + beta I)")
-    edit_units: Literal["raw", "sd"] = Field("raw", description="`raw`: map units, the paper's; `sd`: standard "
-                                                               "deviations of each concept on train, what `sparse-cbm "
-                                                               "explain --edit` takes")
+    edit_units: Literal[EDIT_UNITS] = Field(  # type: ignore[valid-type]
+        "raw", description="`raw`: map units, the paper's; `sd`: standard deviations of each concept on train, what "
+                           "`sparse-cbm explain --edit` takes")
 
     @field_validator("heatmap_threshold")
     @classmethod

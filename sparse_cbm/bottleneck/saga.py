@@ -38,10 +38,10 @@ def _prox(v: torch.Tensor, lr, lam, alpha, group: bool) -> torch.Tensor:
     call time.
 
     glm-saga's soft-threshold operators and the non-negative ones ``sparse_layer`` swaps in (marked
-    ``NONNEG``) run fused and in place: ``softshrink`` (or ``sub_().clamp_min_()``), then one
-    division. Those are glm-saga's numbers (``(beta - lam) * (beta > lam) + (beta + lam) * (beta <
-    -lam)``, then ``/ (1 + s)``) without its seven passes and their temporaries. Any other operator
-    patched in is called as glm-saga calls it."""
+    ``NONNEG``) run fused: ``softshrink`` (or ``sub_().clamp_min_()`` in place), then one division.
+    Those are glm-saga's numbers, bit for bit, signed zeros included (``(beta - lam) * (beta > lam) +
+    (beta + lam) * (beta < -lam)``, then ``/ (1 + s)``), without its seven passes and their
+    temporaries. Any other operator patched in is called as glm-saga calls it."""
     import glm_saga.elasticnet as glm
 
     t = lr * lam * alpha
@@ -51,9 +51,14 @@ def _prox(v: torch.Tensor, lr, lam, alpha, group: bool) -> torch.Tensor:
     else:
         op = glm.soft_threshold if s is None else glm.soft_threshold_with_shrinkage
     form = None if group else _fused_form(op)
+    if s is not None and form != _fused_form(glm.soft_threshold):
+        form = None  # glm-saga's shrink form calls soft_threshold by name: a patched one must be honoured
     if form is None:
         return op(v, t) if s is None else op(v, t, s)
-    out = v.sub_(float(t)).clamp_min_(0) if form == "nonneg" else F.softshrink(v, float(t))
+    if form == "nonneg":
+        out = v.sub_(float(t)).clamp_min_(0)
+    else:  # softshrink may leave -0.0 inside the threshold (its scalar tail); glm-saga's formula gives +0.0
+        out = F.softshrink(v, float(t)).add_(0.0)
     return out if s is None else out.div_(1 + s)
 
 
@@ -103,7 +108,7 @@ def train_saga(linear, loader, lr, nepochs, lam, alpha, group=True, verbose=None
             a = F.softmax(out, dim=1) - eye[y]
             delta = a - a_table[idx].to(weight.device)
             w_step = delta.T @ X  # (C, D): B times the difference of the two gradients
-            # weight - lr * (w_step / B + w_grad_avg), glm-saga's roundings, in one buffer
+            # weight - lr * (w_step / B + w_grad_avg), in one buffer with the roundings of the same expression
             weight_new = _prox(torch.div(w_step, X.size(0)).add_(w_grad_avg).mul_(-lr).add_(weight),
                                lr, lam, alpha, group)
             b_step = delta.sum(0)

@@ -25,7 +25,7 @@ EA_LABELS = {"salf_cbm": "SALF-CBM: the region's concept maps",
              "raw_p": "raw P (ringed CLIP) in the region",
              "whole_image": "SALF-CBM: the whole image's maps (what the region adds)", "random": "a random ranking"}
 EDIT_LABELS = {"lower_top_concept": ("the concept contributing most, lowered", "the runner-up"),
-               "lower_class_concepts": ("every concept of the predicted class, lowered", "the runner-up"),
+               "lower_class_concepts": ("every positive-weight concept of the predicted class, lowered", "the runner-up"),
                "raise_runner_up": ("the runner-up's concepts, raised", "the runner-up"),
                "raise_other_class": ("a random other class's concepts, raised", "that class")}
 

@@ -1,13 +1,14 @@
 """Evaluating SALF-CBM where every pixel's object is known.
 
 * top-1 on every test image (from the feature-map cache);
-* heatmaps of the true class against the class object's mask (``heatmaps.SegmentationScores``) on
-  the test images with prompted copies: SALF-CBM's maps, Grad-CAM of the SALF-CBM head and
-  of the black-box head (a linear probe on the same backbone's embedding), the raw P;
+* heatmaps of the true class against the class object's mask (``heatmaps.SegmentationScores``,
+  Chefer et al.'s protocol) on the test images with prompted copies: SALF-CBM's maps, Grad-CAM of
+  the SALF-CBM head, Grad-CAM, Grad-CAM++ and LayerCAM of the black-box head (a linear probe on
+  the same backbone's embedding), the raw P;
 * the grid pointing game on 2 x 2 mosaics of test images of four different classes;
 * Explain Anything: boxes around single objects, their top-k concepts against that object's
-  own attributes (colour, shape, texture: never the background), beside the same ranking of
-  the raw P and of the whole image's maps (what the region adds);
+  own attributes (colour, shape, texture: never the background), beside the paper's ranking on
+  the raw maps, the same ranking of the raw P and of the whole image's maps (what the region adds);
 * local editing (``local_edits``): concepts lowered or raised in the box around the class object,
   and how often the prediction becomes the class each edit is meant to give.
 """
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.spatial.heatmaps import GradCamHeatmaps, SegmentationScores, class_heatmaps, pointing_share, upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
-from sparse_cbm.spatial.regions import bounding_box, box_region, edit_maps, grid_region, region_scores
+from sparse_cbm.spatial.regions import EDIT_UNITS, bounding_box, box_region, edit_maps, grid_region, region_scores
 from sparse_cbm.spatial.train import local_similarities
 
 log = logging.getLogger(__name__)
@@ -177,19 +178,25 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
 
 
 EDITS = ("lower_top_concept", "lower_class_concepts", "raise_runner_up", "raise_other_class")
-EDIT_UNITS = ("raw", "sd")
 
 
-def _edit_plan(weight: torch.Tensor, z_pooled: torch.Tensor, logits: torch.Tensor, other: int) -> Dict[str, tuple]:
-    """Each edit of ``local_edits``: (concept -> sign, intended class), from the final layer's weights
-    (C, |D|), one image's pooled standardised maps (|D|,) and its logits (C,)."""
+def _positive(weight: torch.Tensor, c: int) -> List[int]:
+    return torch.nonzero(weight[c] > 0).flatten().tolist()
+
+
+def _edit_plan(weight: torch.Tensor, z_pooled: torch.Tensor, logits: torch.Tensor,
+               other: Optional[int]) -> Dict[str, Optional[tuple]]:
+    """Each edit of ``local_edits``: (concept -> sign, intended class), or None where it has nothing to
+    edit; from the final layer's weights (C, |D|), one image's pooled standardised concepts (|D|,) and
+    its logits (C,)."""
     pred, runner_up = logits.topk(2).indices.tolist()
-    own = torch.nonzero(weight[pred] > 0).flatten().tolist()
-    top = int((weight[pred] * z_pooled).argmax())
-    return {"lower_top_concept": ({top: -1.0}, runner_up),
-            "lower_class_concepts": ({m: -1.0 for m in own}, runner_up),
-            "raise_runner_up": ({m: 1.0 for m in torch.nonzero(weight[runner_up] > 0).flatten().tolist()}, runner_up),
-            "raise_other_class": ({m: 1.0 for m in torch.nonzero(weight[other] > 0).flatten().tolist()}, other)}
+    own = _positive(weight, pred)
+    top = own[int((weight[pred, own] * z_pooled[own]).argmax())] if own else None
+    plans = {"lower_top_concept": ({top: -1.0}, runner_up) if own else None,
+             "lower_class_concepts": ({m: -1.0 for m in own}, runner_up) if own else None,
+             "raise_runner_up": ({m: 1.0 for m in _positive(weight, runner_up)}, runner_up),
+             "raise_other_class": None if other is None else ({m: 1.0 for m in _positive(weight, other)}, other)}
+    return {name: plan if plan and plan[0] else None for name, plan in plans.items()}
 
 
 @torch.no_grad()
@@ -201,10 +208,10 @@ def local_edits(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: flo
     An edit adds ``sign * beta * I`` to a concept's map, I the box's share of each cell: the paper's
     c[m] <- c[m] + beta I in raw map units (``units="raw"``), or ``beta`` standard deviations of the
     concept (``"sd"``, what ``sparse-cbm explain --edit`` takes). Four edits (``EDITS``), on every image
-    whose predicted class has a positive-weight concept:
+    whose predicted class has a positive-weight concept (``images``):
 
-    * ``lower_top_concept``: the concept contributing most to the prediction, lowered; meant to give
-      the runner-up class;
+    * ``lower_top_concept``: of the predicted class's positive-weight concepts, the one contributing
+      most (its weight times its pooled standardised value), lowered; meant to give the runner-up;
     * ``lower_class_concepts``: every positive-weight concept of the predicted class, lowered; meant to
       give the runner-up;
     * ``raise_runner_up``: the runner-up's positive-weight concepts, raised; meant to give the runner-up;
@@ -212,36 +219,42 @@ def local_edits(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: flo
       prediction and the runner-up, raised; meant to give that class.
 
     Per edit: ``to_intended`` (the share of images whose prediction became the intended class) and
-    ``changed`` (the share whose prediction changed at all)."""
+    ``changed`` (the share whose prediction changed at all), over the images where the edit has a
+    concept to move (a class with no positive weight cannot be raised; with two classes there is no
+    other class)."""
     if units not in EDIT_UNITS:
         raise ValueError(f"edit units must be one of {', '.join(EDIT_UNITS)}, got {units!r}")
-    weight = ev.model.fc.weight.detach()
-    scale = ev.model.fc.std if units == "sd" else torch.ones_like(ev.model.fc.std)
+    weight, fc = ev.model.fc.weight.detach(), ev.model.fc
+    scale = fc.std if units == "sd" else torch.ones_like(fc.std)
     rng = np.random.default_rng(seed)
-    hits = {name: [] for name in EDITS}
-    changed = {name: [] for name in EDITS}
+    hits: Dict[str, List[bool]] = {name: [] for name in EDITS}
+    changed: Dict[str, List[bool]] = {name: [] for name in EDITS}
+    images = 0
     for i in rows:
         objects = ev.source.object_map(int(i))
         maps = ev.maps(np.array([i]), feature_rows)
         logits = ev.model.decide(maps)[0]
         pred, runner_up = logits.topk(2).indices.tolist()
         others = [c for c in range(len(logits)) if c not in (pred, runner_up)]
-        other = int(others[rng.integers(len(others))]) if others else runner_up
-        if not bool((weight[pred] > 0).any()):
+        other = int(others[rng.integers(len(others))]) if others else None
+        if not _positive(weight, pred):
             continue
+        images += 1
         region = grid_region(box_region(objects.labels.shape, bounding_box(objects.mask(objects.class_object))),
                              maps.shape[-2:])
-        z_pooled = ev.model.standardised(maps).mean(dim=(2, 3))[0]
-        for name, (signs, intended) in _edit_plan(weight, z_pooled, logits, other).items():
+        z_pooled = ((ev.model.pool(maps) - fc.mean) / fc.std)[0]  # what the final layer weighs
+        for name, plan in _edit_plan(weight, z_pooled, logits, other).items():
+            if plan is None:
+                continue
+            signs, intended = plan
             edited = int(ev.model.decide(edit_maps(maps, scale, region, {m: s * beta for m, s in signs.items()}))
                          .argmax())
             hits[name].append(edited == intended)
             changed[name].append(edited != pred)
-    images = len(hits[EDITS[0]])
     out: Dict[str, object] = {"beta": beta, "units": units, "images": images}
     for name in EDITS:
-        out[name] = {"to_intended": round(float(np.mean(hits[name])), 4) if images else None,
-                     "changed": round(float(np.mean(changed[name])), 4) if images else None}
+        out[name] = {"to_intended": round(float(np.mean(hits[name])), 4) if hits[name] else None,
+                     "changed": round(float(np.mean(changed[name])), 4) if changed[name] else None}
     return out
 
 

@@ -52,7 +52,7 @@ class FeatureBackbone(nn.Module):
         self.reshape_transform = reshape_transform
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._trunk(images.to(model_dtype(self.modules_)))
+        return self._trunk(images.to(self.device, model_dtype(self.modules_)))
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -62,8 +62,10 @@ class SegmentationScores:
         self.foreground_aps: List[float] = []
 
     def add(self, heat: np.ndarray, mask: np.ndarray) -> None:
-        scaled = minmax(np.asarray(heat, dtype=np.float64))
-        binary = binarise(scaled, self.threshold)
+        heat = np.asarray(heat, dtype=np.float64)
+        flat = not heat.max() > heat.min()
+        scaled = minmax(heat)
+        binary = binarise(scaled, self.threshold)  # a flat map: background everywhere, as in Chefer's code
         mask = np.asarray(mask, dtype=bool)
         self.correct += int((binary == mask).sum())
         self.pixels += mask.size
@@ -72,7 +74,9 @@ class SegmentationScores:
             self.inter[c] += int(np.logical_and(pred, true).sum())
             self.union[c] += int(np.logical_or(pred, true).sum())
         truth = np.concatenate([~mask.ravel(), mask.ravel()])
-        self.aps.append(float(np.nan_to_num(average_precision_score(truth, np.concatenate([1 - scaled.ravel(),
+        # Chefer's scaling of a flat map is 0/0, and his NaN clean-up zeroes both channels: no ranking at all
+        background = np.zeros_like(scaled) if flat else 1 - scaled
+        self.aps.append(float(np.nan_to_num(average_precision_score(truth, np.concatenate([background.ravel(),
                                                                                             scaled.ravel()])))))
         if 0 < mask.sum() < mask.size:
             self.foreground_aps.append(float(average_precision_score(mask.ravel(), scaled.ravel())))

@@ -69,14 +69,17 @@ class SpatialBottleneck(nn.Module):
 
 
 class SpatialClassifier(nn.Module):
-    """Images -> logits through the feature backbone and the spatial bottleneck (what Grad-CAM explains)."""
+    """Images -> logits through the feature backbone and the spatial bottleneck (what Grad-CAM explains).
+    The maps move to the bottleneck's device (a backbone on a GPU, the trained bottleneck loaded on the
+    CPU); the move keeps the gradient Grad-CAM reads."""
 
     def __init__(self, features: nn.Module, bottleneck: SpatialBottleneck):
         super().__init__()
         self.features, self.bottleneck = features, bottleneck
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.features(images)).logits
+        maps = self.features(images)
+        return self.bottleneck(maps.to(next(self.bottleneck.parameters()).device)).logits
 
 
 class EmbeddingHead(nn.Module):
@@ -91,4 +94,6 @@ class EmbeddingHead(nn.Module):
         self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self._encode(images.to(model_dtype(self.modules_))).float(), dim=1) @ self.weight.T + self.bias
+        device = next(self.modules_.parameters()).device
+        embedding = F.normalize(self._encode(images.to(device, model_dtype(self.modules_))).float(), dim=1)
+        return embedding.to(self.weight.device) @ self.weight.T + self.bias  # the probe stays where it was fitted

@@ -72,6 +72,9 @@ def grid_region(region: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(r, grid)[0, 0]
 
 
+EDIT_UNITS = ("raw", "sd")  # an edit's beta: raw map units (the paper's), or standard deviations on train
+
+
 def edit_maps(maps: torch.Tensor, std: torch.Tensor, region_grid: torch.Tensor, edits: Dict[int, float]) -> torch.Tensor:
     """A copy of the maps (B, |D|, h, w) with concept m raised by beta * std_m in the region, for each
     (m, beta) of ``edits``."""

@@ -89,32 +89,39 @@ def test_an_unknown_solver_is_named():
 
 @pytest.mark.parametrize("alpha", [1.0, 0.9])
 @pytest.mark.parametrize("nonneg", [False, True])
-def test_the_fused_proximal_step_gives_glm_sagas_numbers(alpha, nonneg):
+@pytest.mark.parametrize("as_tensors", [False, True])  # glm_saga passes lr and lam as 0-dim float32 tensors
+def test_the_fused_proximal_step_gives_glm_sagas_bits(alpha, nonneg, as_tensors):
     import glm_saga.elasticnet as glm
 
     from sparse_cbm.bottleneck.saga import _prox
 
     torch.manual_seed(0)
-    v = torch.randn(50, 40)
+    v = torch.randn(50, 41)  # not a multiple of the vector width: the kernels' scalar tails run too
     v[0, :4] = torch.tensor([0.05, -0.05, 0.0, 0.0499])  # on and beside the threshold t = lr * lam * alpha
+    v[-1, -3:] = torch.tensor([-0.01, -0.0, 0.02])  # the last elements, inside the threshold
     lr, lam = 0.1, 0.5 / alpha
+    if as_tensors:
+        lr, lam = torch.tensor(lr), torch.tensor(lam)
     with _non_negative_prox(nonneg):
         op = glm.soft_threshold if alpha == 1 else glm.soft_threshold_with_shrinkage
         args = (lr * lam * alpha,) if alpha == 1 else (lr * lam * alpha, lr * lam * (1 - alpha))
         expected = op(v.clone(), *args)
         got = _prox(v.clone(), lr, lam, alpha, group=False)
-    assert torch.equal(got.abs(), expected.abs()) and torch.equal(got == 0, expected == 0)
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))  # bit for bit, the sign of zero too
     assert 0 < int((got == 0).sum()) < got.numel()
     if nonneg:
         assert bool((got >= 0).all())
 
 
-def test_an_operator_patched_in_by_someone_else_is_called_as_glm_saga_calls_it(monkeypatch):
+@pytest.mark.parametrize("alpha", [1.0, 0.9])
+def test_an_operator_patched_in_by_someone_else_is_called_as_glm_saga_calls_it(monkeypatch, alpha):
     import glm_saga.elasticnet as glm
 
     from sparse_cbm.bottleneck.saga import _prox
 
     calls = []
+    # glm-saga's shrink form calls soft_threshold by name: patching that one alone must reach it too
     monkeypatch.setattr(glm, "soft_threshold", lambda beta, lam: calls.append(lam) or beta * 0 + 7)
-    assert bool((_prox(torch.ones(3, 2), 0.1, 0.2, 1.0, group=False) == 7).all())
-    assert calls == [pytest.approx(0.02)]
+    out = _prox(torch.ones(3, 2), 0.1, 0.2, alpha, group=False)
+    assert torch.allclose(out, torch.full((3, 2), 7 / (1 + 0.1 * 0.2 * (1 - alpha))))
+    assert calls == [pytest.approx(0.02 * alpha)]

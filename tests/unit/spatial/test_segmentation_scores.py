@@ -60,11 +60,14 @@ def test_iou_is_pooled_over_the_dataset_not_averaged_over_images():
     assert pooled.result()["miou"] != round(per_image, 4)
 
 
-def test_a_flat_heatmap_finds_no_foreground():
+def test_a_flat_heatmap_finds_no_foreground_and_ranks_nothing():
     mask = np.zeros((4, 4), bool)
-    mask[:2] = True
+    mask[:1] = True  # a quarter of the image: a flat map's ranking would differ from none at all
     flat = mask_scores(np.ones((4, 4)), mask)
-    assert flat["pixel_accuracy"] == 0.5 and flat["miou"] == round((0 + 0.5) / 2, 4) and flat["map_foreground"] == 0.5
+    assert flat["pixel_accuracy"] == 0.75 and flat["miou"] == round((0 + 0.75) / 2, 4)
+    # Chefer's code: 0/0 scaling, NaN set to 0 in both channels, so every one of the 2 x 16 entries ties and the AP
+    # is the share of positives, 16 of 32 (scoring the background 1 - 0 would give 0.75^2 + 0.25 / 2 = 0.6875)
+    assert flat["map"] == 0.5 and flat["map_foreground"] == 0.25
     assert SegmentationScores().result() == {}
 
 
