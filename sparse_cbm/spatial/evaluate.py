@@ -184,12 +184,11 @@ def _positive(weight: torch.Tensor, c: int) -> List[int]:
     return torch.nonzero(weight[c] > 0).flatten().tolist()
 
 
-def _edit_plan(weight: torch.Tensor, z_pooled: torch.Tensor, logits: torch.Tensor,
+def _edit_plan(weight: torch.Tensor, z_pooled: torch.Tensor, pred: int, runner_up: int,
                other: Optional[int]) -> Dict[str, Optional[tuple]]:
     """Each edit of ``local_edits``: (concept -> sign, intended class), or None where it has nothing to
-    edit; from the final layer's weights (C, |D|), one image's pooled standardised concepts (|D|,) and
-    its logits (C,)."""
-    pred, runner_up = logits.topk(2).indices.tolist()
+    edit; from the final layer's weights (C, |D|), one image's pooled standardised concepts (|D|,), its
+    predicted class, runner-up and a random other class."""
     own = _positive(weight, pred)
     top = own[int((weight[pred, own] * z_pooled[own]).argmax())] if own else None
     plans = {"lower_top_concept": ({top: -1.0}, runner_up) if own else None,
@@ -243,7 +242,7 @@ def local_edits(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, beta: flo
         region = grid_region(box_region(objects.labels.shape, bounding_box(objects.mask(objects.class_object))),
                              maps.shape[-2:])
         z_pooled = ((ev.model.pool(maps) - fc.mean) / fc.std)[0]  # what the final layer weighs
-        for name, plan in _edit_plan(weight, z_pooled, logits, other).items():
+        for name, plan in _edit_plan(weight, z_pooled, pred, runner_up, other).items():
             if plan is None:
                 continue
             signs, intended = plan

@@ -229,8 +229,8 @@ def test_the_top_concept_lowered_is_one_that_raises_the_prediction():
     # class 0 weighs concept 0 at +1 and concept 2 at -3; concept 2 is absent (z -1), so it contributes +3, more
     # than concept 0 (+0.25), but lowering it would raise class 0 further: the top concept is concept 0
     weight = torch.tensor([[1.0, 0.0, -3.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    plan = _edit_plan(weight, torch.tensor([0.25, 0.2, -1.0]), torch.tensor([3.25, 0.2, 0.0]), other=2)
+    plan = _edit_plan(weight, torch.tensor([0.25, 0.2, -1.0]), pred=0, runner_up=1, other=2)
     assert plan["lower_top_concept"] == ({0: -1.0}, 1) and plan["lower_class_concepts"] == ({0: -1.0}, 1)
     assert plan["raise_runner_up"] == ({1: 1.0}, 1)
     assert plan["raise_other_class"] is None  # class 2 has no positive weight: nothing to raise, not a failure
-    assert _edit_plan(weight, torch.zeros(3), torch.tensor([3.25, 0.2, 0.0]), other=None)["raise_other_class"] is None
+    assert _edit_plan(weight, torch.zeros(3), pred=0, runner_up=1, other=None)["raise_other_class"] is None
