@@ -368,7 +368,7 @@ def test_spatial_branch_scores_heatmaps_regions_and_edits(project):
     edit = m["local_edit"]
     shares = [edit[name][key] for name in ("lower_top_concept", "lower_class_concepts", "raise_runner_up",
                                            "raise_other_class") for key in ("to_intended", "changed")]
-    # None: an edit with nothing to move on any image (the quick world has classes with no positive weight)
+    # None: an edit with nothing to move on any image (a class it would raise has no positive weight)
     assert edit["images"] > 0 and all(v is None or 0 <= v <= 1 for v in shares)
     assert edit["lower_top_concept"]["to_intended"] is not None  # every counted image has a concept to lower
     report = (root / "reports/report.md").read_text()
