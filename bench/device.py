@@ -13,11 +13,17 @@ clone of HEAD, with ``backbone.device`` and ``train.device`` set to ``--device``
 * ``embed_images``' own logged throughput on train against a bare forward of the same backbone at
   the same batch on the same device, in this process (target >= 0.8).
 
+``--given filter`` copies a stage's outputs (its outs in the committed dvc.lock) from this checkout's
+workspace into the clone instead of running it, for a machine that lacks what the stage needs (the
+filter's MiniLM package is 91 MB, more than a device machine's upload takes): run ``dvc repro
+<stage>`` here first, and ``dvc status`` says whether they match the lock. Its metrics are then
+judged only through the stages downstream that ran.
+
 Exit status 1 when a metric moved beyond its spread. ``--device cpu`` checks the script itself on
 any machine (the smoke run of tests/unit/test_bench.py: one stage).
 
-Usage: python bench/device.py [--device cuda] [--stages embed_images,train] [--target-min 8]
-       [--forward-batches 20]
+Usage: python bench/device.py [--device cuda] [--stages embed_images,train] [--given filter]
+       [--target-min 8] [--forward-batches 20]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +62,21 @@ def on_device(work: Path, device: str, env: dict) -> None:
                    check=True, capture_output=True)
 
 
+def copy_given(source: Path, work: Path, stages: list) -> None:
+    """Each of ``stages``' outs in ``work``'s dvc.lock, copied from the checkout ``source`` into ``work``."""
+    lock = yaml.safe_load((work / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+    for stage in stages:
+        if stage not in lock:
+            sys.exit(f"bench/device.py: --given {stage}: no such stage in dvc.lock ({', '.join(lock)})")
+        for out in lock[stage].get("outs", []):
+            src, dst = source / out["path"], work / out["path"]
+            if not src.exists():
+                sys.exit(f"bench/device.py: --given {stage}: {out['path']} is not in this checkout: run "
+                         f"`dvc repro {stage}` here first")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
 def bare_forward(work: Path, device: str, batches: int) -> float:
     """Images/s of the params' backbone on ``device``: ``batches`` forwards of random tensors at the
     stage's batch size, after one warm-up, synchronised."""
@@ -83,6 +105,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="where the stages compute (backbone.device, train.device)")
     parser.add_argument("--stages", default=None, help="comma-separated stages (default: every stage)")
+    parser.add_argument("--given", default="", help="comma-separated stages whose outputs are copied from this "
+                        "checkout instead of run (run `dvc repro <stage>` here first)")
+    parser.add_argument("--save-metrics", default=None, help="copy the run's declared metrics files into this folder")
     parser.add_argument("--target-min", type=float, default=8.0, help="the whole DAG's target, minutes")
     parser.add_argument("--forward-batches", type=int, default=20, help="batches timed in the bare forward")
     args = parser.parse_args(argv)
@@ -97,9 +122,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-device-") as tmp:
         work = clone_at(REPO, sha, Path(tmp) / "work")
         on_device(work, args.device, env)
-        stages = args.stages.split(",") if args.stages else stages_in_order(work)
+        given = [s for s in args.given.split(",") if s]
+        copy_given(REPO, work, given)
+        stages = [s for s in (args.stages.split(",") if args.stages else stages_in_order(work)) if s not in given]
         print(f"commit {sha[:10]}, params.yaml with backbone.device and train.device {args.device} ({name}), torch "
-              f"{torch.__version__}; each stage forced, alone, in DAG order:")
+              f"{torch.__version__}; each stage forced, alone, in DAG order"
+              + (f" ({', '.join(given)}: outputs copied from the checkout, not run)" if given else "") + ":")
         total, peak, logs, before = 0.0, 0.0, {}, written(work)
         for stage in stages:
             seconds, rss, logs[stage] = run_stage(work, stage, env)
@@ -109,6 +137,10 @@ def main(argv=None) -> None:
         print(f"whole: {total:.1f} s = {int(total // 60)} min {total % 60:.0f} s for {len(stages)} stages | largest "
               f"peak RSS {peak:.0f} MiB | target {args.target_min:g} min: {verdict}")
         now = written(work)
+        if args.save_metrics:
+            for path in sorted(p for p, stamp in now.items() if stamp is not None):
+                Path(args.save_metrics).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(work / path, Path(args.save_metrics) / path.replace("/", "__"))
         failed = judge(work, stages, {path for path, stamp in now.items() if before.get(path) != stamp})
         rate = RATE.search(logs.get("embed_images", ""))
         if "embed_images" in logs and not rate:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from bench.device import RATE, bare_forward, judge
+import pytest
+
+from bench.device import RATE, bare_forward, copy_given, judge
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,3 +57,19 @@ def test_the_rate_is_read_from_the_line_embed_images_logs():
     line = "train (%s): %d images in %.1f s (%.1f img/s), %d skipped" % ("worker 1 of 2", 1200, 33.1, 36.3, 0)
     found = RATE.search(f"00:04:18 INFO sparse_cbm.storage.image_cache: {line}")
     assert found and found.group(1) == "1200" and float(found.group(2)) == 36.3
+
+
+def test_a_given_stage_has_its_locked_outputs_copied_and_a_missing_one_is_named(tmp_path):
+    source, work = tmp_path / "checkout", tmp_path / "clone"
+    (source / "data/filtered").mkdir(parents=True)
+    (source / "data/filtered/concepts.txt").write_text("blue\nstar\n")
+    work.mkdir()
+    (work / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "filter": {"cmd": "true", "outs": [{"path": "data/filtered"}]}, "report": {"cmd": "true"}}}))
+    copy_given(source, work, ["filter"])
+    assert (work / "data/filtered/concepts.txt").read_text() == "blue\nstar\n"
+    with pytest.raises(SystemExit, match="--given embed: no such stage in dvc.lock"):
+        copy_given(source, work, ["embed"])
+    (work / "dvc.lock").write_text(yaml.safe_dump({"stages": {"filter": {"outs": [{"path": "data/other"}]}}}))
+    with pytest.raises(SystemExit, match="data/other is not in this checkout: run `dvc repro filter` here first"):
+        copy_given(source, work, ["filter"])
