@@ -160,7 +160,7 @@ def _train(concept_embeddings, num_classes, logit_scale, train, val, loss, param
            max_steps) -> TrainResult:
     device = torch.device(device)
     torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU for any device: the same draws (sample_gumbel)
     order_rng = np.random.default_rng(seed)
     model = ConceptBottleneck(concept_embeddings, num_classes, logit_scale).to(device)
     if params.form == "faithful":

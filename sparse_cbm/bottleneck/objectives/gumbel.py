@@ -25,9 +25,14 @@ FAITHFUL_RELEASED_ERROR = ("train.form: faithful pairs CBL output m with concept
 
 def sample_gumbel(shape, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
     """i.i.d. Gumbel(0, 1) noise: -log(-log U), U ~ Uniform(0, 1), computed in place (on a CPU,
-    torch draws uniforms about 5x faster than exponentials)."""
-    u = torch.rand(shape, generator=generator, device=device)
-    return u.clamp_min_(torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
+    torch draws uniforms about 5x faster than exponentials), on ``generator``'s device, then moved to
+    ``device``. Training hands a CPU generator whatever its device, so that a seed draws the same noise
+    on a GPU as on a CPU: CUDA's Philox stream is not the CPU's Mersenne Twister, and a Gumbel run
+    on a GPU otherwise trains on another seed's noise (bench/device.py saw it move the compare grid)."""
+    where = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=where)
+    u = u.clamp_min_(torch.finfo(u.dtype).tiny).log_().neg_().log_().neg_()
+    return u if device is None else u.to(device)
 
 
 def gumbel_contrastive_loss(S: torch.Tensor, alpha: float, tau: float, hard: bool = False,

@@ -158,3 +158,12 @@ def test_tau_schedules_start_and_end_where_asked(schedule):
     assert tau_at(0, 1, 2.0, 0.1, "constant") == 2.0
     with pytest.raises(ValueError, match="unknown tau schedule"):
         tau_at(0, 5, 1.0, 0.5, "cubic")
+
+
+def test_gumbel_noise_for_another_device_is_the_cpu_draw_moved():
+    here, there = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    cpu = sample_gumbel((3, 4), here)
+    moved = sample_gumbel((3, 4), there, device="meta")
+    assert moved.device.type == "meta" and moved.shape == cpu.shape and moved.dtype == cpu.dtype
+    # the same stream was consumed: the next draws agree
+    assert torch.equal(torch.rand(5, generator=here), torch.rand(5, generator=there))

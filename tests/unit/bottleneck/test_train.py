@@ -104,3 +104,21 @@ def test_every_objective_learns_the_planted_concepts(world):
         assert m["top1"] > 0.5, (name, m)
     dense = results["contrastive"]["concepts_for_90pct_mass"]
     assert results["l1"]["concepts_for_90pct_mass"] < 0.8 * dense
+
+
+def test_gumbel_noise_comes_from_a_cpu_generator_whatever_the_device(world, monkeypatch):
+    # CUDA's Philox stream is not the CPU's: a GPU run drew another seed's noise (bench/device.py's compare
+    # grid moved). Training on another device ("meta" stands in) hands the objective a CPU generator.
+    import sparse_cbm.bottleneck.train as train_module
+
+    seen = []
+
+    def first_step(model, x, y, loss, p, tau, generator):
+        seen.append((x.device.type, generator.device.type))
+        raise StopIteration
+
+    monkeypatch.setattr(train_module, "batch_losses", first_step)
+    w, train, val, _ = world
+    with pytest.raises(StopIteration):
+        train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss="gumbel", params=params(), device="meta")
+    assert seen == [("meta", "cpu")]
