@@ -23,7 +23,7 @@ Exit status 1 when a metric moved beyond its spread. ``--device cpu`` checks the
 any machine (the smoke run of tests/unit/test_bench.py: one stage).
 
 Usage: python bench/device.py [--device cuda] [--stages embed_images,train] [--given filter]
-       [--target-min 8] [--forward-batches 20]
+       [--num-workers 15] [--target-min 8] [--forward-batches 20] [--save-metrics DIR]
 """
 
 from __future__ import annotations
@@ -53,11 +53,13 @@ SMOKE_ARGS = ["--device", "cpu", "--stages", "concepts", "--forward-batches", "1
 RATE = re.compile(r"train \([^)]*\): (\d+) images in [\d.]+ s \(([\d.]+) img/s\)")  # image_cache.py's log line
 
 
-def on_device(work: Path, device: str, env: dict) -> None:
-    """``backbone.device`` and ``train.device`` of the clone's params.yaml set to ``device`` (a profile)."""
+def on_device(work: Path, device: str, env: dict, num_workers=None) -> None:
+    """``backbone.device`` and ``train.device`` of the clone's params.yaml set to ``device`` (a profile),
+    and ``backbone.num_workers`` to ``num_workers`` when given."""
     profile = work / ".dvc" / "tmp" / "device-profile.yaml"
     profile.parent.mkdir(parents=True, exist_ok=True)
-    profile.write_text(yaml.safe_dump({"backbone": {"device": device}, "train": {"device": device}}))
+    backbone = {"device": device, **({} if num_workers is None else {"num_workers": num_workers})}
+    profile.write_text(yaml.safe_dump({"backbone": backbone, "train": {"device": device}}))
     subprocess.run([sys.executable, "-m", "sparse_cbm_app.cli", "params", "apply", str(profile)], cwd=work, env=env,
                    check=True, capture_output=True)
 
@@ -107,6 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--stages", default=None, help="comma-separated stages (default: every stage)")
     parser.add_argument("--given", default="", help="comma-separated stages whose outputs are copied from this "
                         "checkout instead of run (run `dvc repro <stage>` here first)")
+    parser.add_argument("--num-workers", type=int, default=None, help="backbone.num_workers for the run: DataLoader "
+                        "processes drawing the images (default: params.yaml's; the H200 run, at 0, was bound by them)")
     parser.add_argument("--save-metrics", default=None, help="copy the run's declared metrics files into this folder")
     parser.add_argument("--target-min", type=float, default=8.0, help="the whole DAG's target, minutes")
     parser.add_argument("--forward-batches", type=int, default=20, help="batches timed in the bare forward")
@@ -121,7 +125,7 @@ def main(argv=None) -> None:
     env = {**env_for_children(), "DVC_NO_ANALYTICS": "1"}
     with tempfile.TemporaryDirectory(prefix="bench-device-") as tmp:
         work = clone_at(REPO, sha, Path(tmp) / "work")
-        on_device(work, args.device, env)
+        on_device(work, args.device, env, args.num_workers)
         given = [s for s in args.given.split(",") if s]
         copy_given(REPO, work, given)
         stages = [s for s in (args.stages.split(",") if args.stages else stages_in_order(work)) if s not in given]

@@ -12,7 +12,7 @@ import yaml
 
 import pytest
 
-from bench.device import RATE, bare_forward, copy_given, judge
+from bench.device import RATE, bare_forward, copy_given, judge, on_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,3 +73,12 @@ def test_a_given_stage_has_its_locked_outputs_copied_and_a_missing_one_is_named(
     (work / "dvc.lock").write_text(yaml.safe_dump({"stages": {"filter": {"outs": [{"path": "data/other"}]}}}))
     with pytest.raises(SystemExit, match="data/other is not in this checkout: run `dvc repro filter` here first"):
         copy_given(source, work, ["filter"])
+
+
+def test_the_device_profile_sets_the_devices_and_the_loader_workers_only_when_asked(tmp_path, monkeypatch):
+    applied = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: applied.append(yaml.safe_load(Path(cmd[-1]).read_text())))
+    on_device(tmp_path, "cuda", {})
+    on_device(tmp_path, "cuda:1", {}, num_workers=15)
+    assert applied == [{"backbone": {"device": "cuda"}, "train": {"device": "cuda"}},
+                       {"backbone": {"device": "cuda:1", "num_workers": 15}, "train": {"device": "cuda:1"}}]
