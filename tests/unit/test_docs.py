@@ -179,6 +179,24 @@ def test_the_results_tables_are_the_committed_metrics():
                                                                       "gradcampp_probe", "layercam_probe", "raw_p")]
 
 
+def test_the_readme_salf_table_is_the_docs_table_and_names_params_that_exist():
+    import yaml
+
+    readme = table_rows((REPO / "README.md").read_text(encoding="utf-8"), "| # | point | paper | ours (default) |")
+    docs = table_rows((REPO / "docs/salf-cbm.md").read_text(encoding="utf-8"), "| # | point | paper | release |")
+    assert [row[0] for row in readme] == [row[0] for row in docs] == [str(i) for i in range(1, len(docs) + 1)]
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for row in readme:
+        for name in re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", row[4]):
+            node = params
+            for key in name.split("."):
+                assert isinstance(node, dict) and key in node, f"README SALF row {row[0]}: no param {name}"
+                node = node[key]
+            assert f"`{name}`" in docs[int(row[0]) - 1][5], f"row {row[0]}: {name} not in docs/salf-cbm.md's row"
+        if row[4] == "open":
+            assert docs[int(row[0]) - 1][5] == "none yet", f"row {row[0]} is open in the README only"
+
+
 # ---------------------------------------------------------------------------------------------------- links
 
 
