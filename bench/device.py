@@ -75,6 +75,12 @@ def copy_given(source: Path, work: Path, stages: list) -> None:
             if not src.exists():
                 sys.exit(f"bench/device.py: --given {stage}: {out['path']} is not in this checkout: run "
                          f"`dvc repro {stage}` here first")
+            files = sum(1 for f in src.rglob("*") if f.is_file()) if src.is_dir() else 1
+            if out.get("nfiles") not in (None, files):
+                sys.exit(f"bench/device.py: --given {stage}: {out['path']} holds {files} files, the lock "
+                         f"{out['nfiles']}: run `dvc repro {stage}` here first")
+            if dst.is_dir():
+                shutil.rmtree(dst)
             dst.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
 
@@ -110,8 +116,9 @@ def main(argv=None) -> None:
     parser.add_argument("--given", default="", help="comma-separated stages whose outputs are copied from this "
                         "checkout instead of run (run `dvc repro <stage>` here first)")
     parser.add_argument("--num-workers", type=int, default=None, help="backbone.num_workers for the run: DataLoader "
-                        "processes drawing the images (default: params.yaml's; the H200 run, at 0, was bound by them)")
-    parser.add_argument("--save-metrics", default=None, help="copy the run's declared metrics files into this folder")
+                        "processes drawing the images (default: params.yaml's; with 0, the H200 run was bound by "
+                        "drawing images in the stage's own process)")
+    parser.add_argument("--save-metrics", default=None, help="copy the metrics files the run rewrote into this folder")
     parser.add_argument("--target-min", type=float, default=8.0, help="the whole DAG's target, minutes")
     parser.add_argument("--forward-batches", type=int, default=20, help="batches timed in the bare forward")
     args = parser.parse_args(argv)
@@ -142,7 +149,7 @@ def main(argv=None) -> None:
               f"peak RSS {peak:.0f} MiB | target {args.target_min:g} min: {verdict}")
         now = written(work)
         if args.save_metrics:
-            for path in sorted(p for p, stamp in now.items() if stamp is not None):
+            for path in sorted(p for p, stamp in now.items() if stamp is not None and before.get(p) != stamp):
                 Path(args.save_metrics).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(work / path, Path(args.save_metrics) / path.replace("/", "__"))
         failed = judge(work, stages, {path for path, stamp in now.items() if before.get(path) != stamp})

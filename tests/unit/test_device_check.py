@@ -1,6 +1,6 @@
 """``bench/device.py``'s parts that its CPU smoke run (tests/unit/test_bench.py, one stage with no
-metrics) does not reach: the judgement of a rerun's metrics, the bare forward, and the stage log
-line it reads the embedding rate from."""
+metrics) does not reach: the judgement of a rerun's metrics, the bare forward, the stage log line it
+reads the embedding rate from, the copy of a given stage's outputs and the clone's device profile."""
 
 from __future__ import annotations
 
@@ -63,13 +63,25 @@ def test_a_given_stage_has_its_locked_outputs_copied_and_a_missing_one_is_named(
     source, work = tmp_path / "checkout", tmp_path / "clone"
     (source / "data/filtered").mkdir(parents=True)
     (source / "data/filtered/concepts.txt").write_text("blue\nstar\n")
-    work.mkdir()
-    (work / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "filter": {"cmd": "true", "outs": [{"path": "data/filtered"}]}, "report": {"cmd": "true"}}}))
+    (source / "metrics").mkdir()
+    (source / "metrics/filter.json").write_text('{"kept": 2}')
+    (work / "data/filtered").mkdir(parents=True)  # a destination already there (an out tracked by git) is replaced
+    (work / "data/filtered/stale.txt").write_text("old")
+    (work / "metrics").mkdir()
+    (work / "metrics/filter.json").write_text('{"kept": 9}')
+    lock = {"filter": {"cmd": "true", "outs": [{"path": "data/filtered", "nfiles": 1}, {"path": "metrics/filter.json"}]},
+            "report": {"cmd": "true"}}
+    (work / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}))
     copy_given(source, work, ["filter"])
+    assert sorted(p.name for p in (work / "data/filtered").iterdir()) == ["concepts.txt"]
     assert (work / "data/filtered/concepts.txt").read_text() == "blue\nstar\n"
+    assert (work / "metrics/filter.json").read_text() == '{"kept": 2}'
     with pytest.raises(SystemExit, match="--given embed: no such stage in dvc.lock"):
         copy_given(source, work, ["embed"])
+    lock["filter"]["outs"][0]["nfiles"] = 3  # the checkout's outputs are not the lock's
+    (work / "dvc.lock").write_text(yaml.safe_dump({"stages": lock}))
+    with pytest.raises(SystemExit, match="data/filtered holds 1 files, the lock 3: run `dvc repro filter` here first"):
+        copy_given(source, work, ["filter"])
     (work / "dvc.lock").write_text(yaml.safe_dump({"stages": {"filter": {"outs": [{"path": "data/other"}]}}}))
     with pytest.raises(SystemExit, match="data/other is not in this checkout: run `dvc repro filter` here first"):
         copy_given(source, work, ["filter"])

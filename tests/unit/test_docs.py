@@ -193,8 +193,7 @@ def test_the_readme_salf_table_is_the_docs_table_and_names_params_that_exist():
                 assert isinstance(node, dict) and key in node, f"README SALF row {row[0]}: no param {name}"
                 node = node[key]
             assert f"`{name}`" in docs[int(row[0]) - 1][5], f"row {row[0]}: {name} not in docs/salf-cbm.md's row"
-        if row[4] == "open":
-            assert docs[int(row[0]) - 1][5] == "none yet", f"row {row[0]} is open in the README only"
+        assert (row[4] == "open") == (docs[int(row[0]) - 1][5] == "none yet"), f"row {row[0]}: open in one table only"
 
 
 # ---------------------------------------------------------------------------------------------------- links

@@ -161,6 +161,11 @@ def test_tau_schedules_start_and_end_where_asked(schedule):
 
 
 def test_gumbel_noise_for_another_device_is_the_cpu_draw_moved():
+    # the CPU values are -log(-log U) of the generator's uniforms, as before the change
+    u = torch.rand((3, 4), generator=torch.Generator().manual_seed(9)).clamp_min(torch.finfo(torch.float32).tiny)
+    expected = -(-u.log()).log()
+    assert torch.equal(sample_gumbel((3, 4), torch.Generator().manual_seed(9)), expected)
+    assert torch.equal(sample_gumbel((3, 4), torch.Generator().manual_seed(9), device="cpu"), expected)
     here, there = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
     cpu = sample_gumbel((3, 4), here)
     moved = sample_gumbel((3, 4), there, device="meta")

@@ -113,12 +113,15 @@ def test_gumbel_noise_comes_from_a_cpu_generator_whatever_the_device(world, monk
 
     seen = []
 
+    class FirstStep(Exception):
+        pass
+
     def first_step(model, x, y, loss, p, tau, generator):
         seen.append((x.device.type, generator.device.type))
-        raise StopIteration
+        raise FirstStep
 
     monkeypatch.setattr(train_module, "batch_losses", first_step)
     w, train, val, _ = world
-    with pytest.raises(StopIteration):
+    with pytest.raises(FirstStep):
         train_bottleneck(w.concept_text, 10, 100.0, train[:2], val[:2], loss="gumbel", params=params(), device="meta")
     assert seen == [("meta", "cpu")]
