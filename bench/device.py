@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.dag import run_stage, stages_in_order  # noqa: E402
-from sparse_cbm_app.cli.lockcheck import judge_by_metrics, tolerances  # noqa: E402
+from sparse_cbm_app.cli.lockcheck import judge_by_metrics, outputs, tolerances  # noqa: E402
 from sparse_cbm_app.cli.repo import clone_at, env_for_children, git, reader  # noqa: E402
 from sparse_cbm_app.cli.tolerances import SPREAD_FILE, Tolerances  # noqa: E402
 
@@ -70,14 +70,14 @@ def copy_given(source: Path, work: Path, stages: list) -> None:
     for stage in stages:
         if stage not in lock:
             sys.exit(f"bench/device.py: --given {stage}: no such stage in dvc.lock ({', '.join(lock)})")
-        for out in lock[stage].get("outs", []):
-            src, dst = source / out["path"], work / out["path"]
+        for path, out in outputs(lock[stage]).items():
+            src, dst = source / path, work / path
             if not src.exists():
-                sys.exit(f"bench/device.py: --given {stage}: {out['path']} is not in this checkout: run "
+                sys.exit(f"bench/device.py: --given {stage}: {path} is not in this checkout: run "
                          f"`dvc repro {stage}` here first")
             files = sum(1 for f in src.rglob("*") if f.is_file()) if src.is_dir() else 1
             if out.get("nfiles") not in (None, files):
-                sys.exit(f"bench/device.py: --given {stage}: {out['path']} holds {files} files, the lock "
+                sys.exit(f"bench/device.py: --given {stage}: {path} holds {files} files, the lock "
                          f"{out['nfiles']}: run `dvc repro {stage}` here first")
             if dst.is_dir():
                 shutil.rmtree(dst)
@@ -147,12 +147,12 @@ def main(argv=None) -> None:
         verdict = "met" if total <= 60 * args.target_min else "missed"
         print(f"whole: {total:.1f} s = {int(total // 60)} min {total % 60:.0f} s for {len(stages)} stages | largest "
               f"peak RSS {peak:.0f} MiB | target {args.target_min:g} min: {verdict}")
-        now = written(work)
+        rewritten = {path for path, stamp in written(work).items() if before.get(path) != stamp}
         if args.save_metrics:
-            for path in sorted(p for p, stamp in now.items() if stamp is not None and before.get(p) != stamp):
-                Path(args.save_metrics).mkdir(parents=True, exist_ok=True)
+            Path(args.save_metrics).mkdir(parents=True, exist_ok=True)
+            for path in sorted(p for p in rewritten if (work / p).exists()):
                 shutil.copy2(work / path, Path(args.save_metrics) / path.replace("/", "__"))
-        failed = judge(work, stages, {path for path, stamp in now.items() if before.get(path) != stamp})
+        failed = judge(work, stages, rewritten)
         rate = RATE.search(logs.get("embed_images", ""))
         if "embed_images" in logs and not rate:
             print("embed_images ran but logged no rate on train: no throughput line")
