@@ -7,7 +7,7 @@ that implement them, so a name is defined once.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Dict, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ from sparse_cbm.runtime.schema import StrictModel
 LOSSES = tuple(OBJECTIVES)
 FORMS = ("paper", "faithful")  # train.form: as published, or CBL unit m tied to concept m and final weights >= 0
 FINAL_LAYERS = ("dense", "sparse")  # train.final_layer
+MAX_NEC_FACTOR = 1.5  # a path stops after its first point with NEC above this many times the target
 
 
 class GumbelParams(StrictModel):
@@ -69,6 +70,9 @@ class SparseLayerParams(StrictModel):
     target_nec: float = Field(5.0, gt=0.0, description="the path point kept: the densest whose NEC (non-zero weights "
                                                        "per class) is at most this; the path stops past 1.5x it")
     batch_size: int = Field(256, gt=0, description="rows per SAGA step")
+    lam: Optional[float] = Field(None, gt=0.0, description="Label-free CBM's single lambda (its `--lam`, 0.0007): "
+                                 "fit lam / alpha only, as its glm_saga(epsilon=1, k=1) call, and keep that point "
+                                 "whatever its NEC; `null`: the path, kept at `target_nec`")
     solver: Literal[SOLVERS] = Field(  # type: ignore[valid-type]
         "fast", description="who runs the SAGA epochs: `fast` (glm-saga's algorithm with its gradients as matrix "
         "products, the same iterates up to rounding) | `glm-saga` (its own loop, the reference)")
@@ -78,6 +82,19 @@ class SparseLayerParams(StrictModel):
         "classes alike the one whose CLIP score moves more wins; `auto`: `shared` for the faithful form's units "
         "(CLIP scores, on one scale), `concept` for the paper's form and SALF-CBM's maps "
         "(docs/methods.md#two-final-layers-dense-and-sparse)")
+
+
+    def path_arguments(self) -> Dict[str, Any]:
+        """The lambdas ``sparse_layer.fit_sparse_path`` runs: LF-CBM's one (``lam``), or the path."""
+        if self.lam is not None:  # glm_saga: max_lam = max_reg / max(0.001, alpha); epsilon 1, k 1: that one
+            return {"lambdas": [self.lam / max(0.001, self.alpha)], "max_nec": None}
+        return {"path_points": self.path_points, "epsilon": self.epsilon,
+                "max_nec": MAX_NEC_FACTOR * self.target_nec}
+
+    def kept_nec(self) -> Optional[float]:
+        """The NEC budget the kept point is chosen within (``SparsePath.require_concepts``); None: a
+        single lambda's point, whatever its NEC."""
+        return None if self.lam is not None else self.target_nec
 
 
 class EarlyStoppingParams(StrictModel):

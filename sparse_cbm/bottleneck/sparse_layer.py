@@ -113,9 +113,12 @@ class SparsePath:
         """The layer at ``index_closest(target_nec)``, as fitted (no truncation)."""
         return self.layer(self.index_closest(target_nec))
 
-    def index_within(self, max_nec: float = 5.0) -> int:
+    def index_within(self, max_nec: Optional[float] = 5.0) -> int:
         """The densest point whose NEC is at most ``max_nec`` (ties: the best val top-1); the sparsest
-        point when none is (a sparsity budget, where ``index_closest`` may overshoot it)."""
+        point when none is (a sparsity budget, where ``index_closest`` may overshoot it). ``None``: the
+        last point (a single lambda's, LF-CBM's choice: no budget)."""
+        if max_nec is None:
+            return len(self.points) - 1
         within = [i for i, p in enumerate(self.points) if p.nec <= max_nec + 1e-9]
         if not within:
             return min(range(len(self.points)), key=lambda i: self.points[i].nec)
@@ -124,14 +127,20 @@ class SparsePath:
             return (-p.nec, -(p.val_top1 if not math.isnan(p.val_top1) else -math.inf), i)
         return min(within, key=key)
 
-    def choose_within(self, max_nec: float = 5.0) -> StandardizedLinear:
+    def choose_within(self, max_nec: Optional[float] = 5.0) -> StandardizedLinear:
         """The layer at ``index_within(max_nec)``: what the train stage keeps for ``target_nec``."""
         return self.layer(self.index_within(max_nec))
 
-    def require_concepts(self, max_nec: float, what: str, rows: int) -> StandardizedLinear:
+    def require_concepts(self, max_nec: Optional[float], what: str, rows: int) -> StandardizedLinear:
         """``choose_within(max_nec)``, refused when it uses no concept at all (NEC 0: every class decided by its
         bias, top-1 at chance), with what to change."""
         i = self.index_within(max_nec)
+        if self.points[i].nec == 0 and max_nec is None:
+            raise TrainingError(
+                f"{what}: the sparse final layer uses no concept (NEC 0, top-1 at chance) at {what}.sparse.lam "
+                f"{self.points[i].lam * max(0.001, self.alpha):.3g} (lambda {self.points[i].lam:.3g}); every weight is "
+                f"zero from lambda {self.max_lambda:.3g} on, on these {rows} train images: lower {what}.sparse.lam, or "
+                f"set it to null for the path")
         if self.points[i].nec == 0:
             denser = min((p.nec for p in self.points if p.nec > 0), default=0.0)
             raise TrainingError(

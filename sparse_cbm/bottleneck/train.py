@@ -30,7 +30,6 @@ from sparse_cbm.bottleneck.sparsity import concepts_for_mass, fraction_below
 from sparse_cbm.runtime.cpus import threads_for
 
 log = logging.getLogger(__name__)
-MAX_NEC_FACTOR = 1.5  # the path stops after its first point with NEC above this many times the target
 
 
 def batch_losses(model: ConceptBottleneck, x: torch.Tensor, y: torch.Tensor, loss: str, params: TrainParams,
@@ -119,10 +118,9 @@ def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], 
     def activations(x):
         return model(x).activations
 
-    return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, path_points=sp.path_points,
-                           epsilon=sp.epsilon, max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
-                           batch_size=sp.batch_size, seed=seed, device=str(device),
-                           max_nec=MAX_NEC_FACTOR * sp.target_nec, nonneg=params.form == "faithful",
+    return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, **sp.path_arguments(),
+                           max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
+                           batch_size=sp.batch_size, seed=seed, device=str(device), nonneg=params.form == "faithful",
                            scale=resolve_scale(sp.scale, params.form == "faithful"), solver=sp.solver)
 
 
@@ -130,9 +128,9 @@ def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np
                            val: Tuple[np.ndarray, np.ndarray], params: TrainParams, seed: int,
                            device) -> List[Dict[str, float]]:
     """Replace the model's final layer by the sparse one: the densest path point whose NEC is at most
-    ``params.sparse.target_nec``. Returns the path: lambda, NEC, train and val top-1 of every point."""
+    ``params.sparse.target_nec`` (or LF-CBM's single lambda, ``params.sparse.lam``). Returns the path: lambda, NEC, train and val top-1 of every point."""
     path = sparse_path(model, train, val, params, seed, device)
-    layer = path.require_concepts(params.sparse.target_nec, "train", len(train[1]))
+    layer = path.require_concepts(params.sparse.kept_nec(), "train", len(train[1]))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std).to(device)
     return path.summary()
 

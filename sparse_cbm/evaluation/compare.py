@@ -190,5 +190,5 @@ def _fit(concept_embeddings, num_classes, logit_scale, train, val, test, loss, p
     if "dense" in final_layers:
         out["dense"] = (dense, anec)
     if "sparse" in final_layers:
-        out["sparse"] = (with_layer(dense, path.choose_within(params.sparse.target_nec)), anec)
+        out["sparse"] = (with_layer(dense, path.choose_within(params.sparse.kept_nec())), anec)
     return out

@@ -131,12 +131,11 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
         train_rows = _pooled_rows(model, features, feature_shape, Path(tmp), "train")
         val_rows = _pooled_rows(model, val[0], feature_shape, Path(tmp), "val")
         path = fit_sparse_path(lambda a: a, (train_rows, labels), (val_rows, val[1]), num_classes, alpha=sparse.alpha,
-                               path_points=sparse.path_points, epsilon=sparse.epsilon, max_epochs=sparse.max_epochs,
-                               lr=sparse.lr, tol=sparse.tol, batch_size=sparse.batch_size, seed=seed,
-                               device=str(device), max_nec=1.5 * sparse.target_nec,
+                               **sparse.path_arguments(), max_epochs=sparse.max_epochs, lr=sparse.lr, tol=sparse.tol,
+                               batch_size=sparse.batch_size, seed=seed, device=str(device),
                                scale=resolve_scale(sparse.scale, units_are_clip_scores=False),
                                solver=sparse.solver)
         del train_rows, val_rows
-    layer = path.require_concepts(sparse.target_nec, "spatial", len(labels))
+    layer = path.require_concepts(sparse.kept_nec(), "spatial", len(labels))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)
     return path.summary()

@@ -331,3 +331,47 @@ def test_a_layer_that_uses_no_concept_is_refused_with_what_to_change(hand_path):
                            max_lambda=4.0, table="memory")
     with pytest.raises(TrainingError, match="lower spatial.sparse.epsilon or add train images"):
         only_zero.require_concepts(5.0, "spatial", 32)
+
+
+def test_a_single_lambda_is_label_free_cbms_glm_saga_call():
+    """``lam`` set: one point at lam / alpha, the weights of LF-CBM's own call (train_cbm.py:
+    glm_saga(linear, loader, 0.1, n_iters, 0.99, epsilon=1, k=1, metadata={"max_reg": {"nongrouped": lam}}))
+    on the same standardised rows, and that point is kept whatever its NEC."""
+    from glm_saga.elasticnet import glm_saga
+
+    from sparse_cbm.bottleneck.config import SparseLayerParams
+
+    x, y = multinomial_problem(n=300, d=12, c=3, seed=2)
+    params = SparseLayerParams(lam=0.02, target_nec=0.5, max_epochs=40, batch_size=64)
+    assert params.path_arguments() == {"lambdas": [pytest.approx(0.02 / 0.99)], "max_nec": None}
+    assert params.kept_nec() is None
+    ours = fit_sparse_path(identity, (x, y), None, 3, alpha=params.alpha, **params.path_arguments(),
+                           max_epochs=params.max_epochs, lr=params.lr, tol=params.tol, batch_size=params.batch_size,
+                           seed=0, solver="glm-saga")
+    assert len(ours.points) == 1 and ours.points[0].lam == pytest.approx(0.02 / 0.99)
+    kept = ours.require_concepts(params.kept_nec(), "spatial", len(y))
+    assert kept.nec == ours.points[0].nec > params.target_nec  # no NEC budget: LF-CBM keeps its one point
+    torch.manual_seed(0)  # fit_sparse_path seeds torch before the loader's blocks are drawn
+    linear = torch.nn.Linear(12, 3)
+    linear.weight.data.zero_()
+    linear.bias.data.zero_()
+    prep = Standardised(identity, ours.mean, ours.std)
+    loader = BlockLoader(x, y, 64, shuffle=True, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = glm_saga(linear, loader, params.lr, params.max_epochs, params.alpha, epsilon=1, k=1, do_zero=False,
+                          metadata={"max_reg": {"nongrouped": 0.02}}, n_ex=len(y), n_classes=3, tol=params.tol,
+                          preprocess=prep, verbose=False)["path"][0]
+    assert float(theirs["lam"]) == pytest.approx(ours.points[0].lam)
+    torch.testing.assert_close(ours.points[0].weight, theirs["weight"].float(), atol=1e-6, rtol=0)
+
+
+def test_a_single_lambda_that_selects_nothing_is_refused_with_what_to_change():
+    from sparse_cbm.errors import TrainingError
+
+    x, y = multinomial_problem(n=200, d=8, c=3, seed=3)
+    path = fit_sparse_path(identity, (x, y), None, 3, alpha=0.99, lambdas=[10.0], max_epochs=5, batch_size=64)
+    assert path.points[0].nec == 0
+    with pytest.raises(TrainingError, match=r"NEC 0, top-1 at chance\) at spatial.sparse.lam 9.9.*lower "
+                                            r"spatial.sparse.lam, or set it to null"):
+        path.require_concepts(None, "spatial", len(y))
