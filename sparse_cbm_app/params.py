@@ -362,7 +362,10 @@ class SpatialParams(_Strict):
                             "of its heatmap), `max`, or `softmax` (the authors' release: each location weighted by "
                             "the softmax of the map; the paper does not say)")
     epochs: int = Field(20, gt=0, description="epochs of the 1 x 1 convolution (Adam)")
-    train_batch_size: int = Field(64, gt=1, description="images a batch when training the 1 x 1 convolution")
+    train_batch_size: Optional[int] = Field(64, gt=1, description="images a batch when training the 1 x 1 "
+                                            "convolution, the columns of eq. 1 centred over the batch; `null`: every "
+                                            "prompted image in one step an epoch, centred over all N as the paper "
+                                            "writes eq. 1 (streamed: three passes over the cache a step)")
     lr: float = Field(1e-3, gt=0, description="its learning rate")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
                                                                        "`train.sparse`; `scale: auto` is `concept`)")

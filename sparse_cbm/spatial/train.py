@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,9 +21,11 @@ from tqdm import tqdm
 from sparse_cbm.bottleneck.config import SparseLayerParams
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
+from sparse_cbm.spatial.full_batch import chunk_bounds, full_batch_cos3_backward
 from sparse_cbm.spatial.model import SpatialBottleneck
 
 log = logging.getLogger(__name__)
+FULL_BATCH_CHUNK = 64  # prompted images a chunk when eq. 1 runs over all N (memory: a chunk's maps and P)
 
 
 def local_similarities(prompted: torch.Tensor, concepts: torch.Tensor, grid: int) -> torch.Tensor:
@@ -47,64 +49,93 @@ def _rows(array, idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array[np.sort(idx)], dtype=np.float32))
 
 
+class _PStatistics:
+    """P's mean and spread per concept over every prompted copy (to draw P itself as a heatmap)."""
+
+    def __init__(self, concepts: int):
+        self.total = torch.zeros(concepts, dtype=torch.float64)
+        self.squares = torch.zeros(concepts, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, p: torch.Tensor) -> None:
+        flat = p.detach().transpose(0, 1).reshape(p.shape[1], -1).double().cpu()
+        self.total += flat.sum(1)
+        self.squares += (flat ** 2).sum(1)
+        self.count += flat.shape[1]
+
+    def result(self) -> Tuple[np.ndarray, np.ndarray]:
+        mean = (self.total / max(self.count, 1)).numpy()
+        std = np.sqrt(np.maximum((self.squares / max(self.count, 1)).numpy() - mean ** 2, 1e-12))
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
 def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, prompted_rows: np.ndarray,
                   concept_embeddings: np.ndarray, train_labels: np.ndarray, val: Tuple[object, np.ndarray],
-                  num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: int, lr: float,
+                  num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: Optional[int], lr: float,
                   sparse: SparseLayerParams, seed: int = 0, device: str = "cpu") -> SpatialTrainResult:
     """``features``: rows (N_train, C * h * w) of every train image (array or ``NpyRows``); ``prompted``: rows
-    (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``)."""
+    (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``). ``batch_size``
+    None: eq. 1 over every prompted image at once, a step an epoch (``full_batch``)."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    channels = feature_shape[0]
-    concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32))
-    model = SpatialBottleneck(channels, len(concepts), num_classes, grid, pooling).to(device)
+    concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32)).to(device)
+    model = SpatialBottleneck(feature_shape[0], len(concepts), num_classes, grid, pooling).to(device)
     opt = torch.optim.Adam(model.conv.parameters(), lr=lr)
-    k = grid * grid
-    n = len(prompted_rows)
+    k, n = grid * grid, len(prompted_rows)
+    p_stats = _PStatistics(len(concepts))
+
+    def batch(chosen: np.ndarray, grad: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The concept maps and P of the prompted images ``chosen`` (sorted), flattened to (B, |D| h w)."""
+        copies = np.concatenate([np.arange(i * k, (i + 1) * k) for i in chosen])
+        p = local_similarities(_rows(prompted, copies).reshape(len(chosen), k, -1).to(device), concepts, grid)
+        feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
+        with torch.set_grad_enabled(grad):
+            maps = model.concept_maps(feats)
+        return maps.reshape(len(chosen), -1), p.reshape(len(chosen), -1)
+
     steps: List[Dict[str, float]] = []
     similarity = float("nan")
-    p_sum = torch.zeros(len(concepts), dtype=torch.float64)
-    p_sq = torch.zeros(len(concepts), dtype=torch.float64)
-    p_count = 0
-    total = math.ceil(n / batch_size) * epochs
+    full = batch_size is None
+    bounds = chunk_bounds(n, FULL_BATCH_CHUNK) if full else None
+    total = epochs if full else math.ceil(n / batch_size) * epochs
     with tqdm(total=total, desc="train spatial", unit="step") as bar:
         for epoch in range(1, epochs + 1):
-            order = rng.permutation(n)
             sims = []
-            for lo in range(0, n, batch_size):
-                chosen = np.sort(order[lo:lo + batch_size])
-                if len(chosen) < 2 and epoch > 1:
-                    continue
-                copies = np.concatenate([np.arange(i * k, (i + 1) * k) for i in chosen])
-                p = local_similarities(_rows(prompted, copies).reshape(len(chosen), k, -1).to(device), concepts.to(device),
-                                       grid)
+            if full:  # one step over all N, the columns centred over all N (eq. 1 as written)
                 if epoch == 1:
-                    flat = p.transpose(0, 1).reshape(len(concepts), -1).double().cpu()
-                    p_sum += flat.sum(1)
-                    p_sq += (flat ** 2).sum(1)
-                    p_count += flat.shape[1]
-                if len(chosen) < 2:  # cos3 centres over the batch: a lone image is no step, but P's statistics count it
-                    continue
-                feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
-                maps = model.concept_maps(feats)
-                sim = cos_cubed_similarity(maps.reshape(len(chosen), -1), p.reshape(len(chosen), -1))
-                loss = -sim.mean()
+                    for lo, hi in bounds:
+                        p_stats.add(batch(np.arange(lo, hi), grad=False)[1].reshape(hi - lo, len(concepts), -1))
                 opt.zero_grad()
-                loss.backward()
+                cos = full_batch_cos3_backward(lambda i, grad: batch(np.arange(*bounds[i]), grad), len(bounds))
                 opt.step()
-                cos3 = float(sim.detach().mean())
-                sims.append(cos3)
+                sims.append(float(cos.mean()))
+            else:
+                order = rng.permutation(n)
+                for lo in range(0, n, batch_size):
+                    chosen = np.sort(order[lo:lo + batch_size])
+                    if len(chosen) < 2 and epoch > 1:
+                        continue
+                    maps, p = batch(chosen)
+                    if epoch == 1:
+                        p_stats.add(p.reshape(len(chosen), len(concepts), -1))
+                    if len(chosen) < 2:  # cos3 centres over the batch: a lone image is no step, but P's statistics count it
+                        continue
+                    sim = cos_cubed_similarity(maps, p)
+                    loss = -sim.mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sims.append(float(sim.detach().mean()))
+            for cos3 in sims:
                 steps.append({"step": len(steps), "epoch": epoch, "cos3": cos3})
                 bar.update(1)
             similarity = float(np.mean(sims)) if sims else float("nan")
             bar.set_postfix(cos3=f"{similarity:.3f}")
     model.eval()
     path = _fit_final_layer(model, features, feature_shape, train_labels, val, num_classes, sparse, seed, device)
-    p_mean = (p_sum / max(p_count, 1)).numpy()
-    p_std = np.sqrt(np.maximum((p_sq / max(p_count, 1)).numpy() - p_mean ** 2, 1e-12))
-    return SpatialTrainResult(model, steps, path, similarity, p_mean.astype(np.float32), p_std.astype(np.float32),
-                              time.perf_counter() - started)
+    p_mean, p_std = p_stats.result()
+    return SpatialTrainResult(model, steps, path, similarity, p_mean, p_std, time.perf_counter() - started)
 
 
 def _pooled_rows(model: SpatialBottleneck, features, feature_shape, folder: Path, name: str,

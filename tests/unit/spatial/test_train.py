@@ -133,3 +133,14 @@ def test_the_trained_model_survives_its_checkpoint(trained, tmp_path):
     x = torch.from_numpy(world()[0]).reshape(N_TRAIN, C, GRID, GRID)
     with torch.no_grad():
         assert torch.equal(model(x).logits, trained.model(x).logits)
+
+
+def test_eq1_over_all_n_is_a_step_an_epoch_and_learns_the_maps():
+    result = run(epochs=30, batch_size=None)
+    assert [s["epoch"] for s in result.steps] == list(range(1, 31))  # one step over all 16 prompted images an epoch
+    assert result.similarity > result.steps[0]["cos3"] + 0.1
+    assert result.model.conv.weight.detach()[:, :, 0, 0].argmax(1).tolist() == [0, 1, 2]
+    mean, std = direct_p_statistics()
+    np.testing.assert_allclose(result.p_mean, mean, rtol=0, atol=1e-6)
+    assert run(epochs=30, batch_size=None).model.conv.weight.detach().numpy().tobytes() == \
+        result.model.conv.weight.detach().numpy().tobytes()
