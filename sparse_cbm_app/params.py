@@ -346,8 +346,9 @@ class SpatialParams(_Strict):
     line_width: float = Field(2.0, gt=0, description="ring line width, pixels of the backbone's input")
     colour: List[int] = Field([255, 255, 0], description="ring RGB (the paper: red; our world has red objects, so "
                                                          "yellow)")
-    train_images: int = Field(1000, gt=1, description="seeded sample of train whose ringed copies are embedded: they "
-                                                      "teach the concept maps")
+    train_images: Optional[int] = Field(1000, gt=1, description="seeded sample of train whose ringed copies are "
+                                        "embedded: they teach the concept maps; `null`: every train image, as the "
+                                        "paper computes P (grid^2 forwards an image)")
     test_images: int = Field(240, gt=0, description="seeded sample of test with ringed copies: heatmaps, regions and "
                                                     "edits are scored there")
     batch_size: int = Field(32, gt=0, description="images a batch when embedding ringed copies (x grid^2 copies) and "

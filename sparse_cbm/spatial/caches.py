@@ -31,16 +31,19 @@ log = logging.getLogger(__name__)
 PROMPTED, FEATURES = "prompted_copies", "feature_maps"
 
 
-def sample_rows(n: int, count: int, seed: int, split: str) -> np.ndarray:
-    """A seeded, sorted sample of ``min(count, n)`` rows of a split of ``n`` images."""
+def sample_rows(n: int, count: Optional[int], seed: int, split: str) -> np.ndarray:
+    """A seeded, sorted sample of ``min(count, n)`` rows of a split of ``n`` images; every row when
+    ``count`` is None."""
+    if count is None:
+        return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng([seed, sum(split.encode())])
     return np.sort(rng.choice(n, size=min(int(count), n), replace=False)).astype(np.int64)
 
 
-def write_prompted_cache(dataset: DatasetSplits, prompts: PromptedCopies, counts: Dict[str, int], out: str | Path,
+def write_prompted_cache(dataset: DatasetSplits, prompts: PromptedCopies, counts: Dict[str, Optional[int]], out: str | Path,
                          scratch: str | Path, *, seed: int, batch_size: int, num_workers: int = 0,
                          describe: Dict | None = None, workers: Optional[Workers] = None) -> Dict[str, Dict]:
-    """``counts``: images sampled per split (``{"train": 2000, "test": 480}``). ``workers``: this process's
+    """``counts``: images sampled per split (``{"train": 2000, "test": 480}``; None: all of it). ``workers``: this process's
     place among the workers of a sharded stage (``runtime.workers``)."""
     identity = {"backbone": prompts.backbone.identity, "grid": prompts.grid, "prompts": describe or {}}
     parts, rows = {}, {}

@@ -56,6 +56,8 @@ def test_sample_rows_are_seeded_sorted_and_split_specific():
     assert sample_rows(50, 10, 3, "train").tolist() == a.tolist()
     assert sample_rows(50, 10, 3, "test").tolist() != a.tolist() != sample_rows(50, 10, 4, "train").tolist()
     assert sample_rows(4, 10, 3, "train").tolist() == [0, 1, 2, 3]
+    every = sample_rows(50, None, 3, "train")  # spatial.train_images: null, the paper's P over all N
+    assert every.dtype == np.int64 and every.tolist() == list(range(50))
 
 
 def test_the_reader_reads_back_each_images_ringed_copies(dataset, prompts, tmp_path):
