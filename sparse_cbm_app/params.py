@@ -349,6 +349,8 @@ class SpatialParams(_Strict):
     train_images: Optional[int] = Field(1000, gt=1, description="seeded sample of train whose ringed copies are "
                                         "embedded: they teach the concept maps; `null`: every train image, as the "
                                         "paper computes P (grid^2 forwards an image)")
+    val_images: int = Field(0, ge=0, description="seeded sample of val with ringed copies, on which Label-free "
+                                                 "CBM's stop (`early_stop`, `cutoff`) scores eq. 1; 0: none")
     test_images: int = Field(240, gt=0, description="seeded sample of test with ringed copies: heatmaps, regions and "
                                                     "edits are scored there")
     batch_size: int = Field(32, gt=0, description="images a batch when embedding ringed copies (x grid^2 copies) and "
@@ -368,6 +370,12 @@ class SpatialParams(_Strict):
                                             "prompted image in one step an epoch, centred over all N as the paper "
                                             "writes eq. 1 (streamed: three passes over the cache a step)")
     lr: float = Field(1e-3, gt=0, description="its learning rate")
+    early_stop: bool = Field(False, description="Label-free CBM's stop, which the paper follows: after each epoch, "
+                                                "eq. 1 on val's ringed copies; stop at the first epoch that does not "
+                                                "improve it and keep the best (needs `val_images`)")
+    cutoff: Optional[float] = Field(None, ge=-1.0, le=1.0, description="Label-free CBM's interpretability cutoff "
+                                    "(its 0.45): drop the concepts whose maps' similarity to P on val's ringed "
+                                    "copies (mean over locations) is not above it (needs `val_images`)")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
                                                                        "`train.sparse`; `scale: auto` is `concept`)")
     evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
@@ -378,6 +386,13 @@ class SpatialParams(_Strict):
         if len(v) != 3 or any(not 0 <= c <= 255 for c in v):
             raise ValueError("must be three integers in 0..255 (R, G, B)")
         return v
+
+    @model_validator(mode="after")
+    def _held_out_needs_val_copies(self) -> "SpatialParams":
+        if (self.early_stop or self.cutoff is not None) and not self.val_images:
+            raise ValueError("spatial.early_stop and spatial.cutoff score eq. 1 on val's ringed copies: set "
+                             "spatial.val_images (for example 500), or turn them off")
+        return self
 
 
 class CompareParams(_Strict):

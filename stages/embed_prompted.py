@@ -1,10 +1,11 @@
 """Stage embed_prompted: CLIP embeddings of ringed copies of images (SALF-CBM's visual prompts).
 
-For a seeded sample of ``spatial.train_images`` train and ``spatial.test_images`` test images,
+For a seeded sample of ``spatial.train_images`` train, ``spatial.val_images`` val (when not 0) and
+``spatial.test_images`` test images,
 each image's ``spatial.grid``^2 copies with a ring (``spatial.radius``, ``spatial.line_width``,
 ``spatial.colour``) around one grid location, embedded by the prompting CLIP
 (``spatial.prompts``; null: the pipeline's backbone). Reads params ``seed``, ``dataset.*``,
-``backbone.*`` and those of ``spatial``; writes ``data/spatial/prompted/{train,test}``.
+``backbone.*`` and those of ``spatial``; writes ``data/spatial/prompted/{train,val,test}``.
 Unfinished work waits in ``data/.scratch/embed_prompted/`` and a rerun resumes it.
 """
 
@@ -34,7 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     describe = {"radius": s.radius, "line_width": s.line_width, "colour": list(s.colour)}
     log.info("%d ringed copies per image (grid %d x %d, radius %g px, line %g px)", prompts.per_image, s.grid, s.grid,
              s.radius, s.line_width)
-    manifests = write_prompted_cache(dataset, prompts, {"train": s.train_images, "test": s.test_images}, paths.out,
+    counts = {"train": s.train_images, **({"val": s.val_images} if s.val_images else {}), "test": s.test_images}
+    manifests = write_prompted_cache(dataset, prompts, counts, paths.out,
                                      paths.scratch, seed=params.seed, batch_size=s.batch_size, describe=describe,
                                      workers=workers)
     for split, m in manifests.items():

@@ -54,6 +54,8 @@ def build(params, prompted, paths):
     model, config = load_spatial(paths.model, expect_concepts_sha256=concept_list_sha256(concepts))
     embeddings = read_prompt_concepts(paths.prompt_concepts, concept_list_sha256(concepts),
                                       prompted.manifest["backbone"])
+    if "kept" in config:  # Label-free CBM's cutoff dropped some concepts (spatial.cutoff)
+        concepts, embeddings = list(config["concepts"]), np.asarray(embeddings)[config["kept"]]
     backbone = backbone_from(params)
     f = params.spatial.features
     features = feature_backbone(f.backbone, f.weights, f.layer, backbone)

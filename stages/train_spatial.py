@@ -1,7 +1,7 @@
 """Stage train_spatial: SALF-CBM's concept maps and its sparse final layer.
 
 Reads the feature-map cache (``data/spatial/features/{train,val}``), the prompted-copy cache
-(``data/spatial/prompted/train``) and the concepts' embeddings by the same CLIP
+(``data/spatial/prompted/train``, and ``val`` for Label-free CBM's stop) and the concepts' embeddings by the same CLIP
 (``data/spatial/prompt_concepts``), the concept list, the classes (``data/image_cache``), the labels
 (``data/image_cache``), params ``seed``, ``train.device`` and ``spatial.*`` (the grid, pooling,
 epochs, learning rate and the sparse layer's path); writes ``data/spatial/model/``,
@@ -22,12 +22,20 @@ from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json, atomi
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
 from sparse_cbm.spatial.checkpoint import save_spatial
-from sparse_cbm.spatial.train import train_spatial
+from sparse_cbm.spatial.train import HeldOut, train_spatial
 from sparse_cbm.storage.inputs import read_cached_inputs
 from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import stage_device, stage_params
 
 log = logging.getLogger("stages.train_spatial")
+
+
+def held_out(s, prompted_cache) -> Optional[HeldOut]:
+    """Label-free CBM's stop on val's ringed copies, when ``spatial.val_images`` made them."""
+    if not s.val_images:
+        return None
+    val = read_prompted(prompted_cache, "val")
+    return HeldOut(val.outputs, val.rows, early_stop=s.early_stop, cutoff=s.cutoff)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -58,10 +66,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     result = train_spatial(features["train"].outputs, shape, prompted.outputs, prompted.rows, concept_embeddings,
                            labels["train"], (features["val"].outputs, labels["val"]), len(classes), grid=s.grid,
                            pooling=s.pooling, epochs=s.epochs, batch_size=s.train_batch_size, lr=s.lr, sparse=s.sparse,
-                           seed=params.seed, device=stage_device(params.train.device, "SALF-CBM training"))
+                           seed=params.seed, device=stage_device(params.train.device, "SALF-CBM training"),
+                           held_out=held_out(s, PROMPTED))
+    kept = result.kept.tolist()
     config = {"grid": s.grid, "pooling": s.pooling, "feature_shape": list(shape),
-              "features": features["train"].manifest["backbone"], "concepts": concepts, "classes": classes,
-              "concept_list_sha256": concept_list_sha256(concepts), "p_mean": result.p_mean.round(6).tolist(),
+              "features": features["train"].manifest["backbone"], "concepts": [concepts[i] for i in kept],
+              "classes": classes, "concept_list_sha256": concept_list_sha256(concepts),
+              **({"kept": kept} if len(kept) < len(concepts) else {}),
+              **({"val_cos3": result.val_similarity.round(4).tolist()} if result.val_similarity is not None else {}),
+              "p_mean": result.p_mean.round(6).tolist(),
               "p_std": result.p_std.round(6).tolist(), "seed": params.seed}
     with atomic_directory(MODEL) as tmp:
         save_spatial(tmp, result.model, config)
@@ -71,8 +84,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     path = pd.DataFrame(result.sparse_path).drop(columns=["seconds"], errors="ignore")
     atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
     nec = final_layer.nec(result.model.fc.weight)
-    atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2),
-                                "epochs": s.epochs})
+    atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2), "epochs": s.epochs,
+                                **({"kept_epoch": result.kept_epoch, "concepts_kept": len(kept),
+                                    "val_cos3": round(float(result.val_similarity.mean()), 4)}
+                                   if result.val_similarity is not None else {})})
     log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, nec, result.seconds)
 
 

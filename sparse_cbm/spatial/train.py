@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sparse_cbm.bottleneck.config import SparseLayerParams
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
-from sparse_cbm.spatial.full_batch import chunk_bounds, full_batch_cos3_backward
+from sparse_cbm.spatial.full_batch import chunk_bounds, full_batch_cos3, full_batch_cos3_backward
 from sparse_cbm.spatial.model import SpatialBottleneck
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,25 @@ class SpatialTrainResult:
     steps: List[Dict[str, float]]
     sparse_path: List[Dict[str, float]]
     similarity: float  # mean cos3 over (m, h, w) on the last epoch
-    p_mean: np.ndarray  # (|D|,) mean of P over every train copy: to draw P itself as a heatmap
-    p_std: np.ndarray  # (|D|,)
+    p_mean: np.ndarray  # (|D| kept,) mean of P over every train copy: to draw P itself as a heatmap
+    p_std: np.ndarray  # (|D| kept,)
     seconds: float
+    kept: np.ndarray  # indices of the concepts kept (all of them unless ``HeldOut.cutoff`` dropped some)
+    kept_epoch: int  # the epoch whose convolution is kept (the last one unless ``HeldOut.early_stop``)
+    val_similarity: Optional[np.ndarray] = None  # (|D|,) each concept's eq. 1 on val (with ``HeldOut``)
+
+
+@dataclass
+class HeldOut:
+    """Label-free CBM's stop, which the paper follows, scored by eq. 1 on val's ringed copies (columns
+    centred over them all): ``early_stop``, after each epoch, stop at the first that does not improve the
+    val similarity and keep the best (LF-CBM checks every 50 steps, ours every epoch); ``cutoff``, drop
+    the concepts whose mean similarity over locations is not above it (LF-CBM's 0.45)."""
+
+    prompted: object  # rows (n_val * grid^2, d)
+    rows: np.ndarray  # their images' indices into val's feature rows
+    early_stop: bool = False
+    cutoff: Optional[float] = None
 
 
 def _rows(array, idx: np.ndarray) -> torch.Tensor:
@@ -69,24 +85,13 @@ class _PStatistics:
         return mean.astype(np.float32), std.astype(np.float32)
 
 
-def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, prompted_rows: np.ndarray,
-                  concept_embeddings: np.ndarray, train_labels: np.ndarray, val: Tuple[object, np.ndarray],
-                  num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: Optional[int], lr: float,
-                  sparse: SparseLayerParams, seed: int = 0, device: str = "cpu") -> SpatialTrainResult:
-    """``features``: rows (N_train, C * h * w) of every train image (array or ``NpyRows``); ``prompted``: rows
-    (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``). ``batch_size``
-    None: eq. 1 over every prompted image at once, a step an epoch (``full_batch``)."""
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32)).to(device)
-    model = SpatialBottleneck(feature_shape[0], len(concepts), num_classes, grid, pooling).to(device)
-    opt = torch.optim.Adam(model.conv.parameters(), lr=lr)
-    k, n = grid * grid, len(prompted_rows)
-    p_stats = _PStatistics(len(concepts))
+def _batches(model: SpatialBottleneck, features, feature_shape, prompted, prompted_rows: np.ndarray,
+             concepts: torch.Tensor, grid: int, device):
+    """``batch(chosen, grad)``: the concept maps and P of the prompted images ``chosen`` (sorted indices
+    into ``prompted_rows``), each flattened to (B, |D| h w)."""
+    k = grid * grid
 
     def batch(chosen: np.ndarray, grad: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The concept maps and P of the prompted images ``chosen`` (sorted), flattened to (B, |D| h w)."""
         copies = np.concatenate([np.arange(i * k, (i + 1) * k) for i in chosen])
         p = local_similarities(_rows(prompted, copies).reshape(len(chosen), k, -1).to(device), concepts, grid)
         feats = _rows(features, prompted_rows[chosen]).reshape(len(chosen), *feature_shape).to(device)
@@ -94,48 +99,111 @@ def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, promp
             maps = model.concept_maps(feats)
         return maps.reshape(len(chosen), -1), p.reshape(len(chosen), -1)
 
+    return batch
+
+
+def _over_all(batch, n: int):
+    """``batch`` over all ``n`` prompted images, a chunk at a time, as ``full_batch`` wants it."""
+    bounds = chunk_bounds(n, FULL_BATCH_CHUNK)
+    return (lambda i, grad: batch(np.arange(*bounds[i]), grad)), len(bounds)
+
+
+def _epoch(batch, opt, n: int, batch_size: Optional[int], rng, p_stats: Optional[_PStatistics],
+           concepts: int) -> List[float]:
+    """One epoch of eq. 1: mini-batches centred per batch, or (``batch_size`` None) one step over all N.
+    ``p_stats``: P's statistics to gather on the way (the first epoch). Returns each step's mean cos3."""
+    if batch_size is None:
+        if p_stats is not None:
+            for lo, hi in chunk_bounds(n, FULL_BATCH_CHUNK):
+                p_stats.add(batch(np.arange(lo, hi), False)[1].reshape(hi - lo, concepts, -1))
+        opt.zero_grad()
+        cos = full_batch_cos3_backward(*_over_all(batch, n))
+        opt.step()
+        return [float(cos.mean())]
+    sims = []
+    order = rng.permutation(n)
+    for lo in range(0, n, batch_size):
+        chosen = np.sort(order[lo:lo + batch_size])
+        if len(chosen) < 2 and p_stats is None:
+            continue
+        maps, p = batch(chosen)
+        if p_stats is not None:
+            p_stats.add(p.reshape(len(chosen), concepts, -1))
+        if len(chosen) < 2:  # cos3 centres over the batch: a lone image is no step, but P's statistics count it
+            continue
+        sim = cos_cubed_similarity(maps, p)
+        opt.zero_grad()
+        (-sim.mean()).backward()
+        opt.step()
+        sims.append(float(sim.detach().mean()))
+    return sims
+
+
+def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, prompted_rows: np.ndarray,
+                  concept_embeddings: np.ndarray, train_labels: np.ndarray, val: Tuple[object, np.ndarray],
+                  num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: Optional[int], lr: float,
+                  sparse: SparseLayerParams, seed: int = 0, device: str = "cpu",
+                  held_out: Optional[HeldOut] = None) -> SpatialTrainResult:
+    """``features``: rows (N_train, C * h * w) of every train image (array or ``NpyRows``); ``prompted``: rows
+    (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``). ``batch_size``
+    None: eq. 1 over every prompted image at once, a step an epoch (``full_batch``). ``held_out``:
+    Label-free CBM's stop on val's ringed copies."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    concepts = torch.as_tensor(np.asarray(concept_embeddings, dtype=np.float32)).to(device)
+    model = SpatialBottleneck(feature_shape[0], len(concepts), num_classes, grid, pooling).to(device)
+    opt = torch.optim.Adam(model.conv.parameters(), lr=lr)
+    n = len(prompted_rows)
+    batch = _batches(model, features, feature_shape, prompted, prompted_rows, concepts, grid, device)
+    val_cos = None
+    if held_out is not None:
+        val_batch = _batches(model, val[0], feature_shape, held_out.prompted, held_out.rows, concepts, grid, device)
+        val_cos = lambda: full_batch_cos3(*_over_all(val_batch, len(held_out.rows)))  # noqa: E731
+    p_stats = _PStatistics(len(concepts))
     steps: List[Dict[str, float]] = []
-    similarity = float("nan")
-    full = batch_size is None
-    bounds = chunk_bounds(n, FULL_BATCH_CHUNK) if full else None
-    total = epochs if full else math.ceil(n / batch_size) * epochs
-    with tqdm(total=total, desc="train spatial", unit="step") as bar:
+    similarity, kept_epoch, best = float("nan"), epochs, None
+    with tqdm(total=epochs if batch_size is None else math.ceil(n / batch_size) * epochs, desc="train spatial",
+              unit="step") as bar:
         for epoch in range(1, epochs + 1):
-            sims = []
-            if full:  # one step over all N, the columns centred over all N (eq. 1 as written)
-                if epoch == 1:
-                    for lo, hi in bounds:
-                        p_stats.add(batch(np.arange(lo, hi), grad=False)[1].reshape(hi - lo, len(concepts), -1))
-                opt.zero_grad()
-                cos = full_batch_cos3_backward(lambda i, grad: batch(np.arange(*bounds[i]), grad), len(bounds))
-                opt.step()
-                sims.append(float(cos.mean()))
-            else:
-                order = rng.permutation(n)
-                for lo in range(0, n, batch_size):
-                    chosen = np.sort(order[lo:lo + batch_size])
-                    if len(chosen) < 2 and epoch > 1:
-                        continue
-                    maps, p = batch(chosen)
-                    if epoch == 1:
-                        p_stats.add(p.reshape(len(chosen), len(concepts), -1))
-                    if len(chosen) < 2:  # cos3 centres over the batch: a lone image is no step, but P's statistics count it
-                        continue
-                    sim = cos_cubed_similarity(maps, p)
-                    loss = -sim.mean()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    sims.append(float(sim.detach().mean()))
-            for cos3 in sims:
-                steps.append({"step": len(steps), "epoch": epoch, "cos3": cos3})
-                bar.update(1)
+            sims = _epoch(batch, opt, n, batch_size, rng, p_stats if epoch == 1 else None, len(concepts))
+            steps += [{"step": len(steps) + i, "epoch": epoch, "cos3": c} for i, c in enumerate(sims)]
+            bar.update(len(sims))
             similarity = float(np.mean(sims)) if sims else float("nan")
             bar.set_postfix(cos3=f"{similarity:.3f}")
+            if held_out is not None and held_out.early_stop:
+                score = float(val_cos().mean())
+                if best is not None and score <= best[0]:  # LF-CBM: stop once val stops improving, keep the best
+                    model.conv.weight.data.copy_(best[2])
+                    kept_epoch = best[1]
+                    break
+                best = (score, epoch, model.conv.weight.detach().clone())
     model.eval()
+    kept, val_similarity = np.arange(len(concepts)), None
+    if held_out is not None:
+        val_similarity = val_cos().reshape(len(concepts), -1).mean(1).float().cpu().numpy()
+        if held_out.cutoff is not None:
+            kept = _cut(model, val_similarity, held_out.cutoff)
     path = _fit_final_layer(model, features, feature_shape, train_labels, val, num_classes, sparse, seed, device)
     p_mean, p_std = p_stats.result()
-    return SpatialTrainResult(model, steps, path, similarity, p_mean, p_std, time.perf_counter() - started)
+    return SpatialTrainResult(model, steps, path, similarity, p_mean[kept], p_std[kept], time.perf_counter() - started,
+                              kept, kept_epoch, val_similarity)
+
+
+def _cut(model: SpatialBottleneck, similarity: np.ndarray, cutoff: float) -> np.ndarray:
+    """LF-CBM's interpretability cutoff: keep the concepts whose val similarity is above ``cutoff``; the
+    convolution keeps their rows only. Returns their indices."""
+    from sparse_cbm.errors import TrainingError
+
+    kept = np.flatnonzero(similarity > cutoff)
+    if not len(kept):
+        raise TrainingError(f"spatial.cutoff {cutoff:g} drops every concept (the best val similarity is "
+                            f"{similarity.max():.3f}): lower spatial.cutoff, or set it to null")
+    weight = model.conv.weight.detach()[torch.from_numpy(kept)].clone()
+    model.conv = torch.nn.Conv2d(weight.shape[1], len(kept), kernel_size=1, bias=False).to(weight.device)
+    model.conv.weight.data.copy_(weight)
+    model.fc = StandardizedLinear.empty(len(kept), model.num_classes)
+    return kept
 
 
 def _pooled_rows(model: SpatialBottleneck, features, feature_shape, folder: Path, name: str,

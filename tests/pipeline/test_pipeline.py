@@ -400,3 +400,29 @@ def test_explain_prints_a_regions_concepts_and_an_edit(project, tmp_path):
     assert bad.returncode == 2 and "is not a concept of this SALF-CBM" in bad.stderr
     outside = run([*cli[:5], "--box", "0,0,999,999"], root, check=False)
     assert outside.returncode == 2 and "is not inside" in outside.stderr
+
+
+def test_exp_run_label_free_stop_rings_val_and_evaluates_the_kept_concepts(reproduced, tmp_path):
+    """spatial.val_images rings val images; Label-free CBM's stop scores eq. 1 there (issue 21, row 4), and
+    its cutoff's kept concepts are what evaluate_spatial and the panels name."""
+    root = copy_reproduced(reproduced[0], tmp_path / "stop")
+    proc = dvc(["exp", "run", "-S", "spatial.val_images=40", "-S", "spatial.early_stop=true"], root)
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "embed_prompted", "train_spatial",
+                                                            "evaluate_spatial", "report")]
+    assert json.loads((root / "data/spatial/prompted/val/manifest.json").read_text())["images"] == 40
+    config = json.loads((root / "data/spatial/model/config.json").read_text())
+    trained = json.loads((root / "metrics/spatial_train.json").read_text())
+    assert 1 <= trained["kept_epoch"] <= trained["epochs"] and "kept" not in config
+    similarity = np.array(config["val_cos3"])
+    cutoff = float(np.median(similarity))
+    proc = dvc(["exp", "run", "-S", "spatial.val_images=40", "-S", "spatial.early_stop=true",
+                "-S", f"spatial.cutoff={cutoff}"], root)
+    assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "train_spatial", "evaluate_spatial",
+                                                            "report")]
+    config = json.loads((root / "data/spatial/model/config.json").read_text())
+    assert config["kept"] == np.flatnonzero(similarity > cutoff).tolist()
+    assert json.loads((root / "metrics/spatial_train.json").read_text())["concepts_kept"] == len(config["kept"])
+    with np.load(root / "data/spatial/evaluation/panels.npz") as panels:
+        assert panels["concept_names"].tolist() == config["concepts"]
+    m = json.loads((root / "metrics/spatial.json").read_text())
+    assert 0 <= m["test_top1"] <= 1 and m["explain_anything"]["precision_at_3"]["salf_cbm"] is not None

@@ -144,3 +144,50 @@ def test_eq1_over_all_n_is_a_step_an_epoch_and_learns_the_maps():
     np.testing.assert_allclose(result.p_mean, mean, rtol=0, atol=1e-6)
     assert run(epochs=30, batch_size=None).model.conv.weight.detach().numpy().tobytes() == \
         result.model.conv.weight.detach().numpy().tobytes()
+
+
+def held_out(early_stop=False, cutoff=None, world_seed=0):
+    """Val's ringed copies, made as the train ones: every val image, [f_0, f_1, f_2, 1] at each cell."""
+    from sparse_cbm.spatial.train import HeldOut
+
+    _, _, (val, _), *_ = world(world_seed)
+    cells = val.reshape(N_VAL, C, GRID, GRID)[:, :M].transpose(0, 2, 3, 1).reshape(N_VAL * GRID * GRID, M)
+    prompted = np.concatenate([cells, np.ones((len(cells), 1), np.float32)], axis=1)
+    return HeldOut(prompted, np.arange(N_VAL), early_stop=early_stop, cutoff=cutoff)
+
+
+def run_held_out(epochs=8, lr=0.05, **kw):
+    features, labels, val, prompted, prompted_rows, concepts = world()
+    return train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                         pooling="mean", epochs=epochs, batch_size=8, lr=lr, sparse=SPARSE, seed=0,
+                         held_out=held_out(**kw))
+
+
+def test_label_free_early_stop_keeps_the_best_epoch_on_val():
+    result = run_held_out(epochs=60, lr=0.3, early_stop=True)
+    assert 1 <= result.kept_epoch < result.steps[-1]["epoch"] <= 60  # stopped at the first epoch that did not improve
+    assert result.steps[-1]["epoch"] == result.kept_epoch + 1
+    # the kept convolution is the one training had after kept_epoch epochs
+    plain = run(epochs=result.kept_epoch)
+    features, labels, val, prompted, prompted_rows, concepts = world()
+    plain_lr = train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                             pooling="mean", epochs=result.kept_epoch, batch_size=8, lr=0.3, sparse=SPARSE, seed=0)
+    assert torch.equal(result.model.conv.weight, plain_lr.model.conv.weight)
+    assert not torch.equal(plain.model.conv.weight, plain_lr.model.conv.weight)
+    assert result.val_similarity.shape == (M,) and (result.val_similarity > 0.5).all()
+
+
+def test_label_free_cutoff_drops_the_concepts_below_it_on_val():
+    from sparse_cbm.errors import TrainingError
+
+    whole = run_held_out()
+    assert whole.kept.tolist() == [0, 1, 2] and whole.kept_epoch == 8
+    order = np.argsort(whole.val_similarity)
+    cutoff = float(whole.val_similarity[order[0]] + whole.val_similarity[order[1]]) / 2  # between the two lowest
+    cut = run_held_out(cutoff=cutoff)
+    assert cut.kept.tolist() == sorted(order[1:].tolist())
+    torch.testing.assert_close(cut.model.conv.weight, whole.model.conv.weight[torch.from_numpy(cut.kept)])
+    assert cut.model.fc.weight.shape == (2, 2) and cut.p_mean.tolist() == whole.p_mean[cut.kept].tolist()
+    with pytest.raises(TrainingError, match=r"spatial.cutoff 0.99 drops every concept \(the best val similarity is "
+                                            r"0\.\d+\): lower spatial.cutoff"):
+        run_held_out(cutoff=0.99)

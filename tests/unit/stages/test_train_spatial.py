@@ -14,7 +14,7 @@ from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm_app.params import deep_merge, default_params, validate_params
 from sparse_cbm.spatial.checkpoint import load_spatial
 from sparse_cbm.storage.text_cache import concept_list_sha256
-from tests.unit.spatial.test_train import C, GRID, M, N_TRAIN, world
+from tests.unit.spatial.test_train import C, GRID, M, N_TRAIN, held_out, world
 from tests.unit.stages import stage_argv
 
 CONCEPTS, CLASSES = ["red", "round", "striped"], ["apple", "ball"]
@@ -26,7 +26,7 @@ OUTPUTS = ("data/spatial/model/config.json", "data/spatial/model/weights.safeten
            "plots/spatial/sparse_path.csv", "metrics/spatial_train.json")
 
 
-def fake_caches(monkeypatch, grid=GRID, val_images=None):
+def fake_caches(monkeypatch, grid=GRID, val_images=None, params=PARAMS):
     import sparse_cbm.storage.inputs as inputs
     from stages import train_spatial as stage
 
@@ -43,6 +43,10 @@ def fake_caches(monkeypatch, grid=GRID, val_images=None):
                                                                   "backbone": FEATURES_BACKBONE})
 
     def read_prompted(folder, split):
+        if split == "val":  # every val image ringed, as tests/unit/spatial/test_train.py's held_out makes them
+            copies = held_out()
+            return SimpleNamespace(outputs=copies.prompted, rows=copies.rows, manifest={
+                "shape": [grid, grid], "backbone": PROMPTS_BACKBONE, "images": len(copies.rows)})
         return SimpleNamespace(outputs=prompted, rows=prompted_rows, manifest={
             "shape": [grid, grid], "backbone": PROMPTS_BACKBONE, "images": len(prompted_rows)})
 
@@ -53,7 +57,7 @@ def fake_caches(monkeypatch, grid=GRID, val_images=None):
     monkeypatch.setattr(inputs, "read_image_split", read_image_split)
     for name, fake in (("read_features", read_features),
                        ("read_prompted", read_prompted), ("read_prompt_concepts", read_prompt_concepts),
-                       ("stage_params", lambda: PARAMS)):
+                       ("stage_params", lambda: params)):
         monkeypatch.setattr(stage, name, fake)
     return stage, seen
 
@@ -101,3 +105,26 @@ def test_caches_from_another_grid_or_dataset_are_refused_before_training(tmp_pat
         run_stage(tmp_path, monkeypatch, **kw)
     assert not (tmp_path / "data/spatial/model").exists() and not (tmp_path / "metrics").exists()
     assert np.all([not (tmp_path / name).exists() for name in OUTPUTS])
+
+
+def test_label_free_stop_keeps_the_concepts_above_the_cutoff_and_says_so(tmp_path, monkeypatch):
+    from sparse_cbm.spatial.train import train_spatial
+
+    features, labels, val, prompted, prompted_rows, concepts = world()
+    s = PARAMS.spatial
+    whole = train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                          pooling="mean", epochs=s.epochs, batch_size=s.train_batch_size, lr=s.lr, sparse=s.sparse,
+                          seed=3, held_out=held_out(early_stop=True))
+    lowest = np.sort(whole.val_similarity)[:2]
+    params = validate_params(deep_merge(PARAMS.model_dump(), {"spatial": {
+        "val_images": 12, "early_stop": True, "cutoff": float(lowest.mean())}}))
+    run_stage(tmp_path, monkeypatch, params=params)
+    model, config = load_spatial("data/spatial/model", expect_concepts_sha256=concept_list_sha256(CONCEPTS))
+    dropped = int(np.argmin(whole.val_similarity))
+    assert config["kept"] == [i for i in range(M) if i != dropped]
+    assert config["concepts"] == [CONCEPTS[i] for i in config["kept"]] and len(config["p_mean"]) == M - 1
+    assert len(config["val_cos3"]) == M and np.argmin(config["val_cos3"]) == dropped  # every concept's, before the cut
+    assert model.conv.weight.shape[0] == model.fc.weight.shape[1] == M - 1
+    metrics = json.loads(open("metrics/spatial_train.json").read())
+    assert metrics["concepts_kept"] == M - 1 and 1 <= metrics["kept_epoch"] <= s.epochs
+    assert -1 <= metrics["val_cos3"] <= 1
