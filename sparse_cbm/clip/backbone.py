@@ -6,10 +6,11 @@
 
 Importing this module registers ``sparse-cbm-tiny``, a small open_clip
 architecture (width 64, 2 layers, 64 px input) that runs the whole pipeline on
-a CPU in seconds; ``sparse-cbm-shapes-minilm``, the embedded world's CLIP: a ViT
-image tower (8 x 8 patches of 8 px) and the packaged all-MiniLM-L6-v2 as its
-locked text tower (``language_tower``), which ``sparse-cbm train-shapes-clip``
-trains on shapes; and ``sparse-cbm-shapes``, the small ResNet of the first shapes CLIP.
+a CPU in seconds; ``sparse-cbm-shapes-minilm``, the embedded world's CLIP: a small
+ResNet image tower (64 px) and the packaged all-MiniLM-L6-v2 as its locked text
+tower (``language_tower``), which ``sparse-cbm train-shapes-clip`` trains on
+shapes; and ``sparse-cbm-shapes``, the same ResNet with its own text tower (the
+first shapes CLIPs).
 A checkpoint of an architecture with a packaged text tower holds only the trained
 parts; the tower comes from its package.
 """

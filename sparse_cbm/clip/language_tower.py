@@ -80,7 +80,12 @@ def load_trained_parts(model: torch.nn.Module, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the same name and another shape
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise BackboneError(f"checkpoint {path} does not fit this architecture ({first.strip()}). Give the "
+                            f"backbone.model it was trained as.") from None
     foreign = [k for k in missing if not k.startswith(LOCKED_PREFIX)]
     if foreign or unexpected:
         shown = ", ".join((foreign + list(unexpected))[:5])

@@ -247,16 +247,18 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 
 def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 2000, batch_size: int = 256,
-          lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 100, pool_size: int = 40_000,
+          lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 100, pool_size: int = 40_000,
           drop: float = 0.3, num_workers: int = 2, scenes: float = 0.5, rings: float = 0.5,
-          progress: bool = True) -> torch.nn.Module:
+          text_proj_scale: float = 0.01, progress: bool = True) -> torch.nn.Module:
     """Train ``model_name`` from scratch on shapes image-caption pairs; returns it in eval mode.
 
     ``scenes``: the share of the pool that are scenes (a class object and 1-3 small others,
     captioned by the class object); ``rings``: the chance that an image gets a ring around a
     random place, captioned by what the ring circles. Seeded: the same arguments give the same
     weights on the same machine; with ``scenes = rings = 0`` the pool and captions are the ones
-    of the first shapes CLIP.
+    of the first shapes CLIP. ``text_proj_scale``: a locked packaged tower's projection starts at
+    this multiple of its default initialisation; small, the directions of the tower's space that
+    no caption spans stay near zero instead of random.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -264,6 +266,9 @@ def train(model_name: str = DEFAULT_MODEL, *, seed: int = 0, steps: int = 2000, 
     tokenizer = open_clip.get_tokenizer(model_name)
     if language_tower.packaged_tower_module(model) is not None:
         model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)  # LiT: the language side is kept
+        with torch.no_grad():
+            for p in model.text.proj.parameters():
+                p.mul_(text_proj_scale)
     text_features = TextFeatures(model, tokenizer)
     image_size = int(model.visual.image_size[0]) if isinstance(model.visual.image_size, tuple) \
         else int(model.visual.image_size)
@@ -453,7 +458,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
              "warmup": "linear warmup steps, then cosine decay", "pool_size": "training images rendered up front",
              "drop": "chance of leaving an attribute out of a caption", "num_workers": "processes rendering the pool",
              "scenes": "share of the pool that are scenes (a class object and 1-3 small others)",
-             "rings": "chance that an image gets a ring around a random place, captioned by what it circles"}
+             "rings": "chance that an image gets a ring around a random place, captioned by what it circles",
+             "text_proj_scale": "a packaged text tower's projection starts at this multiple of its default init"}
     for name, default in defaults.items():
         if name != "progress":
             parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,

@@ -58,7 +58,7 @@ def test_repro_runs_every_stage_and_writes_the_caches(project):
     assert "val_top1" in shown
     for split in ("train", "val", "test"):
         m = json.loads((root / CACHE / split / "manifest.json").read_text())
-        assert m["backbone"]["random_weights"] is False and m["backbone"]["pretrained"] == "file:shapes-clip.pt"
+        assert m["backbone"]["random_weights"] is False and m["backbone"]["pretrained"] == "file:shapes-clip-minilm.pt"
         assert m["count"] > 0 and m["dim"] == 64
     assert not (root / "data/.scratch/embed_images").exists()
     lock = yaml.safe_load((root / "dvc.lock").read_text())

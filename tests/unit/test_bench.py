@@ -83,12 +83,12 @@ PROMISED = {
         rf"peak RSS: {N} MiB",
     ],
     "precision": [
-        rf"sparse-cbm-shapes, batches of 1 images, {N} threads, kernels \w+; best of 1",
-        rf"  image embedding   : fp32 +{F} images/s \| fp64 +{F} images/s \| ratio fp64 / fp32 {F}",
-        rf"  prompted embedding: fp32 +{F} copies/s \| fp64 +{F} copies/s \| ratio fp64 / fp32 {F}",
+        rf"batches of 1 images, {N} threads, kernels \w+; best of 1",
+        rf"  image embedding   : fp32 +{F} images/s \| fp64 +{F} images/s \| ratio fp64 / fp32 {F} \(sparse-cbm-shapes-minilm\)",
+        rf"  prompted embedding: fp32 +{F} copies/s \| fp64 +{F} copies/s \| ratio fp64 / fp32 {F} \(sparse-cbm-shapes-minilm\)",
     ],
     "prompted": [
-        rf"sparse-cbm-shapes \(\S+shapes-clip-rings\.pt\), 1 images x {N} copies, input \(3, {N}, {N}\):",
+        rf"sparse-cbm-shapes-minilm \(\S+shapes-clip-minilm\.pt\), 1 images x {N} copies, input \(3, {N}, {N}\):",
         rf"  bare forward +{F} copies/s",
         rf"  prompted +{F} copies/s",
         rf"  ratio prompted / bare forward: {F} \(target >= 0\.8\)",

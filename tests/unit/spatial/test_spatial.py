@@ -152,7 +152,7 @@ def test_the_prompting_clip_is_named_whole_or_not_at_all():
     both_null = validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"model": None, "pretrained": None}}}))
     assert both_null.spatial.prompts.pretrained is None
     with pytest.raises((SparseCbmError, ValueError), match="spatial.prompts.model and spatial.prompts.pretrained"):
-        validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"pretrained": None}}}))
+        validate_params(deep_merge(default_params(), {"spatial": {"prompts": {"model": "sparse-cbm-shapes"}}}))
 
 
 def test_prompt_concepts_refuse_another_concept_list_or_clip(tmp_path):
