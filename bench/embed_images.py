@@ -1,7 +1,7 @@
 """Benchmark of the embed_images stage against the bare model, measured in one run.
 
-Prints, for the tiny model and for ViT-B-32 (random weights), batch 64, on this
-machine's CPU:
+Prints, for the tiny model, the embedded world's CLIP (params.yaml's ``backbone.model`` at its
+``backbone.precision``) and ViT-B-32 (random weights), batch 64, on this machine's CPU:
 
 * bare forward throughput on ready tensors (images/s);
 * the ``embed_images`` stage's end-to-end throughput with real JPEG decoding,
@@ -39,12 +39,12 @@ from sparse_cbm_app.cli.pipeline import stage_command  # noqa: E402
 from sparse_cbm.clip.backbone import TINY_MODEL, load_backbone  # noqa: E402
 from sparse_cbm.datasets.shapes import render  # noqa: E402
 from sparse_cbm.datasets.shapes_world import ATTRIBUTE_VALUES, SIZES  # noqa: E402
-from sparse_cbm_app.params import default_params, deep_merge  # noqa: E402
+from sparse_cbm_app.params import Params, default_params, deep_merge  # noqa: E402
 
 BATCH = 64
 # a tiny run for the unit tier (tests/unit/test_bench.py); {tmp} is a scratch folder. One stage run
 # (the RSS sizes are the tiny row's), no ViT-B-32.
-SMOKE_ARGS = ["--workers", "0", "--n-vit", "0", "--n-tiny", "16", "--tiny-size", "32", "--tiny-batches", "1",
+SMOKE_ARGS = ["--workers", "0", "--n-vit", "0", "--n-world", "0", "--n-tiny", "16", "--tiny-size", "32", "--tiny-batches", "1",
               "--rss-images", "16,16", "--test-images", "4", "--batch", "8", "--threads", "1", "--out", "{tmp}"]
 
 
@@ -67,11 +67,10 @@ def make_images(root: Path, n: int, size: tuple[int, int], seed: int = 0, test: 
     return root
 
 
-def bare_forward(model: str, batches: int, batch: int = BATCH) -> float:
+def bare_forward(model: str, batches: int, batch: int = BATCH, precision: str = "auto") -> float:
     torch.manual_seed(0)
-    bb = load_backbone(model, "none", device="cpu")
-    size = bb.model.visual.image_size
-    x = torch.randn(batch, 3, *size)
+    bb = load_backbone(model, "none", device="cpu", precision=precision)
+    x = torch.randn(batch, *bb.blank_input.shape)
     bb.encode_images(x)  # warm-up
     start = time.perf_counter()
     for _ in range(batches):
@@ -80,7 +79,7 @@ def bare_forward(model: str, batches: int, batch: int = BATCH) -> float:
 
 
 def run_stage(project: Path, images: Path, model: str, workers: int, batch: int = BATCH,
-              threads: str | None = None) -> tuple[float, float]:
+              threads: str | None = None, precision: str = "auto") -> tuple[float, float]:
     """Run the real stage in a scratch project; return (images/s over all splits, peak RSS in MiB).
     ``threads``: the stage's param ``threads`` (None: the default, the cores it may use)."""
     shutil.rmtree(project, ignore_errors=True)
@@ -88,7 +87,7 @@ def run_stage(project: Path, images: Path, model: str, workers: int, batch: int 
     params = deep_merge(default_params(), {
         "dataset": {"name": "imagefolder", "root": str(images), "val_fraction": 0.1},
         "backbone": {"model": model, "pretrained": "none", "device": "cpu", "batch_size": batch,
-                     "num_workers": workers}})
+                     "num_workers": workers, "precision": precision}})
     if threads is not None:
         params["threads"] = threads
     (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -123,6 +122,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-vit", type=int, default=1000, help="JPEGs for ViT-B-32's row (0: no ViT-B-32 row)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--n-tiny", type=int, default=1000, help="JPEGs for the tiny model's row")
+    parser.add_argument("--n-world", type=int, default=1000, help="64 px JPEGs for the world CLIP's row (0: none)")
     parser.add_argument("--tiny-size", type=sizes, default=(64, 64), help="the tiny row's JPEG size, W or WxH")
     parser.add_argument("--tiny-batches", type=int, default=40, help="batches timed in the tiny bare forward")
     parser.add_argument("--vit-batches", type=int, default=4, help="batches timed in ViT-B-32's bare forward")
@@ -138,22 +138,25 @@ def main(argv=None) -> None:
 
     runs = {}
 
-    def stage(images: Path, model: str) -> tuple[float, float]:
-        key = (images, model)
+    def stage(images: Path, model: str, precision: str = "auto") -> tuple[float, float]:
+        key = (images, model, precision)
         if key not in runs:
-            runs[key] = run_stage(out / "project", images, model, args.workers, args.batch, args.threads)
+            runs[key] = run_stage(out / "project", images, model, args.workers, args.batch, args.threads, precision)
         return runs[key]
 
-    configs = [(TINY_MODEL, args.n_tiny, args.tiny_size, args.tiny_batches)]
+    configs = [(TINY_MODEL, args.n_tiny, args.tiny_size, args.tiny_batches, "auto")]
+    if args.n_world:
+        world = Params().backbone
+        configs.append((world.model, args.n_world, (64, 64), args.tiny_batches, world.precision))
     if args.n_vit:
-        configs.append(("ViT-B-32", args.n_vit, (320, 240), args.vit_batches))
+        configs.append(("ViT-B-32", args.n_vit, (320, 240), args.vit_batches, "auto"))
     rows = []
-    for model, n, size, batches in configs:
+    for model, n, size, batches, precision in configs:
         images = make_images(out / f"images_{n}_{size[0]}x{size[1]}", n, size, test=args.test_images)
-        bare = bare_forward(model, batches, args.batch)
-        e2e, rss = stage(images, model)
+        bare = bare_forward(model, batches, args.batch, precision)
+        e2e, rss = stage(images, model, precision)
         rows.append((model, n, f"{size[0]}x{size[1]}", bare, e2e, e2e / bare, rss))
-        print(f"{model:>16}: bare forward {bare:9.1f} img/s | stage end-to-end {e2e:9.1f} img/s "
+        print(f"{model:>16} ({precision}): bare forward {bare:9.1f} img/s | stage end-to-end {e2e:9.1f} img/s "
               f"({n} JPEGs {size[0]}x{size[1]}) | ratio {e2e / bare:.2f} (target >= 0.8) | peak RSS {rss:.0f} MiB",
               flush=True)
 

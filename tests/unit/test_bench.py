@@ -51,7 +51,7 @@ PROMISED = {
     ],
     "embed_images": [
         rf"machine: {N} CPUs, torch \S+, {N} threads; batch 8, DataLoader workers 0",
-        rf" +sparse-cbm-tiny: bare forward +{F} img/s \| stage end-to-end +{F} img/s \(16 JPEGs 32x32\) \| "
+        rf" +sparse-cbm-tiny \(auto\): bare forward +{F} img/s \| stage end-to-end +{F} img/s \(16 JPEGs 32x32\) \| "
         rf"ratio {F} \(target >= 0\.8\) \| peak RSS {N} MiB",
         rf"peak RSS of the stage \(sparse-cbm-tiny\): {N} MiB for 16 images, {N} MiB for 16 images "
         rf"\(ratio {F}; flat = bounded by the batch\)",
