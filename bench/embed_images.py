@@ -1,6 +1,6 @@
 """Benchmark of the embed_images stage against the bare model, measured in one run.
 
-Prints, for the tiny model, the embedded world's CLIP (params.yaml's ``backbone.model`` at its
+Prints, for the tiny model, the embedded world's CLIP (the default ``backbone.model`` at its
 ``backbone.precision``) and ViT-B-32 (random weights), batch 64, on this machine's CPU:
 
 * bare forward throughput on ready tensors (images/s);

@@ -1,7 +1,7 @@
 """Benchmark of what ``backbone.precision: fp64`` costs, measured in one run.
 
 The embedded world computes its caches in float64 so that their float16 bytes do not depend on
-the CPU's kernel set (docs/reproducibility.md). For the world CLIP (params.yaml's ``backbone``)
+the CPU's kernel set (docs/reproducibility.md). For the world CLIP (the default ``backbone``)
 and SALF-CBM's prompting CLIP (``spatial.prompts``; null: the same), on the same preprocessed
 batch, in this process: images/s of the image embedding (embed_images) and copies/s of the prompted
 embedding (embed_prompted: grid^2 ringed copies an image), in fp32 and in fp64, and their ratio.

@@ -390,6 +390,9 @@ class SpatialParams(_Strict):
 
     @model_validator(mode="after")
     def _held_out_needs_val_copies(self) -> "SpatialParams":
+        if self.val_images == 1:
+            raise ValueError("spatial.val_images: eq. 1 centres each column over the val copies, so 1 image scores "
+                             "nothing; set 0 (none) or at least 2")
         if (self.early_stop or self.cutoff is not None) and not self.val_images:
             raise ValueError("spatial.early_stop and spatial.cutoff score eq. 1 on val's ringed copies: set "
                              "spatial.val_images (for example 500), or turn them off")

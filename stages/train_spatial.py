@@ -73,7 +73,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               "features": features["train"].manifest["backbone"], "concepts": [concepts[i] for i in kept],
               "classes": classes, "concept_list_sha256": concept_list_sha256(concepts),
               **({"kept": kept} if len(kept) < len(concepts) else {}),
-              **({"val_cos3": result.val_similarity.round(4).tolist()} if result.val_similarity is not None else {}),
+              **({"val_cos3_every_concept": dict(zip(concepts, result.val_similarity.tolist()))}
+                 if result.val_similarity is not None else {}),
               "p_mean": result.p_mean.round(6).tolist(),
               "p_std": result.p_std.round(6).tolist(), "seed": params.seed}
     with atomic_directory(MODEL) as tmp:
@@ -86,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     nec = final_layer.nec(result.model.fc.weight)
     atomic_write_json(METRICS, {"cos3": round(result.similarity, 4), "nec": round(nec, 2), "epochs": s.epochs,
                                 **({"kept_epoch": result.kept_epoch, "concepts_kept": len(kept),
-                                    "val_cos3": round(float(result.val_similarity.mean()), 4)}
+                                    "val_cos3": round(float(result.val_similarity[kept].mean()), 4)}
                                    if result.val_similarity is not None else {})})
     log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, nec, result.seconds)
 

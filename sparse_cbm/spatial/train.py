@@ -39,13 +39,13 @@ class SpatialTrainResult:
     model: SpatialBottleneck
     steps: List[Dict[str, float]]
     sparse_path: List[Dict[str, float]]
-    similarity: float  # mean cos3 over (m, h, w) on the last epoch
+    similarity: float  # mean cos3 over (m, h, w) on train in the kept epoch
     p_mean: np.ndarray  # (|D| kept,) mean of P over every train copy: to draw P itself as a heatmap
     p_std: np.ndarray  # (|D| kept,)
     seconds: float
     kept: np.ndarray  # indices of the concepts kept (all of them unless ``HeldOut.cutoff`` dropped some)
     kept_epoch: int  # the epoch whose convolution is kept (the last one unless ``HeldOut.early_stop``)
-    val_similarity: Optional[np.ndarray] = None  # (|D|,) each concept's eq. 1 on val (with ``HeldOut``)
+    val_similarity: Optional[np.ndarray] = None  # (|D|,) every concept's eq. 1 on val, kept or not, 4 decimals
 
 
 @dataclass
@@ -158,6 +158,12 @@ def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, promp
     batch = _batches(model, features, feature_shape, prompted, prompted_rows, concepts, grid, device)
     val_cos = None
     if held_out is not None:
+        if len(held_out.rows) < 2:
+            from sparse_cbm.errors import TrainingError
+
+            raise TrainingError(f"Label-free CBM's stop scores eq. 1 on val's ringed copies, centred over them: "
+                                f"{len(held_out.rows)} val image(s) is too few. Set spatial.val_images >= 2 and "
+                                f"dataset.val_fraction > 0.")
         val_batch = _batches(model, val[0], feature_shape, held_out.prompted, held_out.rows, concepts, grid, device)
         val_cos = lambda: full_batch_cos3(*_over_all(val_batch, len(held_out.rows)))  # noqa: E731
     p_stats = _PStatistics(len(concepts))
@@ -174,16 +180,16 @@ def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, promp
             if held_out is not None and held_out.early_stop:
                 score = float(val_cos().mean())
                 if best is not None and score <= best[0]:  # LF-CBM: stop once val stops improving, keep the best
-                    model.conv.weight.data.copy_(best[2])
-                    kept_epoch = best[1]
+                    score, kept_epoch, weight, similarity = best
+                    model.conv.weight.data.copy_(weight)
                     break
-                best = (score, epoch, model.conv.weight.detach().clone())
-    model.eval()
+                best = (score, epoch, model.conv.weight.detach().clone(), similarity)
     kept, val_similarity = np.arange(len(concepts)), None
-    if held_out is not None:
-        val_similarity = val_cos().reshape(len(concepts), -1).mean(1).float().cpu().numpy()
+    if held_out is not None:  # at 4 decimals: the values the cutoff compares are the ones the model's config records
+        val_similarity = np.round(val_cos().reshape(len(concepts), -1).mean(1).cpu().numpy().astype(np.float64), 4)
         if held_out.cutoff is not None:
             kept = _cut(model, val_similarity, held_out.cutoff)
+    model.eval()
     path = _fit_final_layer(model, features, feature_shape, train_labels, val, num_classes, sparse, seed, device)
     p_mean, p_std = p_stats.result()
     return SpatialTrainResult(model, steps, path, similarity, p_mean[kept], p_std[kept], time.perf_counter() - started,

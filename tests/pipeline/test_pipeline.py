@@ -413,8 +413,9 @@ def test_exp_run_label_free_stop_rings_val_and_evaluates_the_kept_concepts(repro
     config = json.loads((root / "data/spatial/model/config.json").read_text())
     trained = json.loads((root / "metrics/spatial_train.json").read_text())
     assert 1 <= trained["kept_epoch"] <= trained["epochs"] and "kept" not in config
-    similarity = np.array(config["val_cos3"])
-    cutoff = float(np.median(similarity))
+    similarity = np.array(list(config["val_cos3_every_concept"].values()))
+    levels = np.unique(similarity)  # a cutoff halfway between two recorded values, near the median
+    cutoff = float(levels[len(levels) // 2 - 1] + levels[len(levels) // 2]) / 2
     proc = dvc(["exp", "run", "-S", "spatial.val_images=40", "-S", "spatial.early_stop=true",
                 "-S", f"spatial.cutoff={cutoff}"], root)
     assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "train_spatial", "evaluate_spatial",

@@ -175,6 +175,9 @@ def test_label_free_early_stop_keeps_the_best_epoch_on_val():
     assert torch.equal(result.model.conv.weight, plain_lr.model.conv.weight)
     assert not torch.equal(plain.model.conv.weight, plain_lr.model.conv.weight)
     assert result.val_similarity.shape == (M,) and (result.val_similarity > 0.5).all()
+    # the reported train similarity is the kept epoch's, not the rejected one's
+    assert result.similarity == pytest.approx(np.mean([s["cos3"] for s in result.steps
+                                                       if s["epoch"] == result.kept_epoch]))
 
 
 def test_label_free_cutoff_drops_the_concepts_below_it_on_val():
@@ -191,3 +194,19 @@ def test_label_free_cutoff_drops_the_concepts_below_it_on_val():
     with pytest.raises(TrainingError, match=r"spatial.cutoff 0.99 drops every concept \(the best val similarity is "
                                             r"0\.\d+\): lower spatial.cutoff"):
         run_held_out(cutoff=0.99)
+
+
+def test_label_free_stop_refuses_fewer_than_two_val_copies():
+    from sparse_cbm.errors import TrainingError
+    from sparse_cbm.spatial.train import HeldOut
+
+    features, labels, val, prompted, prompted_rows, concepts = world()
+    one = held_out()
+    lone = HeldOut(one.prompted[:GRID * GRID], one.rows[:1], early_stop=True)
+    with pytest.raises(TrainingError, match=r"1 val image\(s\) is too few. Set spatial.val_images >= 2"):
+        train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                      pooling="mean", epochs=2, batch_size=8, lr=0.05, sparse=SPARSE, held_out=lone)
+    from sparse_cbm_app.params import deep_merge, default_params, validate_params
+
+    with pytest.raises((ValueError, Exception), match="1 image scores nothing; set 0 \\(none\\) or at least 2"):
+        validate_params(deep_merge(default_params(), {"spatial": {"val_images": 1}}))
