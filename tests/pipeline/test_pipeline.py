@@ -348,7 +348,9 @@ def test_shuffled_labels_in_the_cache_make_the_cbm_collapse(project, tmp_path):
         run(stage_command(stage, root), root)
     collapsed = json.loads((root / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
     healthy = json.loads((project[0] / "metrics/evaluate.json").read_text())["test"]["cbm"]["top1"]
-    assert healthy >= 0.8 and collapsed < 0.3  # the quick profile's sparse CBM (NEC <= 5, 800 images): 0.89
+    # the quick profile's sparse CBM (NEC <= 5, 800 images): 0.73 with the MiniLM world CLIP, whose coarse 10-point
+    # path keeps NEC 3.1 (the next point has 9.5); 0.89 with the first shapes CLIP
+    assert healthy >= 0.6 and collapsed < 0.3
 
 
 def test_spatial_branch_scores_heatmaps_regions_and_edits(project):
@@ -413,15 +415,18 @@ def test_exp_run_label_free_stop_rings_val_and_evaluates_the_kept_concepts(repro
     config = json.loads((root / "data/spatial/model/config.json").read_text())
     trained = json.loads((root / "metrics/spatial_train.json").read_text())
     assert 1 <= trained["kept_epoch"] <= trained["epochs"] and "kept" not in config
-    similarity = np.array(list(config["val_cos3_every_concept"].values()))
-    levels = np.unique(similarity)  # a cutoff halfway between two recorded values, near the median
+    similarity = config["val_cos3_every_concept"]  # by concept name (the JSON's keys are sorted)
+    levels = np.unique(list(similarity.values()))  # a cutoff halfway between two recorded values, near the median
     cutoff = float(levels[len(levels) // 2 - 1] + levels[len(levels) // 2]) / 2
     proc = dvc(["exp", "run", "-S", "spatial.val_images=40", "-S", "spatial.early_stop=true",
                 "-S", f"spatial.cutoff={cutoff}"], root)
     assert ran(proc) == [f"Running stage '{s}':" for s in ("check_params", "train_spatial", "evaluate_spatial",
                                                             "report")]
     config = json.loads((root / "data/spatial/model/config.json").read_text())
-    assert config["kept"] == np.flatnonzero(similarity > cutoff).tolist()
+    above = {name for name, value in similarity.items() if value > cutoff}
+    assert set(config["concepts"]) == above and len(config["kept"]) == len(above)
+    concepts = (root / "data/filtered/concepts.txt").read_text().splitlines()
+    assert [concepts[i] for i in config["kept"]] == config["concepts"]  # in the concept list's order
     assert json.loads((root / "metrics/spatial_train.json").read_text())["concepts_kept"] == len(config["kept"])
     with np.load(root / "data/spatial/evaluation/panels.npz") as panels:
         assert panels["concept_names"].tolist() == config["concepts"]
