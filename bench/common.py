@@ -63,3 +63,10 @@ def add_scaling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="run each size in this process, not a child (smoke runs: the RSS figures mean nothing)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def prompting_clip(params):
+    """The params section (``model``, ``pretrained``) of SALF-CBM's prompting CLIP: ``spatial.prompts``, or the
+    pipeline's ``backbone`` when it is null (as ``stages.common.prompting_backbone`` resolves it)."""
+    prompts = params.spatial.prompts
+    return params.backbone if prompts.pretrained is None else prompts

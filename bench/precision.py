@@ -20,7 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import best_of  # noqa: E402
+from bench.common import best_of, prompting_clip  # noqa: E402
 from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
 from sparse_cbm_app.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
@@ -32,8 +32,7 @@ WHAT = ("image embedding", "prompted embedding")
 def clip_of(what: str):
     """The default params' CLIP for ``what``: the backbone, or SALF-CBM's prompting CLIP when one is set."""
     params = Params()
-    prompts = params.spatial.prompts
-    return prompts if what == "prompted embedding" and prompts.model is not None else params.backbone
+    return prompting_clip(params) if what == "prompted embedding" else params.backbone
 
 
 def rate(what: str, precision: str, images: int, repeats: int) -> float:

@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import best_of  # noqa: E402
+from bench.common import best_of, prompting_clip  # noqa: E402
 from sparse_cbm.clip.backbone import load_backbone  # noqa: E402
 from sparse_cbm_app.params import Params  # noqa: E402
 from sparse_cbm.spatial.prompts import PromptedCopies  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     ap.add_argument("--vit", action="store_true", help="also ViT-B-32 with random weights (slow on a CPU)")
     args = ap.parse_args(argv)
     params = Params()
-    prompts = params.spatial.prompts if params.spatial.prompts.pretrained else params.backbone  # null: the backbone
+    prompts = prompting_clip(params)
     measure(prompts.model, str(REPO / prompts.pretrained), args.images, args.repeats)
     if args.vit:
         measure("ViT-B-32", "none", max(1, args.images // 16), args.repeats)
