@@ -295,6 +295,11 @@ class SpatialFeaturesParams(_Strict):
     layer: str = Field("auto", description="what is explained: `auto` (a CLIP ResNet: `layer3`; a CLIP ViT: "
                                            "`tokens`, its last block's patch tokens on their grid), a CLIP ResNet's "
                                            "stage (`layer1`-`layer4`) or a torchvision node name")
+    dense: bool = Field(True, description="a CLIP ResNet: the explained stage keeps its input's grid, twice its "
+                                           "own (its 2 x 2 average pools skipped, later 3 x 3 convolutions dilated, "
+                                           "as torchvision's `replace_stride_with_dilation`): `layer3` at 64 px gives "
+                                           "8 x 8 maps, not 4 x 4 (the paper's grid is 7 x 7). `false` for a ViT or a "
+                                           "torchvision model (the dataset profiles)")
 
 
 class SpatialPromptsParams(_Strict):

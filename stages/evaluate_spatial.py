@@ -58,7 +58,7 @@ def build(params, prompted, paths):
         concepts, embeddings = list(config["concepts"]), np.asarray(embeddings)[config["kept"]]
     backbone = backbone_from(params)
     f = params.spatial.features
-    features = feature_backbone(f.backbone, f.weights, f.layer, backbone)
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone, f.dense)
     dataset = dataset_from(params)
     hook = (features.target_layer, features.reshape_transform)
     cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), *hook)}

@@ -3,7 +3,8 @@
 ``FeatureBackbone`` maps a preprocessed batch of images to feature maps (B, C, h, w) without
 pooling: for a CNN the output of a named stage (``layer``: ``layer1``-``layer4`` of a CLIP ResNet,
 ``auto``: ``layer3``; the paper takes the last stage of a ResNet-50 at 224 px), for a CLIP ViT
-(``layer: tokens`` or ``auto``) its last block's patch tokens reshaped to their grid.
+(``layer: tokens`` or ``auto``) its last block's patch tokens reshaped to their grid. ``dense``
+(a CLIP ResNet): the stage keeps its input's grid, twice its own (``without_stride``).
 ``target_layer`` is the module that produces them (what Grad-CAM hooks).
 
 Kinds (``spatial.features.backbone``): ``clip`` (the pipeline's own CLIP, the one that embeds
@@ -15,6 +16,7 @@ access the first time, or the path of a local checkpoint.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,7 +76,40 @@ def _resolved_layer(visual: nn.Module, layer: str) -> str:
     return "layer3" if type(visual).__name__ == "ModifiedResNet" else VIT_TOKENS
 
 
-def _clip_trunk(visual: nn.Module, layer: str) -> Callable:
+@contextmanager
+def without_stride(stage: nn.Sequential):
+    """While inside, a stage of open_clip's ``ModifiedResNet`` keeps its input's grid: its blocks
+    downsample with 2 x 2 average pools (after the 3 x 3 convolution, and before the shortcut's
+    1 x 1), not with strided convolutions, and these are skipped; the 3 x 3 convolutions of the blocks
+    after the first are dilated by the stride, so that their receptive field is the one they were
+    trained with (torchvision's ``replace_stride_with_dilation``, DeepLab's output stride). In a
+    one-block stage, everything after the pools is per-cell and linear up to the last ReLU, so the
+    2 x 2 means of the dense maps before that ReLU are exactly the stage's own maps before it. The
+    modules are put back on leaving, whatever happens inside."""
+    first = stage[0]
+    stride = int(getattr(first, "stride", 1))
+    saved = []
+    if stride > 1:
+        saved.append((first, "avgpool", first.avgpool))
+        first.avgpool = nn.Identity()
+        if first.downsample is not None and "-1" in first.downsample._modules:
+            saved.append((first.downsample, "-1", first.downsample._modules["-1"]))
+            first.downsample._modules["-1"] = nn.Identity()
+        for block in list(stage)[1:]:
+            saved.append((block.conv2, "dilation", block.conv2.dilation))
+            saved.append((block.conv2, "padding", block.conv2.padding))
+            block.conv2.dilation, block.conv2.padding = (stride, stride), (stride, stride)
+    try:
+        yield stage
+    finally:
+        for owner, name, value in reversed(saved):
+            if isinstance(owner, nn.Sequential) and name in owner._modules:
+                owner._modules[name] = value
+            else:
+                setattr(owner, name, value)
+
+
+def _clip_trunk(visual: nn.Module, layer: str, dense: bool = False) -> Callable:
     if type(visual).__name__ == "ModifiedResNet":
         names = ["layer1", "layer2", "layer3", "layer4"]
         if layer not in names:
@@ -83,10 +118,17 @@ def _clip_trunk(visual: nn.Module, layer: str) -> Callable:
 
         def trunk(x):
             x = visual.stem(x)
-            for name in stages:
+            for name in stages[:-1]:
                 x = getattr(visual, name)(x)
-            return x
+            explained = getattr(visual, stages[-1])
+            if not dense:
+                return explained(x)
+            with without_stride(explained):
+                return explained(x)
         return trunk, getattr(visual, layer)
+    if dense:
+        raise BackboneError(f"spatial.features.dense: only a CLIP ResNet's stage can keep its input's grid, not a "
+                            f"{type(visual).__name__}'s; set spatial.features.dense: false.")
     if hasattr(visual, "transformer"):  # open_clip VisionTransformer: patch tokens on their grid
         if layer != VIT_TOKENS:
             raise BackboneError(f"spatial.features.layer {layer!r}: a CLIP ViT's feature maps are its last block's "
@@ -105,16 +147,16 @@ def _clip_trunk(visual: nn.Module, layer: str) -> Callable:
     raise BackboneError(f"spatial.features.backbone clip: cannot take feature maps from a {type(visual).__name__}.")
 
 
-def clip_features(backbone, layer: str) -> FeatureBackbone:
+def clip_features(backbone, layer: str, dense: bool = False) -> FeatureBackbone:
     """The feature maps of the pipeline's CLIP image tower (``backbone``: a ``clip.backbone.Backbone``)."""
     visual = backbone.model.visual
     layer = _resolved_layer(visual, layer)  # the identity names what is explained, however it was asked for
-    trunk, target = _clip_trunk(visual, layer)
+    trunk, target = _clip_trunk(visual, layer, dense)
     reshape = None
     if hasattr(visual, "transformer"):  # its blocks' outputs are (B, 1 + N, C) with batch_first, else (1 + N, B, C)
         reshape = tokens_to_maps if getattr(visual.transformer, "batch_first", True) \
             else (lambda t: tokens_to_maps(t.transpose(0, 1)))
-    identity = {"kind": "clip", "layer": layer, **backbone.identity}
+    identity = {"kind": "clip", "layer": layer, **({"dense": True} if dense else {}), **backbone.identity}
     return FeatureBackbone(trunk, target, backbone.preprocess, identity, visual, backbone.device, reshape).eval()
 
 
@@ -163,12 +205,16 @@ def torchvision_features(name: str, weights: Optional[str], layer: str, device: 
                            lambda t: tokens_to_maps(t) if t.ndim == 3 else t).eval()
 
 
-def feature_backbone(kind: str, weights: Optional[str], layer: str, clip_backbone=None) -> FeatureBackbone:
+def feature_backbone(kind: str, weights: Optional[str], layer: str, clip_backbone=None,
+                     dense: bool = False) -> FeatureBackbone:
     """``spatial.features``: ``clip`` (``clip_backbone``, the pipeline's CLIP) or a torchvision model, on the
     CLIP backbone's device."""
     if kind == "clip":
         if clip_backbone is None:
             raise BackboneError("spatial.features.backbone clip needs the pipeline's CLIP backbone.")
-        return clip_features(clip_backbone, layer)
+        return clip_features(clip_backbone, layer, dense)
+    if dense:
+        raise BackboneError(f"spatial.features.dense: only a CLIP ResNet's stage can keep its input's grid, not "
+                            f"torchvision's {kind}; set spatial.features.dense: false.")
     device = clip_backbone.device if clip_backbone is not None else "cpu"
     return torchvision_features(kind, weights, layer, device)

@@ -204,7 +204,7 @@ def _load(cls, folder: Path, manifest: Dict[str, Any], device: Optional[str]):
         if f.pop("weights_in_folder", False):
             f["weights"] = str(_inside(folder, f["weights"]))
         spatial, spatial_config = load_spatial(_inside(folder, manifest["spatial"]["folder"]))
-        features = feature_backbone(f["backbone"], f.get("weights"), f["layer"], backbone)
+        features = feature_backbone(f["backbone"], f.get("weights"), f["layer"], backbone, f.get("dense", False))
         check_features(features, spatial_config, folder)
         source["spatial_features"] = f
     gallery = FolderGallery(_inside(folder, manifest["gallery"])) if manifest.get("gallery") else None

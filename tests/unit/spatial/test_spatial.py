@@ -1,6 +1,8 @@
 """SALF-CBM's library: visual prompts, local similarities, the cubic-cosine training, heatmap
 metrics, regions and local edits."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,57 @@ def test_softmax_pooling_is_the_releases_softmax_pooling_2d():
     assert torch.allclose(ours, release, atol=1e-6)
     assert (ours <= maps.amax(dim=(2, 3)) + 1e-6).all() and (ours >= maps.mean(dim=(2, 3)) - 1e-6).all()
     assert not torch.allclose(ours, maps.mean(dim=(2, 3)))
+
+
+def _resnet_backbone(layers):
+    """A CLIP-like backbone around open_clip's ModifiedResNet (64 px, width 8), for clip_features."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    torch.manual_seed(0)
+    visual = ModifiedResNet(layers=layers, output_dim=16, heads=2, image_size=64, width=8).eval()
+    for m in visual.modules():  # BatchNorm statistics that are not the identity, so that mistakes show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+    return SimpleNamespace(model=SimpleNamespace(visual=visual), identity={"model": "rn"}, preprocess=None,
+                           device=torch.device("cpu"))
+
+
+def test_a_dense_stage_is_its_own_maps_on_its_inputs_grid_and_the_model_is_put_back():
+    """spatial.features.dense: layer3 of a one-block stage at 64 px gives 8 x 8 maps whose 2 x 2 means
+    before the last ReLU are exactly the stage's own 4 x 4 maps; a multi-block stage dilates its later
+    3 x 3 convolutions (and is put back); the CLIP's pooled embedding is unchanged afterwards; a ViT or
+    a torchvision model is refused with the fix."""
+    from sparse_cbm.errors import BackboneError
+    from sparse_cbm.spatial.features import clip_features, feature_backbone
+
+    backbone = _resnet_backbone([1, 1, 1, 1])
+    visual = backbone.model.visual
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        before = visual(x)
+    own, dense = clip_features(backbone, "auto"), clip_features(backbone, "auto", dense=True)
+    assert dense.identity == {"kind": "clip", "layer": "layer3", "dense": True, "model": "rn"}
+    assert "dense" not in own.identity  # the identities of caches made before the option are unchanged
+    assert own.encode(x).shape == (3, 128, 4, 4) and dense.encode(x).shape == (3, 128, 8, 8)
+    relu = visual.layer3[0].act3
+    visual.layer3[0].act3 = torch.nn.Identity()  # before the last ReLU
+    try:
+        pooled = torch.nn.functional.avg_pool2d(dense.encode(x), 2)
+        torch.testing.assert_close(pooled, own.encode(x), rtol=1e-5, atol=1e-5)
+    finally:
+        visual.layer3[0].act3 = relu
+    with torch.no_grad():
+        torch.testing.assert_close(visual(x), before, rtol=0, atol=0)  # pools and convolutions are back
+
+    deep = _resnet_backbone([1, 1, 2, 1])
+    conv = deep.model.visual.layer3[1].conv2
+    maps = clip_features(deep, "layer3", dense=True).encode(x)
+    assert maps.shape == (3, 128, 8, 8) and conv.dilation == (1, 1) and conv.padding == (1, 1)
+    assert isinstance(deep.model.visual.layer3[0].avgpool, torch.nn.AvgPool2d)
+
+    vit = SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace(transformer=None)), identity={},
+                          preprocess=None, device=torch.device("cpu"))
+    with pytest.raises(BackboneError, match="set spatial.features.dense: false"):
+        clip_features(vit, "tokens", dense=True)
+    with pytest.raises(BackboneError, match="set spatial.features.dense: false"):
+        feature_backbone("resnet18", None, "layer3", dense=True)
