@@ -7,9 +7,9 @@ that implement them, so a name is defined once.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sparse_cbm.bottleneck.objectives import OBJECTIVES, get_objective
 from sparse_cbm.bottleneck.objectives.gumbel import (FAITHFUL_RELEASED_ERROR, GUMBEL_FORMS, RELEASED_HARD_ERROR,
@@ -73,6 +73,22 @@ class SparseLayerParams(StrictModel):
     lam: Optional[float] = Field(None, gt=0.0, description="Label-free CBM's single lambda (its `--lam`, 0.0007): "
                                  "fit lam / alpha only, as its glm_saga(epsilon=1, k=1) call, and keep that point "
                                  "whatever its NEC; `null`: the path, kept at `target_nec`")
+    shared_concepts: Union[int, str, None] = Field(
+        "auto", description="at most this many concepts for all classes, chosen first by a group lasso path "
+        "(glm-saga's `group`: a concept's weights over the classes share one l2 norm), so that concepts the classes "
+        "share win over one concept a class; `auto`: as many as classes for the faithful form's units (CLIP's "
+        "concept scores), off for the paper's form and SALF-CBM's maps; `null`: off "
+        "(docs/methods.md#concepts-shared-by-the-classes)")
+
+    @field_validator("shared_concepts", mode="before")
+    @classmethod
+    def _shared_concepts(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().isdigit():  # `dvc exp run -S ...=20` may leave text
+            v = int(v)
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("must be 'auto' (one concept a class for the faithful form), a positive number of "
+                         "concepts, or null (off)")
     solver: Literal[SOLVERS] = Field(  # type: ignore[valid-type]
         "fast", description="who runs the SAGA epochs: `fast` (glm-saga's algorithm with its gradients as matrix "
         "products, the same iterates up to rounding) | `glm-saga` (its own loop, the reference)")
@@ -90,6 +106,14 @@ class SparseLayerParams(StrictModel):
             return {"lambdas": [self.lam / max(0.001, self.alpha)], "max_nec": None}
         return {"path_points": self.path_points, "epsilon": self.epsilon,
                 "max_nec": MAX_NEC_FACTOR * self.target_nec}
+
+    def shared_for(self, units_are_clip_scores: bool, num_classes: int) -> Optional[int]:
+        """``shared_concepts`` resolved: ``auto`` is one concept a class for units that are CLIP's concept
+        scores (the faithful form), off for free mixtures (the paper's form) and for concept maps (unmeasured
+        there)."""
+        if self.shared_concepts == "auto":
+            return int(num_classes) if units_are_clip_scores else None
+        return self.shared_concepts
 
     def kept_nec(self) -> Optional[float]:
         """The NEC budget the kept point is chosen within (``SparsePath.require_concepts``); None: a

@@ -178,16 +178,22 @@ class Standardised(nn.Module):
     """glm-saga's ``preprocess``: raw embeddings -> (activations(x) - mean) / std, without gradients.
     Its ``device`` attribute is what glm-saga's ``get_device`` reads."""
 
-    def __init__(self, activations: Activations, mean: torch.Tensor, std: torch.Tensor, device="cpu"):
+    def __init__(self, activations: Activations, mean: torch.Tensor, std: torch.Tensor, device="cpu",
+                 columns: Optional[Sequence[int]] = None):
         super().__init__()
         self.activations = activations
         self.device = torch.device(device)
         self.register_buffer("mean", mean.to(self.device, torch.float32))
         self.register_buffer("std", std.to(self.device, torch.float32))
+        self.mask = None  # ``columns``: the others read as 0, so their weights get no gradient and stay 0
+        if columns is not None:
+            self.mask = torch.zeros_like(self.mean)
+            self.mask[torch.as_tensor(np.asarray(columns, dtype=np.int64), device=self.device)] = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return (self.activations(x.to(self.device)).float() - self.mean) / self.std
+            out = (self.activations(x.to(self.device)).float() - self.mean) / self.std
+            return out if self.mask is None else out * self.mask
 
 
 @dataclass
@@ -199,6 +205,16 @@ class ActivationStats:
     std: torch.Tensor  # (D,) float64, sample (n - 1); 1 where it is 0
     max_reg: float  # glm-saga's ``maximum_reg`` (nongrouped) on the standardised activations
     class_counts: np.ndarray = field(repr=False)
+    concept_reg: Optional[torch.Tensor] = field(default=None, repr=False)  # (D,) its max over classes, per concept
+    group_reg: Optional[torch.Tensor] = field(default=None, repr=False)  # (D,) glm-saga's grouped one, per concept
+
+    def largest_lambda(self, alpha: float, group: bool = False, columns: Optional[Sequence[int]] = None) -> float:
+        """glm-saga's first lambda, ``maximum_reg / max(0.001, alpha)``: grouped (each concept's l2 norm over
+        the classes) with ``group``, and over ``columns`` only when given."""
+        reg = self.group_reg if group else self.concept_reg
+        if columns is not None:
+            reg = reg[torch.as_tensor(np.asarray(columns, dtype=np.int64))]
+        return float(reg.max()) / max(0.001, alpha)
 
 
 @torch.no_grad()
@@ -243,7 +259,8 @@ def activation_stats(activations: Activations, embeddings, labels: np.ndarray, n
     counts = np.bincount(labels, minlength=num_classes)
     inner = (class_sums - torch.as_tensor(counts, dtype=torch.float64, device=device)[:, None] * mean) / std
     return ActivationStats(n=n, mean=mean.cpu(), std=std.cpu(), max_reg=float(inner.abs().max()) / n,
-                           class_counts=counts)
+                           class_counts=counts, concept_reg=(inner.abs().amax(dim=0) / n).cpu(),
+                           group_reg=(inner.norm(dim=0) / n).cpu())
 
 
 @torch.no_grad()
@@ -342,6 +359,37 @@ def _non_negative_prox(enabled: bool):
 
 
 @contextlib.contextmanager
+def _group_prox(enabled: bool, nonneg: bool):
+    """Make glm-saga's grouped proximal steps safe for an all-zero column while the context is open,
+    and project onto W >= 0 with ``nonneg``.
+
+    glm-saga's ``group_threshold`` is ``(w - lam w / |w|) (|w| > lam)``, each concept's column norm over
+    the classes: a column of zeros gives 0/0 = NaN, which a concept that never moves (or one outside
+    ``columns``) has. This is the same operator with 0 there. With ``nonneg``, the proximal operator of
+    the group norm plus the indicator of w >= 0 is the group threshold of max(v, 0)."""
+    if not enabled:
+        yield
+        return
+    import glm_saga.elasticnet as glm
+
+    plain, shrink = glm.group_threshold, glm.group_threshold_with_shrinkage
+
+    def group_threshold(weight, lam):
+        w = weight.clamp_min(0) if nonneg else weight
+        norm = w.norm(p=2, dim=0)
+        return w * (1 - lam / norm.clamp_min(torch.finfo(w.dtype).tiny)).clamp_min(0)
+
+    def group_threshold_with_shrinkage(x, alpha, beta):
+        return group_threshold(x, alpha) / (1 + beta)
+
+    glm.group_threshold, glm.group_threshold_with_shrinkage = group_threshold, group_threshold_with_shrinkage
+    try:
+        yield
+    finally:
+        glm.group_threshold, glm.group_threshold_with_shrinkage = plain, shrink
+
+
+@contextlib.contextmanager
 def _saga_epochs(solver: str):
     """Run glm-saga's SAGA epochs with ``solver`` while the context is open: its ``glm_saga`` calls
     ``train_saga`` by its module name, so swapping that one name swaps the loop and nothing else."""
@@ -363,20 +411,22 @@ def _saga_epochs(solver: str):
 
 
 def _run_glm_saga(linear, loader, lr, max_epochs, alpha, lam, *, state, n_ex, n_classes, tol, lookbehind,
-                  preprocess, val_loader, table_device, nonneg=False, solver="fast"):
+                  preprocess, val_loader, table_device, nonneg=False, solver="fast", group=False):
     """One lambda of the path: glm-saga's ``glm_saga`` with a one-point grid at ``lam``, warm-started
-    from ``linear`` and ``state`` (weights kept >= 0 with ``nonneg``), its epochs run by ``solver``.
+    from ``linear`` and ``state`` (weights kept >= 0 with ``nonneg``), its epochs run by ``solver``;
+    ``group``: its group lasso (each concept's column of weights over the classes, ``_group_prox``).
     Its printed log is captured and returned."""
     from glm_saga.elasticnet import glm_saga
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), warnings.catch_warnings(), _non_negative_prox(nonneg), \
-            _saga_epochs(solver):
+    with contextlib.redirect_stdout(out), warnings.catch_warnings(), _non_negative_prox(nonneg and not group), \
+            _group_prox(group, nonneg), _saga_epochs(solver):
         warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
         result = glm_saga(linear, loader, lr, max_epochs, alpha, table_device=table_device, preprocess=preprocess,
-                          group=False, verbose=None, state=state, n_ex=n_ex, n_classes=n_classes, tol=tol,
+                          group=group, verbose=None, state=state, n_ex=n_ex, n_classes=n_classes, tol=tol,
                           epsilon=1.0, k=1, do_zero=False,
-                          metadata={"max_reg": {"nongrouped": lam * max(0.001, alpha)}}, val_loader=val_loader,
+                          metadata={"max_reg": {"group" if group else "nongrouped": lam * max(0.001, alpha)}},
+                          val_loader=val_loader,
                           lookbehind=lookbehind, family="multinomial")
     return result, out.getvalue()
 
@@ -395,7 +445,8 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                     max_epochs: int = 50, lr: float = 0.1, tol: float = 1e-4, lookbehind: Optional[int] = None,
                     batch_size: int = 256, seed: int = 0, device="cpu", table: str = "auto",
                     table_budget_bytes: int = TABLE_BUDGET_BYTES, table_dir: Optional[str | Path] = None,
-                    nonneg: bool = False, scale: str = "concept", solver: str = "fast") -> SparsePath:
+                    nonneg: bool = False, scale: str = "concept", solver: str = "fast", group: bool = False,
+                    columns: Optional[Sequence[int]] = None, shared_concepts: Optional[int] = None) -> SparsePath:
     """Fit the elastic-net path on the activations of the train split (see the module docstring).
 
     ``activations`` maps a float32 batch of raw image embeddings (B, d) to the CBL's (B, D) outputs
@@ -408,7 +459,10 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     objective has not improved by ``tol`` for that many epochs). ``table``: ``"memory"``, ``"disk"``
     or ``"auto"`` (disk when n x C x 4 bytes exceeds ``table_budget_bytes``). ``nonneg``: every weight
     >= 0, so a class is explained only by concepts whose presence raises it (``_non_negative_prox``).
-    ``solver``: who runs the SAGA epochs (``SOLVERS``).
+    ``solver``: who runs the SAGA epochs (``SOLVERS``). ``group``: glm-saga's group lasso (each concept's
+    weights over the classes, one l2 norm) in place of the l1 term. ``columns``: only these concepts may
+    get weights. ``shared_concepts``: first a group path on the same rows chooses at most that many
+    concepts for all classes (``shared_concepts.choose_shared``), then the path runs on them.
     Same inputs and ``seed``, same weights: the only randomness is the seeded order of the blocks.
 
     Convergence decides the NEC: an unconverged SAGA iterate keeps small weights the optimum does not
@@ -427,11 +481,19 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if shared_concepts is not None:
+        from sparse_cbm.bottleneck.shared_concepts import choose_shared
+
+        columns = choose_shared(lambda: fit_sparse_path(
+            activations, train, val, num_classes, alpha=alpha, path_points=path_points, epsilon=epsilon,
+            max_nec=shared_concepts, max_epochs=max_epochs, lr=lr, tol=tol, lookbehind=lookbehind,
+            batch_size=batch_size, seed=seed, device=device, table=table, table_budget_bytes=table_budget_bytes,
+            table_dir=table_dir, nonneg=nonneg, scale=scale, solver=solver, group=True), shared_concepts)
     step_flops = _step_flops(activations, x_train, batch_size, num_classes, device)
     with threads_for(step_flops):  # small steps run on one thread (sparse_cbm.runtime.cpus.SMALL_STEP_FLOPS)
         stats = activation_stats(activations, x_train, y_train, num_classes, batch_size=batch_size, device=device,
                                  scale=scale)
-    max_lambda = stats.max_reg / max(0.001, alpha)
+    max_lambda = stats.largest_lambda(alpha, group, columns)
     grid = (np.asarray(lambdas, dtype=np.float64) if lambdas is not None
             else path_lambdas(max_lambda, path_points, epsilon))
     mean32, std32 = stats.mean.float(), stats.std.float()
@@ -440,7 +502,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     linear = nn.Linear(d, num_classes).to(device)
     linear.weight.data.zero_()
     linear.bias.data.zero_()
-    preprocess = Standardised(activations, mean32, std32, linear.weight.device)  # glm-saga wants the same device
+    preprocess = Standardised(activations, mean32, std32, linear.weight.device, columns)  # glm-saga: same device
     loader = BlockLoader(x_train, y_train, batch_size, shuffle=True, seed=seed)
     val_loader = None
     if val is not None and len(val[1]):
@@ -460,7 +522,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                 result, printed = _run_glm_saga(linear, loader, lr, max_epochs, alpha, float(lam), state=state, n_ex=n,
                                                 n_classes=num_classes, tol=tol, lookbehind=lookbehind,
                                                 preprocess=preprocess, val_loader=val_loader, table_device=table_device,
-                                                nonneg=nonneg, solver=solver)
+                                                nonneg=nonneg, solver=solver, group=group)
                 state = result["state"]
                 p = result["path"][0]
                 m = p["metrics"]
@@ -471,8 +533,9 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                                   train_loss=float(m["loss_tr"]),
                                   val_loss=float(m["loss_val"]) if val_loader is not None else float("nan"))
                 points.append(point)
-                log.info("sparse path %d/%d: lambda %.3g, NEC %.2f, train top-1 %.4f, val top-1 %.4f, %.1f s",
-                         i + 1, len(grid), point.lam, point.nec, point.train_top1, point.val_top1, point.seconds)
+                log.info("%s path %d/%d: lambda %.3g, NEC %.2f, train top-1 %.4f, val top-1 %.4f, %.1f s",
+                         "group" if group else "sparse", i + 1, len(grid), point.lam, point.nec, point.train_top1,
+                         point.val_top1, point.seconds)
                 if max_nec is not None and point.nec > max_nec:
                     break
         finally:

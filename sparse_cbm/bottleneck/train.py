@@ -121,7 +121,8 @@ def sparse_path(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray], 
     return fit_sparse_path(activations, train, val, model.num_classes, alpha=sp.alpha, **sp.path_arguments(),
                            max_epochs=sp.max_epochs, lr=sp.lr, tol=sp.tol,
                            batch_size=sp.batch_size, seed=seed, device=str(device), nonneg=params.form == "faithful",
-                           scale=resolve_scale(sp.scale, params.form == "faithful"), solver=sp.solver)
+                           scale=resolve_scale(sp.scale, params.form == "faithful"), solver=sp.solver,
+                           shared_concepts=sp.shared_for(params.form == "faithful", model.num_classes))
 
 
 def fit_sparse_final_layer(model: ConceptBottleneck, train: Tuple[np.ndarray, np.ndarray],

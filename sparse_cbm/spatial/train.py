@@ -239,7 +239,7 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
                                **sparse.path_arguments(), max_epochs=sparse.max_epochs, lr=sparse.lr, tol=sparse.tol,
                                batch_size=sparse.batch_size, seed=seed, device=str(device),
                                scale=resolve_scale(sparse.scale, units_are_clip_scores=False),
-                               solver=sparse.solver)
+                               solver=sparse.solver, shared_concepts=sparse.shared_for(False, num_classes))
         del train_rows, val_rows
     layer = path.require_concepts(sparse.kept_nec(), "spatial", len(labels))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)

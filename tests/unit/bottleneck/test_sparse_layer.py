@@ -375,3 +375,86 @@ def test_a_single_lambda_that_selects_nothing_is_refused_with_what_to_change():
     with pytest.raises(TrainingError, match=r"NEC 0, top-1 at chance\) at spatial.sparse.lam 9.9.*lower "
                                             r"spatial.sparse.lam, or set it to null"):
         path.require_concepts(None, "spatial", len(y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Concepts shared by the classes: the group path, the columns it leaves, and the path on them
+
+
+def test_the_group_path_is_glm_sagas_group_lasso_and_safe_for_a_column_of_zeros():
+    """``group=True`` at one lambda gives the weights of glm-saga's own ``glm_saga(group=True)`` on the
+    same standardised rows; its largest lambda is glm-saga's grouped ``maximum_reg``; a concept that
+    never moves (a zero column, NaN under glm-saga's operator) gets weight 0, not NaN."""
+    from glm_saga.elasticnet import glm_saga, maximum_reg
+
+    x, y = multinomial_problem(n=300, d=10, c=3, seed=4)
+    stats = activation_stats(identity, x, y, 3, batch_size=64)
+    z = ((torch.as_tensor(x, dtype=torch.float64) - stats.mean) / stats.std).float()
+    assert stats.largest_lambda(1.0, group=True) == pytest.approx(maximum_reg(z, torch.as_tensor(y), group=True))
+    assert stats.largest_lambda(1.0) == pytest.approx(maximum_reg(z, torch.as_tensor(y), group=False))
+    lam = 0.3 * stats.largest_lambda(0.99, group=True)
+    ours = fit_sparse_path(identity, (x, y), None, 3, alpha=0.99, lambdas=[lam], max_epochs=30, batch_size=64,
+                           seed=0, solver="glm-saga", group=True).points[0]
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(10, 3)
+    linear.weight.data.zero_()
+    linear.bias.data.zero_()
+    loader = BlockLoader(x, y, 64, shuffle=True, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = glm_saga(linear, loader, 0.1, 30, 0.99, epsilon=1, k=1, do_zero=False, group=True,
+                          metadata={"max_reg": {"group": lam * 0.99}}, n_ex=len(y), n_classes=3, tol=1e-4,
+                          preprocess=Standardised(identity, stats.mean.float(), stats.std.float()),
+                          verbose=False)["path"][0]
+    torch.testing.assert_close(ours.weight, theirs["weight"].float(), atol=1e-6, rtol=0)
+    used = (ours.weight != 0).any(0)
+    assert 0 < used.sum() < 10 and bool(((ours.weight != 0) == used).all())  # whole columns in or out
+
+    flat = np.concatenate([x, np.full((len(x), 1), 2.0, dtype=np.float32)], axis=1)
+    for solver in ("fast", "glm-saga"):
+        point = fit_sparse_path(identity, (flat, y), None, 3, alpha=0.99, lambdas=[lam], max_epochs=5,
+                                batch_size=64, solver=solver, group=True, nonneg=True).points[0]
+        assert torch.isfinite(point.weight).all() and (point.weight[:, -1] == 0).all() and (point.weight >= 0).all()
+
+
+def test_columns_keep_the_others_at_zero_and_are_the_path_on_those_concepts_alone():
+    x, y = multinomial_problem(n=300, d=12, c=3, seed=5)
+    columns = [1, 4, 5, 9]
+    on_some = fit_sparse_path(identity, (x, y), None, 3, path_points=6, max_epochs=20, batch_size=64, seed=0,
+                              columns=columns)
+    alone = fit_sparse_path(identity, (x[:, columns], y), None, 3, path_points=6, max_epochs=20, batch_size=64, seed=0)
+    others = [i for i in range(12) if i not in columns]
+    for a, b in zip(on_some.points, alone.points):
+        assert a.lam == pytest.approx(b.lam) and (a.weight[:, others] == 0).all()
+        torch.testing.assert_close(a.weight[:, columns], b.weight, atol=1e-5, rtol=0)
+
+
+def test_shared_concepts_keep_the_densest_group_point_within_k_then_fit_the_path_on_it():
+    from sparse_cbm.bottleneck.shared_concepts import choose_shared
+    from sparse_cbm.errors import TrainingError
+
+    def point(used):
+        w = torch.zeros(2, 5)
+        w[0, used] = 1.0
+        return PathPoint(lam=1.0, nec=0.0, train_top1=0.0, val_top1=0.0, weight=w, bias=torch.zeros(2), converged=True,
+                         seconds=0.0, train_loss=0.0, val_loss=0.0)
+
+    hand = SparsePath(points=[point([]), point([3]), point([0, 3]), point([0, 2, 3, 4])], mean=torch.zeros(5),
+                      std=torch.ones(5), alpha=0.99, max_lambda=1.0, table="memory")
+    assert choose_shared(lambda: hand, 3).tolist() == [0, 3]
+    assert choose_shared(lambda: hand, 4).tolist() == [0, 2, 3, 4]
+    with pytest.raises(TrainingError, match="raise sparse.shared_concepts"):
+        choose_shared(lambda: SparsePath(points=[point([])], mean=torch.zeros(5), std=torch.ones(5), alpha=0.99,
+                                         max_lambda=1.0, table="memory"), 3)
+
+    from sparse_cbm.bottleneck.config import SparseLayerParams
+
+    auto = SparseLayerParams()  # auto: one concept a class for CLIP's scores (faithful), off for free mixtures
+    assert auto.shared_for(True, 20) == 20 and auto.shared_for(False, 20) is None
+    assert SparseLayerParams(shared_concepts=7).shared_for(False, 20) == 7
+    assert SparseLayerParams(shared_concepts=None).shared_for(True, 20) is None
+
+    x, y = multinomial_problem(n=300, d=12, c=3, seed=6)
+    path = fit_sparse_path(identity, (x, y), None, 3, path_points=8, max_epochs=20, batch_size=64, shared_concepts=3)
+    used = [(p.weight != 0).any(0) for p in path.points]
+    assert max(int(u.sum()) for u in used) <= 3 and int(used[-1].sum()) >= 1
