@@ -295,11 +295,28 @@ class SpatialFeaturesParams(_Strict):
     layer: str = Field("auto", description="what is explained: `auto` (a CLIP ResNet: `layer3`; a CLIP ViT: "
                                            "`tokens`, its last block's patch tokens on their grid), a CLIP ResNet's "
                                            "stage (`layer1`-`layer4`) or a torchvision node name")
-    dense: bool = Field(True, description="a CLIP ResNet: the explained stage keeps its input's grid, twice its "
-                                           "own (its 2 x 2 average pools skipped, later 3 x 3 convolutions dilated, "
-                                           "as torchvision's `replace_stride_with_dilation`): `layer3` at 64 px gives "
-                                           "8 x 8 maps, not 4 x 4 (the paper's grid is 7 x 7). `false` for a ViT or a "
-                                           "torchvision model (the dataset profiles)")
+    dense: Union[bool, str] = Field(
+        "auto", description="a CLIP ResNet: the explained stage keeps its input's grid, twice its own (its 2 x 2 "
+        "average pools skipped, later 3 x 3 convolutions dilated, as torchvision's `replace_stride_with_dilation`): "
+        "the shapes CLIP's `layer3` at 64 px gives 8 x 8 maps, not 4 x 4. `auto`: when the stage's own maps are "
+        "coarser than `spatial.grid` (a ViT's tokens and a torchvision model keep theirs) | true | false "
+        "(docs/salf-cbm.md#the-method)")
+
+    @field_validator("dense", mode="before")
+    @classmethod
+    def _dense(cls, v: Any) -> Any:
+        if v in (True, False, "auto"):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):  # `dvc exp run -S` may leave text
+            return v.strip().lower() == "true"
+        raise ValueError("must be 'auto' (when the stage's maps are coarser than spatial.grid), true or false")
+
+    @model_validator(mode="after")
+    def _dense_needs_clip(self) -> "SpatialFeaturesParams":
+        if self.dense is True and self.backbone != "clip":
+            raise ValueError(f"dense: true needs backbone: clip (a CLIP ResNet's stage); {self.backbone!r} keeps its "
+                             f"own grid: set dense: auto or false")
+        return self
 
 
 class SpatialPromptsParams(_Strict):

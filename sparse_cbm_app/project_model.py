@@ -96,10 +96,10 @@ def load_project(cls, root: str | Path, device: Optional[str] = None, params_fil
         f = params.spatial.features
         weights = _in_project(root, f.weights)
         spatial, spatial_config = load_spatial(root / paths["spatial_model"], expect_concepts_sha256=None)
-        features = feature_backbone(f.backbone, weights, f.layer, backbone, f.dense)
+        features = feature_backbone(f.backbone, weights, f.layer, backbone, f.dense, params.spatial.grid)
         check_features(features, spatial_config, root / paths["spatial_model"])
         source["spatial_features"] = {"backbone": f.backbone, "weights": weights, "layer": f.layer,
-                                      "dense": f.dense}
+                                      "dense": bool(features.identity.get("dense", False))}
     side = int(backbone.blank_input.shape[-1])  # spatial.radius is in pixels of the backbone's input
     return cls(backbone, bottleneck, config, concepts, source, spatial, spatial_config, features,
                DatasetGallery(root, params), batch_size=bb.batch_size, point_radius=params.spatial.radius / side)

@@ -26,7 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if workers is None:  # this process launched the workers (`processes` > 1); they published the cache
         return
     f = params.spatial.features
-    features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params, workers), f.dense)
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone_from(params, workers), f.dense,
+                                params.spatial.grid)
     manifests = write_feature_cache(dataset_from(params), features, paths.out, paths.scratch,
                                     batch_size=params.spatial.batch_size, workers=workers)
     for split, m in manifests.items():

@@ -58,15 +58,15 @@ def build(params, prompted, paths):
         concepts, embeddings = list(config["concepts"]), np.asarray(embeddings)[config["kept"]]
     backbone = backbone_from(params)
     f = params.spatial.features
-    features = feature_backbone(f.backbone, f.weights, f.layer, backbone, f.dense)
+    features = feature_backbone(f.backbone, f.weights, f.layer, backbone, f.dense, params.spatial.grid)
     dataset = dataset_from(params)
     hook = (features.target_layer, features.reshape_transform)
     cams = {"gradcam_salf_cbm": GradCamHeatmaps(SpatialClassifier(features, model).eval(), *hook)}
-    if f.backbone == "clip":
+    if f.backbone == "clip":  # the black box runs the CLIP as it is: its stage at its own grid
         probe = black_box(params, backbone, paths.images)
         for name, method in (("gradcam_probe", "gradcam"), ("gradcampp_probe", "gradcam++"),
                              ("layercam_probe", "layercam")):
-            cams[name] = GradCamHeatmaps(probe, *hook, method=method)
+            cams[name] = GradCamHeatmaps(probe, features.network_layer, features.reshape_transform, method=method)
     matched = match_annotations(concepts, dataset.attributes)
     ev = sev.SpatialEvaluation(
         model=model, feature_shape=tuple(config["feature_shape"]), grid=config["grid"],

@@ -4,7 +4,7 @@
 pooling: for a CNN the output of a named stage (``layer``: ``layer1``-``layer4`` of a CLIP ResNet,
 ``auto``: ``layer3``; the paper takes the last stage of a ResNet-50 at 224 px), for a CLIP ViT
 (``layer: tokens`` or ``auto``) its last block's patch tokens reshaped to their grid. ``dense``
-(a CLIP ResNet): the stage keeps its input's grid, twice its own (``without_stride``).
+(a CLIP ResNet): the stage keeps its input's grid, twice its own (``DenseStage``).
 ``target_layer`` is the module that produces them (what Grad-CAM hooks).
 
 Kinds (``spatial.features.backbone``): ``clip`` (the pipeline's own CLIP, the one that embeds
@@ -16,11 +16,11 @@ access the first time, or the path of a local checkpoint.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -56,6 +56,13 @@ class FeatureBackbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self._trunk(images.to(self.device, model_dtype(self.modules_)))
 
+    @property
+    def network_layer(self) -> nn.Module:
+        """The module of the backbone's own forward that ``target_layer`` stands for: what Grad-CAM of
+        a black box running that forward (the CLIP's pooled embedding) hooks. A ``DenseStage``
+        stands for its stage, which the black box runs at its own grid."""
+        return self.target_layer.stage if isinstance(self.target_layer, DenseStage) else self.target_layer
+
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Feature maps (B, C, h, w), float32 on the CPU, of a preprocessed batch."""
@@ -76,59 +83,82 @@ def _resolved_layer(visual: nn.Module, layer: str) -> str:
     return "layer3" if type(visual).__name__ == "ModifiedResNet" else VIT_TOKENS
 
 
-@contextmanager
-def without_stride(stage: nn.Sequential):
-    """While inside, a stage of open_clip's ``ModifiedResNet`` keeps its input's grid: its blocks
-    downsample with 2 x 2 average pools (after the 3 x 3 convolution, and before the shortcut's
-    1 x 1), not with strided convolutions, and these are skipped; the 3 x 3 convolutions of the blocks
-    after the first are dilated by the stride, so that their receptive field is the one they were
-    trained with (torchvision's ``replace_stride_with_dilation``, DeepLab's output stride). In a
-    one-block stage, everything after the pools is per-cell and linear up to the last ReLU, so the
-    2 x 2 means of the dense maps before that ReLU are exactly the stage's own maps before it. The
-    modules are put back on leaving, whatever happens inside."""
-    first = stage[0]
-    stride = int(getattr(first, "stride", 1))
-    saved = []
-    if stride > 1:
-        saved.append((first, "avgpool", first.avgpool))
-        first.avgpool = nn.Identity()
-        if first.downsample is not None and "-1" in first.downsample._modules:
-            saved.append((first.downsample, "-1", first.downsample._modules["-1"]))
-            first.downsample._modules["-1"] = nn.Identity()
-        for block in list(stage)[1:]:
-            saved.append((block.conv2, "dilation", block.conv2.dilation))
-            saved.append((block.conv2, "padding", block.conv2.padding))
-            block.conv2.dilation, block.conv2.padding = (stride, stride), (stride, stride)
-    try:
-        yield stage
-    finally:
-        for owner, name, value in reversed(saved):
-            if isinstance(owner, nn.Sequential) and name in owner._modules:
-                owner._modules[name] = value
-            else:
-                setattr(owner, name, value)
+class DenseStage(nn.Module):
+    """A stage of open_clip's ``ModifiedResNet`` that keeps its input's grid, with the stage's own
+    weights and without changing its modules (so calls from several threads, and the CLIP's pooled
+    embedding, are unaffected). The blocks downsample with 2 x 2 average pools (after the 3 x 3
+    convolution, and before the shortcut's 1 x 1), not with strided convolutions; here these pools
+    are skipped, and the 3 x 3 convolutions of the blocks after the first are dilated by the stride,
+    so that their receptive field is the one they were trained with (torchvision's
+    ``replace_stride_with_dilation``, DeepLab's output stride). In a one-block stage everything after
+    the pools is per-cell and linear up to the last ReLU, so the 2 x 2 means of these maps before
+    that ReLU are exactly the stage's own maps before it (tested). Grad-CAM hooks this module."""
+
+    def __init__(self, stage: nn.Sequential):
+        super().__init__()
+        self.stage = stage
+        self.stride = int(getattr(stage[0], "stride", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.stage):  # open_clip's Bottleneck.forward, its pools skipped
+            dilation = 1 if i == 0 else self.stride
+            out = block.act1(block.bn1(block.conv1(x)))
+            conv = block.conv2
+            out = F.conv2d(out, conv.weight, conv.bias, 1, dilation * conv.padding[0], dilation)
+            out = block.bn3(block.conv3(block.act2(block.bn2(out))))
+            identity = x
+            if block.downsample is not None:
+                for name, module in block.downsample.named_children():
+                    if name != "-1":  # the shortcut's average pool
+                        identity = module(identity)
+            x = block.act3(out + identity)
+        return x
+
+
+DENSE_AUTO = "auto"  # spatial.features.dense: a CLIP ResNet's stage whose own grid is coarser than spatial.grid
+
+
+def _resnet_stages(visual: nn.Module, layer: str) -> List[str]:
+    names = ["layer1", "layer2", "layer3", "layer4"]
+    if layer not in names:
+        raise BackboneError(f"spatial.features.layer {layer!r}: the CLIP ResNet's stages are {', '.join(names)}.")
+    return names[:names.index(layer) + 1]
+
+
+@torch.no_grad()
+def _resolved_dense(visual: nn.Module, layer: str, dense, grid: int, blank: torch.Tensor) -> bool:
+    """``dense`` as a bool: ``auto`` is true for a CLIP ResNet's downsampling stage whose own maps are
+    coarser than ``grid`` (the shapes CLIP's ``layer3``, 4 x 4 at 64 px), false otherwise (a ViT's
+    tokens; ResNet-50's stages at 224 px, 7 x 7 and finer)."""
+    resnet = type(visual).__name__ == "ModifiedResNet"
+    if dense is True and not resnet:
+        raise BackboneError(f"spatial.features.dense: only a CLIP ResNet's stage can keep its input's grid, not a "
+                            f"{type(visual).__name__}'s; set spatial.features.dense: {DENSE_AUTO} or false.")
+    if not resnet or dense is False:
+        return False
+    stages = _resnet_stages(visual, layer)
+    if int(getattr(getattr(visual, stages[-1])[0], "stride", 1)) == 1:
+        return False  # a stage that does not downsample is already on its input's grid
+    if dense is True:
+        return True
+    param = next(visual.parameters())
+    x = visual.stem(blank[None].to(param.device, param.dtype))
+    for name in stages:
+        x = getattr(visual, name)(x)
+    return int(x.shape[-1]) < int(grid)
 
 
 def _clip_trunk(visual: nn.Module, layer: str, dense: bool = False) -> Callable:
     if type(visual).__name__ == "ModifiedResNet":
-        names = ["layer1", "layer2", "layer3", "layer4"]
-        if layer not in names:
-            raise BackboneError(f"spatial.features.layer {layer!r}: the CLIP ResNet's stages are {', '.join(names)}.")
-        stages = names[:names.index(layer) + 1]
+        stages = _resnet_stages(visual, layer)
+        explained = DenseStage(getattr(visual, layer)) if dense else getattr(visual, layer)
 
         def trunk(x):
             x = visual.stem(x)
             for name in stages[:-1]:
                 x = getattr(visual, name)(x)
-            explained = getattr(visual, stages[-1])
-            if not dense:
-                return explained(x)
-            with without_stride(explained):
-                return explained(x)
-        return trunk, getattr(visual, layer)
-    if dense:
-        raise BackboneError(f"spatial.features.dense: only a CLIP ResNet's stage can keep its input's grid, not a "
-                            f"{type(visual).__name__}'s; set spatial.features.dense: false.")
+            return explained(x)
+        return trunk, explained
     if hasattr(visual, "transformer"):  # open_clip VisionTransformer: patch tokens on their grid
         if layer != VIT_TOKENS:
             raise BackboneError(f"spatial.features.layer {layer!r}: a CLIP ViT's feature maps are its last block's "
@@ -147,10 +177,12 @@ def _clip_trunk(visual: nn.Module, layer: str, dense: bool = False) -> Callable:
     raise BackboneError(f"spatial.features.backbone clip: cannot take feature maps from a {type(visual).__name__}.")
 
 
-def clip_features(backbone, layer: str, dense: bool = False) -> FeatureBackbone:
-    """The feature maps of the pipeline's CLIP image tower (``backbone``: a ``clip.backbone.Backbone``)."""
+def clip_features(backbone, layer: str, dense=DENSE_AUTO, grid: int = 7) -> FeatureBackbone:
+    """The feature maps of the pipeline's CLIP image tower (``backbone``: a ``clip.backbone.Backbone``);
+    ``dense``: true, false or ``auto`` (``_resolved_dense``, against the concept maps' ``grid``)."""
     visual = backbone.model.visual
     layer = _resolved_layer(visual, layer)  # the identity names what is explained, however it was asked for
+    dense = _resolved_dense(visual, layer, dense, grid, backbone.blank_input)
     trunk, target = _clip_trunk(visual, layer, dense)
     reshape = None
     if hasattr(visual, "transformer"):  # its blocks' outputs are (B, 1 + N, C) with batch_first, else (1 + N, B, C)
@@ -206,15 +238,15 @@ def torchvision_features(name: str, weights: Optional[str], layer: str, device: 
 
 
 def feature_backbone(kind: str, weights: Optional[str], layer: str, clip_backbone=None,
-                     dense: bool = False) -> FeatureBackbone:
+                     dense=False, grid: int = 7) -> FeatureBackbone:
     """``spatial.features``: ``clip`` (``clip_backbone``, the pipeline's CLIP) or a torchvision model, on the
-    CLIP backbone's device."""
+    CLIP backbone's device; ``dense`` (true, false, ``auto``) and ``grid``: ``clip_features``."""
     if kind == "clip":
         if clip_backbone is None:
             raise BackboneError("spatial.features.backbone clip needs the pipeline's CLIP backbone.")
-        return clip_features(clip_backbone, layer, dense)
-    if dense:
+        return clip_features(clip_backbone, layer, dense, grid)
+    if dense is True:
         raise BackboneError(f"spatial.features.dense: only a CLIP ResNet's stage can keep its input's grid, not "
-                            f"torchvision's {kind}; set spatial.features.dense: false.")
+                            f"torchvision's {kind}; set spatial.features.dense: auto or false.")
     device = clip_backbone.device if clip_backbone is not None else "cpu"
     return torchvision_features(kind, weights, layer, device)

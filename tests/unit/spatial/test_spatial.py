@@ -256,26 +256,41 @@ def _resnet_backbone(layers):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
     return SimpleNamespace(model=SimpleNamespace(visual=visual), identity={"model": "rn"}, preprocess=None,
-                           device=torch.device("cpu"))
+                           device=torch.device("cpu"), blank_input=torch.zeros(3, 64, 64))
 
 
-def test_a_dense_stage_is_its_own_maps_on_its_inputs_grid_and_the_model_is_put_back():
+def test_a_dense_stage_is_its_own_maps_on_its_inputs_grid_and_changes_no_module():
     """spatial.features.dense: layer3 of a one-block stage at 64 px gives 8 x 8 maps whose 2 x 2 means
     before the last ReLU are exactly the stage's own 4 x 4 maps; a multi-block stage dilates its later
-    3 x 3 convolutions (and is put back); the CLIP's pooled embedding is unchanged afterwards; a ViT or
-    a torchvision model is refused with the fix."""
+    3 x 3 convolutions without touching the modules; the CLIP's pooled embedding is unchanged; `auto`
+    is dense only where the stage's own grid is coarser than spatial.grid; true on a ViT or a
+    torchvision model is refused with the fix (the params refuse it for torchvision before any stage)."""
     from sparse_cbm.errors import BackboneError
     from sparse_cbm.spatial.features import clip_features, feature_backbone
+    from sparse_cbm_app.params import SpatialFeaturesParams
 
     backbone = _resnet_backbone([1, 1, 1, 1])
     visual = backbone.model.visual
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         before = visual(x)
-    own, dense = clip_features(backbone, "auto"), clip_features(backbone, "auto", dense=True)
+    own, dense = clip_features(backbone, "auto", dense=False), clip_features(backbone, "auto", dense=True)
     assert dense.identity == {"kind": "clip", "layer": "layer3", "dense": True, "model": "rn"}
     assert "dense" not in own.identity  # the identities of caches made before the option are unchanged
     assert own.encode(x).shape == (3, 128, 4, 4) and dense.encode(x).shape == (3, 128, 8, 8)
+    assert dense.target_layer(torch.zeros(1, 64, 8, 8)).shape == (1, 128, 8, 8)  # Grad-CAM hooks the dense stage
+    assert dense.network_layer is visual.layer3 and own.network_layer is own.target_layer is visual.layer3
+    from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
+
+    class BlackBox(torch.nn.Module):  # the CLIP as it is (its pooled embedding), then a linear layer
+        def __init__(self):
+            super().__init__()
+            self.visual, self.fc = visual, torch.nn.Linear(16, 3)
+
+        def forward(self, images):
+            return self.fc(self.visual(images))
+    maps = GradCamHeatmaps(BlackBox(), dense.network_layer)(x, [0, 1, 2])  # the stage the black box runs
+    assert maps.shape == (3, 64, 64) and np.isfinite(maps).all() and maps.max() > 0
     relu = visual.layer3[0].act3
     visual.layer3[0].act3 = torch.nn.Identity()  # before the last ReLU
     try:
@@ -284,7 +299,10 @@ def test_a_dense_stage_is_its_own_maps_on_its_inputs_grid_and_the_model_is_put_b
     finally:
         visual.layer3[0].act3 = relu
     with torch.no_grad():
-        torch.testing.assert_close(visual(x), before, rtol=0, atol=0)  # pools and convolutions are back
+        torch.testing.assert_close(visual(x), before, rtol=0, atol=0)
+    assert clip_features(backbone, "auto").identity["dense"] is True  # auto: 4 x 4 is coarser than 7 x 7
+    assert "dense" not in clip_features(backbone, "auto", grid=4).identity  # ... and not than 4 x 4
+    assert "dense" not in clip_features(backbone, "layer1", dense=True).identity  # layer1 does not downsample
 
     deep = _resnet_backbone([1, 1, 2, 1])
     conv = deep.model.visual.layer3[1].conv2
@@ -293,8 +311,11 @@ def test_a_dense_stage_is_its_own_maps_on_its_inputs_grid_and_the_model_is_put_b
     assert isinstance(deep.model.visual.layer3[0].avgpool, torch.nn.AvgPool2d)
 
     vit = SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace(transformer=None)), identity={},
-                          preprocess=None, device=torch.device("cpu"))
-    with pytest.raises(BackboneError, match="set spatial.features.dense: false"):
+                          preprocess=None, device=torch.device("cpu"), blank_input=torch.zeros(3, 64, 64))
+    with pytest.raises(BackboneError, match="set spatial.features.dense: auto or false"):
         clip_features(vit, "tokens", dense=True)
-    with pytest.raises(BackboneError, match="set spatial.features.dense: false"):
+    with pytest.raises(BackboneError, match="set spatial.features.dense: auto or false"):
         feature_backbone("resnet18", None, "layer3", dense=True)
+    with pytest.raises(ValueError, match="set dense: auto or false"):
+        SpatialFeaturesParams(backbone="resnet50", dense=True)
+    assert SpatialFeaturesParams(dense="false").dense is False
