@@ -7,7 +7,7 @@ rule combines, though it is not what the image shows. The group lasso (glm-saga'
 one l2 norm per concept over its weights for all classes) prices a concept once for every class
 that uses it, so concepts that many classes share (the attributes that their rules reuse) come
 cheaper than one concept a class. ``train.sparse.shared_concepts: K`` runs that group path on
-the same standardised activations until it uses more than K concepts, keeps the concepts of its
+the same standardised activations until a point uses more than K concepts, keeps the concepts of its
 densest point within K, and then runs the usual per-class path on those alone
 (``sparse_layer.fit_sparse_path``). Measured: docs/methods.md#concepts-shared-by-the-classes.
 """
@@ -15,7 +15,7 @@ densest point within K, and then runs the usual per-class path on those alone
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -29,11 +29,16 @@ def concepts_used(weight) -> np.ndarray:
     return (np.asarray(weight) != 0).any(axis=0)
 
 
-def choose_shared(group_path: Callable[[], "SparsePath"], k: int) -> np.ndarray:  # noqa: F821
+def choose_shared(group_path: Callable[[], "SparsePath"], k: int,  # noqa: F821
+                  width: Optional[int] = None) -> Optional[np.ndarray]:
     """The concepts (indices, ascending) of the densest point of the group path (``group_path()``
-    fits it) that uses at most ``k`` concepts."""
+    fits it, stopping past ``k`` concepts) that uses at most ``k`` concepts; None (every concept) when
+    there are no more than ``k`` of them (``width``), without fitting the group path."""
     if k < 1:
         raise TrainingError(f"train.sparse.shared_concepts must be at least 1, got {k}.")
+    if width is not None and width <= k:
+        log.info("shared concepts: %d concepts, at most %d shared: every one, no group path", width, k)
+        return None
     path = group_path()
     chosen = None
     for point in path.points:

@@ -174,6 +174,16 @@ def bottleneck_activations(model) -> Activations:
     return lambda x: model.cbl(model.concept_scores(x))
 
 
+def column_index(columns: Sequence[int], width: int) -> np.ndarray:
+    """``columns`` as distinct concept indices in [0, width), at least one, or a ValueError."""
+    index = np.asarray(columns, dtype=np.int64)
+    if index.ndim != 1 or not len(index) or index.min() < 0 or index.max() >= width \
+            or len(np.unique(index)) != len(index):
+        raise ValueError(f"columns must be distinct concept indices in [0, {width}), at least one; "
+                         f"got {index.tolist()[:10]}")
+    return index
+
+
 class Standardised(nn.Module):
     """glm-saga's ``preprocess``: raw embeddings -> (activations(x) - mean) / std, without gradients.
     Its ``device`` attribute is what glm-saga's ``get_device`` reads."""
@@ -185,10 +195,12 @@ class Standardised(nn.Module):
         self.device = torch.device(device)
         self.register_buffer("mean", mean.to(self.device, torch.float32))
         self.register_buffer("std", std.to(self.device, torch.float32))
-        self.mask = None  # ``columns``: the others read as 0, so their weights get no gradient and stay 0
+        mask = None  # ``columns``: the others read as 0, so their weights get no gradient and stay 0
         if columns is not None:
-            self.mask = torch.zeros_like(self.mean)
-            self.mask[torch.as_tensor(np.asarray(columns, dtype=np.int64), device=self.device)] = 1.0
+            index = column_index(columns, len(mean))
+            mask = torch.zeros_like(self.mean)
+            mask[torch.as_tensor(index, device=self.device)] = 1.0
+        self.register_buffer("mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -431,11 +443,16 @@ def _run_glm_saga(linear, loader, lr, max_epochs, alpha, lam, *, state, n_ex, n_
     return result, out.getvalue()
 
 
+def _width(activations: Activations, x_train, device="cpu") -> int:
+    """How many concepts the activations give (one row of zeros run through)."""
+    with torch.no_grad():
+        return int(activations(torch.zeros(1, x_train.shape[1], device=device)).shape[1])
+
+
 def _step_flops(activations: Activations, x_train, batch_size: int, num_classes: int, device="cpu") -> float:
     """About what one SAGA step costs: the activations of a batch (one row run through, on the path's
     device, scaled to the batch) and the final layer's forward and gradient."""
-    with torch.no_grad():
-        width = int(activations(torch.zeros(1, x_train.shape[1], device=device)).shape[1])
+    width = _width(activations, x_train, device)
     return 2.0 * batch_size * width * (x_train.shape[1] + width + 2 * num_classes)
 
 
@@ -446,7 +463,8 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                     batch_size: int = 256, seed: int = 0, device="cpu", table: str = "auto",
                     table_budget_bytes: int = TABLE_BUDGET_BYTES, table_dir: Optional[str | Path] = None,
                     nonneg: bool = False, scale: str = "concept", solver: str = "fast", group: bool = False,
-                    columns: Optional[Sequence[int]] = None, shared_concepts: Optional[int] = None) -> SparsePath:
+                    columns: Optional[Sequence[int]] = None, shared_concepts: Optional[int] = None,
+                    max_concepts: Optional[int] = None) -> SparsePath:
     """Fit the elastic-net path on the activations of the train split (see the module docstring).
 
     ``activations`` maps a float32 batch of raw image embeddings (B, d) to the CBL's (B, D) outputs
@@ -463,6 +481,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     weights over the classes, one l2 norm) in place of the l1 term. ``columns``: only these concepts may
     get weights. ``shared_concepts``: first a group path on the same rows chooses at most that many
     concepts for all classes (``shared_concepts.choose_shared``), then the path runs on them.
+    ``max_concepts`` stops the path after the first point that uses more concepts (any class).
     Same inputs and ``seed``, same weights: the only randomness is the seeded order of the blocks.
 
     Convergence decides the NEC: an unconverged SAGA iterate keeps small weights the optimum does not
@@ -484,15 +503,20 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     if shared_concepts is not None:
         from sparse_cbm.bottleneck.shared_concepts import choose_shared
 
+        if columns is not None:
+            raise ValueError("give columns or shared_concepts, not both")
         columns = choose_shared(lambda: fit_sparse_path(
             activations, train, val, num_classes, alpha=alpha, path_points=path_points, epsilon=epsilon,
-            max_nec=shared_concepts, max_epochs=max_epochs, lr=lr, tol=tol, lookbehind=lookbehind,
+            max_concepts=shared_concepts, max_epochs=max_epochs, lr=lr, tol=tol, lookbehind=lookbehind,
             batch_size=batch_size, seed=seed, device=device, table=table, table_budget_bytes=table_budget_bytes,
-            table_dir=table_dir, nonneg=nonneg, scale=scale, solver=solver, group=True), shared_concepts)
+            table_dir=table_dir, nonneg=nonneg, scale=scale, solver=solver, group=True), shared_concepts,
+            _width(activations, x_train, device))
     step_flops = _step_flops(activations, x_train, batch_size, num_classes, device)
     with threads_for(step_flops):  # small steps run on one thread (sparse_cbm.runtime.cpus.SMALL_STEP_FLOPS)
         stats = activation_stats(activations, x_train, y_train, num_classes, batch_size=batch_size, device=device,
                                  scale=scale)
+    if columns is not None:
+        columns = column_index(columns, len(stats.mean))
     max_lambda = stats.largest_lambda(alpha, group, columns)
     grid = (np.asarray(lambdas, dtype=np.float64) if lambdas is not None
             else path_lambdas(max_lambda, path_points, epsilon))
@@ -538,12 +562,15 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                          point.val_top1, point.seconds)
                 if max_nec is not None and point.nec > max_nec:
                     break
+                if max_concepts is not None and int((point.weight != 0).any(dim=0).sum()) > max_concepts:
+                    break
         finally:
             if where == "disk" and state is not None:
                 state["a_table"].close()
     unconverged = sum(not p.converged for p in points)
     if unconverged:  # one line a path, not one a point: each point starts from the last, so this is common
-        log.info("sparse path: %d of %d points stopped at max_epochs %d before tol %g (each point warm-starts the next; "
-                 "raise max_epochs to fit them further)", unconverged, len(points), max_epochs, tol)
+        log.info("%s path: %d of %d points stopped at max_epochs %d before tol %g (each point warm-starts the next; "
+                 "raise max_epochs to fit them further)", "group" if group else "sparse", unconverged, len(points),
+                 max_epochs, tol)
     return SparsePath(points=points, mean=mean32, std=std32, alpha=alpha, max_lambda=max_lambda, table=where,
                       seconds=time.perf_counter() - started)

@@ -454,7 +454,20 @@ def test_shared_concepts_keep_the_densest_group_point_within_k_then_fit_the_path
     assert SparseLayerParams(shared_concepts=7).shared_for(False, 20) == 7
     assert SparseLayerParams(shared_concepts=None).shared_for(True, 20) is None
 
+    assert choose_shared(lambda: pytest.fail("no group path for 5 concepts"), 5, width=5) is None
+
     x, y = multinomial_problem(n=300, d=12, c=3, seed=6)
     path = fit_sparse_path(identity, (x, y), None, 3, path_points=8, max_epochs=20, batch_size=64, shared_concepts=3)
     used = [(p.weight != 0).any(0) for p in path.points]
     assert max(int(u.sum()) for u in used) <= 3 and int(used[-1].sum()) >= 1
+    with pytest.raises(ValueError, match="not both"):
+        fit_sparse_path(identity, (x, y), None, 3, shared_concepts=3, columns=[0, 1])
+    with pytest.raises(ValueError, match="distinct concept indices"):
+        fit_sparse_path(identity, (x, y), None, 3, columns=[0, 12])
+
+    # non-negative weights leave a used concept at zero for some classes, so the group path's NEC
+    # understates the concepts it uses: it stops on the concepts used, past max_concepts
+    group = fit_sparse_path(identity, (x, y), None, 3, path_points=12, max_epochs=20, batch_size=64, group=True,
+                            nonneg=True, max_concepts=4)
+    counts = [int((p.weight != 0).any(0).sum()) for p in group.points]
+    assert all(c <= 4 for c in counts[:-1]) and (counts[-1] > 4 or len(counts) == 12)
