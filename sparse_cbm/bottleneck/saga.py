@@ -6,7 +6,7 @@ gradient and the table's old one), and runs the final layer twice. At ImageNet's
 4.9 GB a step and 96x the cost of the same product as a matrix multiply (``bench/sparse_layer.py``).
 This module is the same algorithm, step for step: the same minibatches in the same order, the same
 SAGA table and averages, the same proximal operators (called by their glm-saga module names, so
-``sparse_layer._non_negative_prox`` still applies), the same stopping rules, and the "did not
+``glm_saga_calls.non_negative_prox`` still applies), the same stopping rules, and the "did not
 converge" message the path reads; only the gradient ``(a - a_prev)^T X / B`` is one matrix product, and the linear layer
 runs once. The iterates equal glm-saga's up to float rounding (``tests/unit/bottleneck/test_saga.py``
 runs both side by side, step by step). ``sparse_layer`` swaps it in for glm-saga's while it runs
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 
-NONNEG = "non_negative"  # the mark ``sparse_layer._non_negative_prox`` puts on the operators it swaps in
+NONNEG = "non_negative"  # the mark ``glm_saga_calls.non_negative_prox`` puts on the operators it swaps in
 
 
 def _fused_form(op) -> str | None:
     """``"plain"`` for glm-saga's own soft-threshold operators, ``"nonneg"`` for those marked ``NONNEG``
-    (``sparse_layer._non_negative_prox``), None for anything else."""
+    (``glm_saga_calls.non_negative_prox``), None for anything else."""
     if getattr(op, NONNEG, False):
         return "nonneg"
     if getattr(op, "__module__", None) == "glm_saga.elasticnet" and \

@@ -17,13 +17,10 @@ and glm-saga's SAGA table may live on disk (``saga_rows.DiskTable``): see ``spar
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import math
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +30,7 @@ import torch
 from torch import nn
 
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
+from sparse_cbm.bottleneck.glm_saga_calls import SOLVERS, run_glm_saga
 from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable
 from sparse_cbm.errors import TrainingError
 from sparse_cbm.runtime.cpus import threads_for
@@ -49,10 +47,6 @@ TABLE_BUDGET_BYTES = 512 * 2 ** 20  # table="auto" goes to disk above this
 # score varies more for, the one it finds in the image. Callers resolve "auto" (``resolve_scale``).
 SCALES = ("concept", "shared")
 SCALE_CHOICES = ("auto", *SCALES)
-# Who runs the SAGA epochs: "fast", glm-saga's algorithm with its gradients as matrix products
-# (``sparse_cbm.bottleneck.saga``), or "glm-saga", its own ``train_saga`` (the reference). glm-saga's path
-# driver, stopping rules and proximal operators serve both.
-SOLVERS = ("fast", "glm-saga")
 
 
 def resolve_scale(scale: str, units_are_clip_scores: bool) -> str:
@@ -337,112 +331,6 @@ def path_lambdas(max_lambda: float, path_points: int, epsilon: float) -> np.ndar
     return np.geomspace(max_lambda, epsilon * max_lambda, path_points) if path_points > 1 else np.array([max_lambda])
 
 
-@contextlib.contextmanager
-def _non_negative_prox(enabled: bool):
-    """Make glm-saga's proximal steps project onto W >= 0 while the context is open.
-
-    The proximal operator of lambda (alpha |w|_1 + (1 - alpha)/2 w^2) plus the indicator of w >= 0 is
-    glm-saga's soft-threshold-and-shrink clamped at zero: max(v - t, 0) / (1 + s). Its ``train_saga``
-    calls ``soft_threshold`` and ``soft_threshold_with_shrinkage`` by their module names, so swapping
-    those two names (and nothing else) gives the non-negative elastic net with the same solver. Our
-    loop (``saga.train_saga``) knows them by their ``NONNEG`` mark and runs them fused."""
-    if not enabled:
-        yield
-        return
-    import glm_saga.elasticnet as glm
-
-    from sparse_cbm.bottleneck.saga import NONNEG
-
-    plain, shrink = glm.soft_threshold, glm.soft_threshold_with_shrinkage
-
-    def soft_threshold(beta, lam):
-        return plain(beta, lam).clamp_min(0)
-
-    def soft_threshold_with_shrinkage(x, a, b):
-        return shrink(x, a, b).clamp_min(0)
-
-    for op in (soft_threshold, soft_threshold_with_shrinkage):  # our SAGA loop runs these fused
-        setattr(op, NONNEG, True)
-    glm.soft_threshold, glm.soft_threshold_with_shrinkage = soft_threshold, soft_threshold_with_shrinkage
-    try:
-        yield
-    finally:
-        glm.soft_threshold, glm.soft_threshold_with_shrinkage = plain, shrink
-
-
-@contextlib.contextmanager
-def _group_prox(enabled: bool, nonneg: bool):
-    """Make glm-saga's grouped proximal steps safe for an all-zero column while the context is open,
-    and project onto W >= 0 with ``nonneg``.
-
-    glm-saga's ``group_threshold`` is ``(w - lam w / |w|) (|w| > lam)``, each concept's column norm over
-    the classes: a column of zeros gives 0/0 = NaN, which a concept that never moves (or one outside
-    ``columns``) has. This is the same operator with 0 there. With ``nonneg``, the proximal operator of
-    the group norm plus the indicator of w >= 0 is the group threshold of max(v, 0)."""
-    if not enabled:
-        yield
-        return
-    import glm_saga.elasticnet as glm
-
-    plain, shrink = glm.group_threshold, glm.group_threshold_with_shrinkage
-
-    def group_threshold(weight, lam):
-        w = weight.clamp_min(0) if nonneg else weight
-        norm = w.norm(p=2, dim=0)
-        return w * (1 - lam / norm.clamp_min(torch.finfo(w.dtype).tiny)).clamp_min(0)
-
-    def group_threshold_with_shrinkage(x, alpha, beta):
-        return group_threshold(x, alpha) / (1 + beta)
-
-    glm.group_threshold, glm.group_threshold_with_shrinkage = group_threshold, group_threshold_with_shrinkage
-    try:
-        yield
-    finally:
-        glm.group_threshold, glm.group_threshold_with_shrinkage = plain, shrink
-
-
-@contextlib.contextmanager
-def _saga_epochs(solver: str):
-    """Run glm-saga's SAGA epochs with ``solver`` while the context is open: its ``glm_saga`` calls
-    ``train_saga`` by its module name, so swapping that one name swaps the loop and nothing else."""
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-    if solver == "glm-saga":
-        yield
-        return
-    import glm_saga.elasticnet as glm
-
-    from sparse_cbm.bottleneck.saga import train_saga
-
-    reference = glm.train_saga
-    glm.train_saga = train_saga
-    try:
-        yield
-    finally:
-        glm.train_saga = reference
-
-
-def _run_glm_saga(linear, loader, lr, max_epochs, alpha, lam, *, state, n_ex, n_classes, tol, lookbehind,
-                  preprocess, val_loader, table_device, nonneg=False, solver="fast", group=False):
-    """One lambda of the path: glm-saga's ``glm_saga`` with a one-point grid at ``lam``, warm-started
-    from ``linear`` and ``state`` (weights kept >= 0 with ``nonneg``), its epochs run by ``solver``;
-    ``group``: its group lasso (each concept's column of weights over the classes, ``_group_prox``).
-    Its printed log is captured and returned."""
-    from glm_saga.elasticnet import glm_saga
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), warnings.catch_warnings(), _non_negative_prox(nonneg and not group), \
-            _group_prox(group, nonneg), _saga_epochs(solver):
-        warnings.filterwarnings("ignore", message="Implicit dimension choice for softmax")
-        result = glm_saga(linear, loader, lr, max_epochs, alpha, table_device=table_device, preprocess=preprocess,
-                          group=group, verbose=None, state=state, n_ex=n_ex, n_classes=n_classes, tol=tol,
-                          epsilon=1.0, k=1, do_zero=False,
-                          metadata={"max_reg": {"group" if group else "nongrouped": lam * max(0.001, alpha)}},
-                          val_loader=val_loader,
-                          lookbehind=lookbehind, family="multinomial")
-    return result, out.getvalue()
-
-
 def _width(activations: Activations, x_train, device="cpu") -> int:
     """How many concepts the activations give (one row of zeros run through)."""
     with torch.no_grad():
@@ -476,7 +364,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     stops a lambda when one step moves (W, b) by at most ``tol``; with ``lookbehind``, when its
     objective has not improved by ``tol`` for that many epochs). ``table``: ``"memory"``, ``"disk"``
     or ``"auto"`` (disk when n x C x 4 bytes exceeds ``table_budget_bytes``). ``nonneg``: every weight
-    >= 0, so a class is explained only by concepts whose presence raises it (``_non_negative_prox``).
+    >= 0, so a class is explained only by concepts whose presence raises it (``non_negative_prox``).
     ``solver``: who runs the SAGA epochs (``SOLVERS``). ``group``: glm-saga's group lasso (each concept's
     weights over the classes, one l2 norm) in place of the l1 term. ``columns``: only these concepts may
     get weights. ``shared_concepts``: first a group path on the same rows chooses at most that many
@@ -543,7 +431,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
             state, table_device = None, None  # glm-saga makes its own zeros(n, C) on the weights' device
         try:
             for i, lam in enumerate(grid):
-                result, printed = _run_glm_saga(linear, loader, lr, max_epochs, alpha, float(lam), state=state, n_ex=n,
+                result, printed = run_glm_saga(linear, loader, lr, max_epochs, alpha, float(lam), state=state, n_ex=n,
                                                 n_classes=num_classes, tol=tol, lookbehind=lookbehind,
                                                 preprocess=preprocess, val_loader=val_loader, table_device=table_device,
                                                 nonneg=nonneg, solver=solver, group=group)

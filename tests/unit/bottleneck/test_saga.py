@@ -9,7 +9,8 @@ from torch import nn
 
 from sparse_cbm.bottleneck.saga import train_saga
 from sparse_cbm.bottleneck.saga_rows import BlockLoader
-from sparse_cbm.bottleneck.sparse_layer import Standardised, _non_negative_prox, fit_sparse_path
+from sparse_cbm.bottleneck.glm_saga_calls import non_negative_prox
+from sparse_cbm.bottleneck.sparse_layer import Standardised, fit_sparse_path
 from tests.unit.bottleneck.test_sparse_layer import identity, multinomial_problem
 
 
@@ -43,7 +44,7 @@ def test_every_step_matches_glm_saga(alpha, nonneg):
         layer.weight.data.zero_()
         layer.bias.data.zero_()
     states = [None, None]
-    with _non_negative_prox(nonneg):
+    with non_negative_prox(nonneg):
         for epoch in range(3):
             for batch in loader:
                 for k, saga in enumerate((reference, train_saga)):
@@ -102,7 +103,7 @@ def test_the_fused_proximal_step_gives_glm_sagas_bits(alpha, nonneg, as_tensors)
     lr, lam = 0.1, 0.5 / alpha
     if as_tensors:
         lr, lam = torch.tensor(lr), torch.tensor(lam)
-    with _non_negative_prox(nonneg):
+    with non_negative_prox(nonneg):
         op = glm.soft_threshold if alpha == 1 else glm.soft_threshold_with_shrinkage
         args = (lr * lam * alpha,) if alpha == 1 else (lr * lam * alpha, lr * lam * (1 - alpha))
         expected = op(v.clone(), *args)
