@@ -33,18 +33,28 @@ def choose_shared(group_path: Callable[[], "SparsePath"], k: int,  # noqa: F821
                   width: Optional[int] = None) -> Optional[np.ndarray]:
     """The concepts (indices, ascending) of the densest point of the group path (``group_path()``
     fits it, stopping past ``k`` concepts) that uses at most ``k`` concepts; None (every concept) when
-    there are no more than ``k`` of them (``width``), without fitting the group path."""
+    there are no more than ``k`` of them (``width``), without fitting the group path. When the path
+    goes from no concept to more than ``k`` in one step (a coarse grid), the ``k`` concepts whose
+    weights have the largest l2 norm at that point, the group lasso's own order."""
     if k < 1:
         raise TrainingError(f"train.sparse.shared_concepts must be at least 1, got {k}.")
     if width is not None and width <= k:
         log.info("shared concepts: %d concepts, at most %d shared: every one, no group path", width, k)
         return None
     path = group_path()
-    chosen = None
+    chosen, past = None, None
     for point in path.points:
         used = concepts_used(point.weight)
-        if used.any() and used.sum() <= k and (chosen is None or used.sum() >= chosen.sum()):
+        if used.sum() > k:
+            past = point if past is None else past
+        elif used.any() and (chosen is None or used.sum() >= chosen.sum()):
             chosen = used
+    if chosen is None and past is not None:
+        norms = np.linalg.norm(np.asarray(past.weight, dtype=np.float64), axis=0)
+        top = np.sort(np.argsort(-norms, kind="stable")[:k])
+        log.info("shared concepts: the group path went from none to %d concepts in one step; kept the %d of "
+                 "largest norm (more path_points would resolve it)", int(concepts_used(past.weight).sum()), k)
+        return top
     if chosen is None:
         raise TrainingError(f"the group path chose no concept set of 1 to {k} concepts (its points used "
                             f"{[int(concepts_used(p.weight).sum()) for p in path.points]}); raise "

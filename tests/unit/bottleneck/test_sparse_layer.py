@@ -446,6 +446,10 @@ def test_shared_concepts_keep_the_densest_group_point_within_k_then_fit_the_path
     with pytest.raises(TrainingError, match="raise sparse.shared_concepts"):
         choose_shared(lambda: SparsePath(points=[point([])], mean=torch.zeros(5), std=torch.ones(5), alpha=0.99,
                                          max_lambda=1.0, table="memory"), 3)
+    jump = point([0, 1, 2, 4])  # from none to four concepts in one step: the two of largest norm
+    jump.weight[1, [1, 4]] = torch.tensor([2.0, 3.0])
+    assert choose_shared(lambda: SparsePath(points=[point([]), jump], mean=torch.zeros(5), std=torch.ones(5),
+                                            alpha=0.99, max_lambda=1.0, table="memory"), 2).tolist() == [1, 4]
 
     from sparse_cbm.bottleneck.config import SparseLayerParams
 
