@@ -19,6 +19,22 @@ SOLVERS = ("fast", "glm-saga")
 
 
 @contextlib.contextmanager
+def _swapped(**names):
+    """glm-saga's module-level ``names`` replaced by the given callables while the context is open, and
+    put back on leaving, whatever happens inside."""
+    import glm_saga.elasticnet as glm
+
+    saved = {name: getattr(glm, name) for name in names}
+    for name, value in names.items():
+        setattr(glm, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(glm, name, value)
+
+
+@contextlib.contextmanager
 def non_negative_prox(enabled: bool):
     """Make glm-saga's proximal steps project onto W >= 0 while the context is open.
 
@@ -44,11 +60,8 @@ def non_negative_prox(enabled: bool):
 
     for op in (soft_threshold, soft_threshold_with_shrinkage):  # our SAGA loop runs these fused
         setattr(op, NONNEG, True)
-    glm.soft_threshold, glm.soft_threshold_with_shrinkage = soft_threshold, soft_threshold_with_shrinkage
-    try:
+    with _swapped(soft_threshold=soft_threshold, soft_threshold_with_shrinkage=soft_threshold_with_shrinkage):
         yield
-    finally:
-        glm.soft_threshold, glm.soft_threshold_with_shrinkage = plain, shrink
 
 
 @contextlib.contextmanager
@@ -63,10 +76,6 @@ def group_prox(enabled: bool, nonneg: bool):
     if not enabled:
         yield
         return
-    import glm_saga.elasticnet as glm
-
-    plain, shrink = glm.group_threshold, glm.group_threshold_with_shrinkage
-
     def group_threshold(weight, lam):
         w = weight.clamp_min(0) if nonneg else weight
         norm = w.norm(p=2, dim=0)
@@ -75,11 +84,8 @@ def group_prox(enabled: bool, nonneg: bool):
     def group_threshold_with_shrinkage(x, alpha, beta):
         return group_threshold(x, alpha) / (1 + beta)
 
-    glm.group_threshold, glm.group_threshold_with_shrinkage = group_threshold, group_threshold_with_shrinkage
-    try:
+    with _swapped(group_threshold=group_threshold, group_threshold_with_shrinkage=group_threshold_with_shrinkage):
         yield
-    finally:
-        glm.group_threshold, glm.group_threshold_with_shrinkage = plain, shrink
 
 
 @contextlib.contextmanager
@@ -91,20 +97,14 @@ def saga_epochs(solver: str):
     if solver == "glm-saga":
         yield
         return
-    import glm_saga.elasticnet as glm
-
     from sparse_cbm.bottleneck.saga import train_saga
 
-    reference = glm.train_saga
-    glm.train_saga = train_saga
-    try:
+    with _swapped(train_saga=train_saga):
         yield
-    finally:
-        glm.train_saga = reference
 
 
 def run_glm_saga(linear, loader, lr, max_epochs, alpha, lam, *, state, n_ex, n_classes, tol, lookbehind,
-                  preprocess, val_loader, table_device, nonneg=False, solver="fast", group=False):
+                 preprocess, val_loader, table_device, nonneg=False, solver="fast", group=False):
     """One lambda of the path: glm-saga's ``glm_saga`` with a one-point grid at ``lam``, warm-started
     from ``linear`` and ``state`` (weights kept >= 0 with ``nonneg``), its epochs run by ``solver``;
     ``group``: its group lasso (each concept's column of weights over the classes, ``group_prox``).

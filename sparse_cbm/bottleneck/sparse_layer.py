@@ -32,6 +32,7 @@ from torch import nn
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear, nec
 from sparse_cbm.bottleneck.glm_saga_calls import SOLVERS, run_glm_saga
 from sparse_cbm.bottleneck.saga_rows import BlockLoader, DiskTable
+from sparse_cbm.bottleneck.shared_concepts import choose_shared, concepts_used
 from sparse_cbm.errors import TrainingError
 from sparse_cbm.runtime.cpus import threads_for
 
@@ -209,10 +210,14 @@ class ActivationStats:
     n: int
     mean: torch.Tensor  # (D,) float64
     std: torch.Tensor  # (D,) float64, sample (n - 1); 1 where it is 0
-    max_reg: float  # glm-saga's ``maximum_reg`` (nongrouped) on the standardised activations
     class_counts: np.ndarray = field(repr=False)
-    concept_reg: Optional[torch.Tensor] = field(default=None, repr=False)  # (D,) its max over classes, per concept
-    group_reg: Optional[torch.Tensor] = field(default=None, repr=False)  # (D,) glm-saga's grouped one, per concept
+    concept_reg: torch.Tensor = field(repr=False)  # (D,) glm-saga's ``maximum_reg`` terms: max over classes, per concept
+    group_reg: torch.Tensor = field(repr=False)  # (D,) glm-saga's grouped ones: l2 norm over classes, per concept
+
+    @property
+    def max_reg(self) -> float:
+        """glm-saga's ``maximum_reg`` (nongrouped) on the standardised activations."""
+        return float(self.concept_reg.max())
 
     def largest_lambda(self, alpha: float, group: bool = False, columns: Optional[Sequence[int]] = None) -> float:
         """glm-saga's first lambda, ``maximum_reg / max(0.001, alpha)``: grouped (each concept's l2 norm over
@@ -264,8 +269,8 @@ def activation_stats(activations: Activations, embeddings, labels: np.ndarray, n
     std = torch.where(std > 0, std, torch.ones_like(std))
     counts = np.bincount(labels, minlength=num_classes)
     inner = (class_sums - torch.as_tensor(counts, dtype=torch.float64, device=device)[:, None] * mean) / std
-    return ActivationStats(n=n, mean=mean.cpu(), std=std.cpu(), max_reg=float(inner.abs().max()) / n,
-                           class_counts=counts, concept_reg=(inner.abs().amax(dim=0) / n).cpu(),
+    return ActivationStats(n=n, mean=mean.cpu(), std=std.cpu(), class_counts=counts,
+                           concept_reg=(inner.abs().amax(dim=0) / n).cpu(),
                            group_reg=(inner.norm(dim=0) / n).cpu())
 
 
@@ -389,8 +394,6 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if shared_concepts is not None:
-        from sparse_cbm.bottleneck.shared_concepts import choose_shared
-
         if columns is not None:
             raise ValueError("give columns or shared_concepts, not both")
         columns = choose_shared(lambda: fit_sparse_path(
@@ -450,7 +453,7 @@ def fit_sparse_path(activations: Activations, train: Split, val: Optional[Split]
                          point.val_top1, point.seconds)
                 if max_nec is not None and point.nec > max_nec:
                     break
-                if max_concepts is not None and int((point.weight != 0).any(dim=0).sum()) > max_concepts:
+                if max_concepts is not None and concepts_used(point.weight).sum() > max_concepts:
                     break
         finally:
             if where == "disk" and state is not None:
