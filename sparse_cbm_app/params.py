@@ -399,9 +399,21 @@ class SpatialParams(_Strict):
     cutoff: Optional[float] = Field(None, ge=-1.0, le=1.0, description="Label-free CBM's interpretability cutoff "
                                     "(its 0.45): drop the concepts whose maps' similarity to P on val's ringed "
                                     "copies (mean over locations) is not above it (needs `val_images`)")
+    class_concepts: Optional[str] = Field(
+        "an image of a {class}.", description="the paper's Table 2 heatmap: a second SALF-CBM trained with one "
+        "concept a class, this template with `{class}` (the paper's \"An image of a {class}\"), each class's own "
+        "map scored as its heatmap beside the concept-weighted one; it needs class names the CLIP can read "
+        "(the `shapes-easy` profile) | null: none")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
                                                                        "`train.sparse`; `scale: auto` is `concept`)")
     evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
+
+    @field_validator("class_concepts")
+    @classmethod
+    def _class_placeholder(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and "{class}" not in v:
+            raise ValueError("needs the placeholder {class} (for example \"an image of a {class}.\"), or null")
+        return v
 
     @field_validator("colour")
     @classmethod

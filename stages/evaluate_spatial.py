@@ -12,6 +12,7 @@ CLIP's concept embeddings (``data/spatial/prompt_concepts``), the dataset (image
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,12 +21,13 @@ import torch
 
 from sparse_cbm.bottleneck.final_layer import nec
 from sparse_cbm.classifiers.linear_probe import fit_linear_probe, unit_matrix
+from sparse_cbm.errors import CacheMismatchError
 from sparse_cbm.evaluation.concept_quality import match_annotations
 from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial import evaluate as sev
 from sparse_cbm.spatial.caches import read_features, read_prompt_concepts, read_prompted
-from sparse_cbm.spatial.checkpoint import load_spatial
+from sparse_cbm.spatial.checkpoint import CLASS_MODEL, load_spatial
 from sparse_cbm.spatial.features import feature_backbone
 from sparse_cbm.spatial.heatmaps import GradCamHeatmaps
 from sparse_cbm.spatial.model import EmbeddingHead, SpatialClassifier
@@ -73,8 +75,21 @@ def build(params, prompted, paths):
         p_mean=torch.tensor(config["p_mean"]), p_std=torch.tensor(config["p_std"]),
         concept_embeddings=torch.from_numpy(np.asarray(embeddings, dtype=np.float32)),
         attribute_of=dict(zip(matched.concept_index.tolist(), matched.attribute_index.tolist())),
-        source=dataset.splits["test"], preprocess=features.preprocess, features=features.encode, gradcam=cams)
+        source=dataset.splits["test"], preprocess=features.preprocess, features=features.encode, gradcam=cams,
+        class_model=class_model(paths.model, config))
     return ev, config
+
+
+def class_model(folder, config):
+    """The class-concept SALF-CBM that train_spatial trained beside the main one (``spatial.class_concepts``),
+    or None."""
+    if not (Path(folder) / CLASS_MODEL).is_dir():
+        return None
+    model, class_config = load_spatial(Path(folder) / CLASS_MODEL)
+    if class_config["classes"] != config["classes"] or class_config["feature_shape"] != config["feature_shape"]:
+        raise CacheMismatchError(f"{folder}/{CLASS_MODEL} was trained on other classes or feature maps than the "
+                                 f"SALF-CBM beside it: run `dvc repro train_spatial`.")
+    return model
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -89,6 +104,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),
                "nec": round(nec(ev.model.fc.weight), 2)}
     log.info("SALF-CBM test top-1 %.4f on %d images", metrics["test_top1"], len(labels))
+    if ev.class_model is not None:
+        class_pred = sev.spatial_predictions(ev.class_model, features.outputs, ev.feature_shape)
+        metrics["class_concept_model"] = {"test_top1": round(float((class_pred == labels).mean()), 4),
+                                          "nec": round(nec(ev.class_model.fc.weight), 2)}
     rows = prompted.rows
     if ev.source.object_map(int(rows[0])) is None:
         log.info("the dataset has no object masks: heatmaps, pointing game and regions are not scored")

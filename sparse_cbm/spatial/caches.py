@@ -4,8 +4,9 @@
   concept maps) and of test images (to score the raw similarities P), the CLIP embeddings of
   each image's grid^2 ringed copies. P[n, m, h, w] is computed from them a batch at a time,
   never stored: its size is images x concepts x grid^2.
-* **the concepts' embeddings** by the same CLIP (``embed_prompted``, ``prompt_concepts/``): P's
-  other factor; with ``spatial.prompts`` null they equal the text cache's.
+* **the concepts' embeddings** by the same CLIP (``embed_prompt_text``, ``prompt_concepts/``): P's
+  other factor; with ``spatial.prompts`` null they equal the text cache's. Beside them, those of
+  the class prompts (``spatial.class_concepts``) of the paper's Table 2 model.
 * **feature maps** (``embed_features``): every image's unpooled feature maps from the explained
   backbone, flattened (C * h * w per image), for every split.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -26,9 +27,13 @@ from sparse_cbm.runtime.workers import Workers
 from sparse_cbm.spatial.features import FeatureBackbone
 from sparse_cbm.spatial.prompts import PromptedCopies
 from sparse_cbm.storage.image_outputs import compute_split, publish, read_output_split, run_key
+from sparse_cbm.storage.text_cache import fill
 
 log = logging.getLogger(__name__)
 PROMPTED, FEATURES = "prompted_copies", "feature_maps"
+
+
+CLASS_PROMPTS = "class_prompts.npy"  # spatial.class_concepts: one prompt a class
 
 
 def sample_rows(n: int, count: Optional[int], seed: int, split: str) -> np.ndarray:
@@ -96,30 +101,57 @@ def read_features(cache: str | Path, split: str):
     return read_output_split(cache, split, "embed_features", FEATURES)
 
 
-def write_prompt_concepts(out: str | Path, backbone, concepts: Sequence[str], concepts_sha256: str) -> Dict:
-    """The concepts' text embeddings (float32 (|D|, d), unnormalised) by the prompting CLIP."""
+def class_prompts(template: Optional[str], classes: Sequence[str]) -> List[str]:
+    """``spatial.class_concepts`` filled with every class name, in the classes' order; none when null."""
+    return [] if template is None else [fill(template, c) for c in classes]
+
+
+def write_prompt_concepts(out: str | Path, backbone, concepts: Sequence[str], concepts_sha256: str,
+                          class_prompts: Sequence[str] = ()) -> Dict:
+    """The concepts' text embeddings (float32 (|D|, d), unnormalised) by the prompting CLIP, and those of
+    ``class_prompts`` (``spatial.class_concepts``: one a class) when given."""
     embeddings = backbone.encode_texts(list(concepts)).numpy().astype(np.float32)
     manifest = {"kind": "prompt_concepts", "backbone": backbone.identity, "count": len(concepts),
-                "dim": int(embeddings.shape[1]), "concept_list_sha256": concepts_sha256}
+                "dim": int(embeddings.shape[1]), "concept_list_sha256": concepts_sha256,
+                "class_prompts": list(class_prompts)}
     with atomic_directory(out) as tmp:
         np.save(tmp / "embeddings.npy", embeddings)
+        if class_prompts:
+            np.save(tmp / CLASS_PROMPTS, backbone.encode_texts(list(class_prompts)).numpy().astype(np.float32))
         atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _prompt_manifest(folder: Path, expect_backbone: Dict) -> Dict:
+    import json
+
+    if not (folder / "manifest.json").is_file():
+        raise CacheMismatchError(f"{folder} holds no concept embeddings: run `dvc repro embed_prompt_text`.")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    if manifest["backbone"] != expect_backbone:
+        raise CacheMismatchError(f"{folder} was made by {manifest['backbone']}, the prompted copies by "
+                                 f"{expect_backbone}: run `dvc repro embed_prompt_text`.")
     return manifest
 
 
 def read_prompt_concepts(folder: str | Path, expect_concepts_sha256: str, expect_backbone: Dict) -> np.ndarray:
     """The prompting CLIP's concept embeddings; refused when made from another concept list or CLIP
     than the prompted copies."""
-    import json
-
     folder = Path(folder)
-    if not (folder / "manifest.json").is_file():
-        raise CacheMismatchError(f"{folder} holds no concept embeddings: run `dvc repro embed_prompted`.")
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest = _prompt_manifest(folder, expect_backbone)
     if manifest["concept_list_sha256"] != expect_concepts_sha256:
         raise CacheMismatchError(f"{folder} was made from another concept list than data/filtered/concepts.txt: "
-                                 f"run `dvc repro embed_prompted`.")
-    if manifest["backbone"] != expect_backbone:
-        raise CacheMismatchError(f"{folder} was made by {manifest['backbone']}, the prompted copies by "
-                                 f"{expect_backbone}: run `dvc repro embed_prompted`.")
+                                 f"run `dvc repro embed_prompt_text`.")
     return np.load(folder / "embeddings.npy")
+
+
+def read_class_prompts(folder: str | Path, expect_prompts: Sequence[str], expect_backbone: Dict) -> np.ndarray:
+    """The prompting CLIP's embeddings (|C|, d) of the class prompts (``spatial.class_concepts``); refused
+    when made from other prompts or another CLIP."""
+    folder = Path(folder)
+    manifest = _prompt_manifest(folder, expect_backbone)
+    if manifest.get("class_prompts", []) != list(expect_prompts):
+        raise CacheMismatchError(f"{folder} holds embeddings of the class prompts {manifest.get('class_prompts', [])[:3]}, "
+                                 f"not of {list(expect_prompts)[:3]} (spatial.class_concepts): run "
+                                 f"`dvc repro embed_prompt_text`.")
+    return np.load(folder / CLASS_PROMPTS)

@@ -18,6 +18,7 @@ from sparse_cbm.runtime.atomic import atomic_write_json
 from sparse_cbm.spatial.model import SpatialBottleneck
 
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+CLASS_MODEL = "class_concepts"  # the folder, inside a trained SALF-CBM's, of its class-concept model (Table 2)
 
 
 def save_spatial(folder: str | Path, model: SpatialBottleneck, config: Dict[str, Any]) -> None:

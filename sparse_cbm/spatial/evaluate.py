@@ -32,7 +32,7 @@ from sparse_cbm.spatial.regions import EDIT_UNITS, bounding_box, box_region, edi
 from sparse_cbm.spatial.train import local_similarities
 
 log = logging.getLogger(__name__)
-HEATMAP_METHODS = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
+HEATMAP_METHODS = ("salf_cbm", "class_concept_maps", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
 
 
 @dataclass
@@ -48,10 +48,20 @@ class SpatialEvaluation:
     preprocess: Callable[[Image.Image], torch.Tensor]
     features: torch.nn.Module  # images -> feature maps
     gradcam: Dict[str, GradCamHeatmaps]  # method -> Grad-CAM of a classifier
+    class_model: Optional[SpatialBottleneck] = None  # trained with one concept a class (Table 2's heatmaps)
+
+    def feature_maps(self, rows: np.ndarray, feature_rows) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(feature_rows[rows], dtype=np.float32))
+        return x.reshape(len(rows), *self.feature_shape)
 
     def maps(self, rows: np.ndarray, feature_rows) -> torch.Tensor:
-        x = torch.from_numpy(np.asarray(feature_rows[rows], dtype=np.float32))
-        return self.model.concept_maps(x.reshape(len(rows), *self.feature_shape))
+        return self.model.concept_maps(self.feature_maps(rows, feature_rows))
+
+    def class_maps(self, features: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+        """(B, h, w): each image's own class's map of the class-concept model, standardised (the paper's
+        Table 2 heatmap), from feature maps (B, C, h', w')."""
+        z = self.class_model.standardised(self.class_model.concept_maps(features))
+        return z[torch.arange(len(z)), torch.as_tensor(list(labels))]
 
     def raw_p(self, prompted, copies_per_image: int, batch: np.ndarray) -> torch.Tensor:
         """Standardised P (B, |D|, grid, grid) of the prompted-cache images ``batch`` (their positions)."""
@@ -80,7 +90,8 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
                    batch_size: int = 32) -> Dict[str, Dict[str, float]]:
     """Every heatmap method on the test images ``rows`` (with prompted copies, in cache order) whose
     class is decided by the class object alone; the Grad-CAMs scored are those ``ev.gradcam`` holds."""
-    methods = [m for m in HEATMAP_METHODS if m in ("salf_cbm", "raw_p") or m in ev.gradcam]
+    ours = ("salf_cbm", "raw_p", *(("class_concept_maps",) if ev.class_model is not None else ()))
+    methods = [m for m in HEATMAP_METHODS if m in ours or m in ev.gradcam]
     per_method = {m: SegmentationScores(threshold) for m in methods}
     weight = ev.model.fc.weight.detach()
     k = ev.grid * ev.grid
@@ -93,6 +104,8 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
         with torch.no_grad():
             heat = {"salf_cbm": class_heatmaps(ev.model.standardised(ev.maps(rows[batch], feature_rows)), weight, labels),
                     "raw_p": class_heatmaps(ev.raw_p(prompted, k, batch), weight, labels)}
+            if ev.class_model is not None:
+                heat["class_concept_maps"] = ev.class_maps(ev.feature_maps(rows[batch], feature_rows), labels)
         heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
         tensors = torch.stack([ev.preprocess(ev.source.load(int(rows[i]))) for i in batch])
         for method, cam in ev.gradcam.items():
@@ -120,7 +133,8 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
     classes = np.unique(labels)
     if len(classes) < 4 or grids == 0:
         return {}
-    shares: Dict[str, List[float]] = {m: [] for m in ("salf_cbm", *ev.gradcam)}
+    ours = ("salf_cbm", *(("class_concept_maps",) if ev.class_model is not None else ()))
+    shares: Dict[str, List[float]] = {m: [] for m in (*ours, *ev.gradcam)}
     weight = ev.model.fc.weight.detach()
     for _ in tqdm(range(grids), desc="pointing game", unit="grid"):
         chosen = rng.choice(classes, 4, replace=False)
@@ -128,9 +142,12 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
         x = ev.preprocess(mosaic([ev.source.load(i) for i in picks]))[None].repeat(4, 1, 1, 1)
         size = x.shape[-2:]
         with torch.no_grad():
-            maps = ev.model.concept_maps(ev.features(x[:1]))
-            ours = class_heatmaps(ev.model.standardised(maps).repeat(4, 1, 1, 1), weight, chosen.tolist())
-        heat = {"salf_cbm": upsample(ours, size).numpy()}
+            feats = ev.features(x[:1])
+            maps = ev.model.concept_maps(feats)
+            heat = {"salf_cbm": class_heatmaps(ev.model.standardised(maps).repeat(4, 1, 1, 1), weight, chosen.tolist())}
+            if ev.class_model is not None:
+                heat["class_concept_maps"] = ev.class_maps(feats.repeat(4, 1, 1, 1), chosen.tolist())
+        heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
         for method, cam in ev.gradcam.items():
             heat[method] = cam(x, chosen.tolist())
         half_h, half_w = size[0] // 2, size[1] // 2
@@ -152,6 +169,11 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
     order = rng.permutation(len(rows))[:regions]
     hits: Dict[str, List[float]] = {"salf_cbm": [], "salf_cbm_raw_maps": [], "raw_p": [], "whole_image": [],
                                     "random": []}
+    # a diagnostic, not a method: each ranking restricted to the concepts that name annotated attributes (an
+    # oracle vocabulary), which separates "the maps do not see the object's attributes" from "associations
+    # outrank them"
+    words = {m: [] for m in hits}
+    vocabulary = torch.tensor(sorted(ev.attribute_of), dtype=torch.long)
     kinds: Dict[str, List[float]] = {"class_object": [], "other_object": []}
     per_image = ev.grid * ev.grid
     for pos in tqdm(order, desc="explain anything", unit="region"):
@@ -170,9 +192,14 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
         for method, scores in rankings.items():
             top = scores.topk(min(k, len(scores))).indices.tolist()
             hits[method].append(sum(m in truth for m in top) / len(top))
+            if len(vocabulary):
+                top = vocabulary[scores[vocabulary].topk(min(k, len(vocabulary))).indices].tolist()
+                words[method].append(sum(m in truth for m in top) / len(top))
         kinds["class_object" if target == objects.class_object else "other_object"].append(hits["salf_cbm"][-1])
     out = {f"precision_at_{k}": {m: round(float(np.mean(v)), 4) for m, v in hits.items()}}
     out["salf_cbm_by_object"] = {kind: round(float(np.mean(v)), 4) for kind, v in kinds.items() if v}
+    if len(vocabulary):
+        out[f"precision_at_{k}_attribute_words_only"] = {m: round(float(np.mean(v)), 4) for m, v in words.items()}
     out["regions"] = len(order)
     return out
 

@@ -350,7 +350,13 @@ def interventions_block(root: Path) -> str:
 def spatial_block(root: Path) -> str:
     m, ev = _metrics(root, "spatial.json"), _metrics(root, "evaluate.json")
     h, pg, ea = m["heatmaps"], m["pointing_game"], m["explain_anything"]["precision_at_3"]
-    cols = ("salf_cbm", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
+    labels = {"salf_cbm": "SALF-CBM", "class_concept_maps": "SALF-CBM with class concepts, the class's own map "
+              "(the paper's Table 2)", "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
+              "gradcam_probe": "Grad-CAM of the black box (linear probe on CLIP)",
+              "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
+              "raw_p": "raw P upsampled"}
+    cols = [c for c in labels if c in h or c in ("salf_cbm", "gradcam_probe")]
+    own = m.get("class_concept_model")
 
     def row(label: str, values: Dict[str, str]) -> str:
         return f"| {label} | " + " | ".join(values.get(c, "") for c in cols) + " |"
@@ -358,20 +364,22 @@ def spatial_block(root: Path) -> str:
     lines = [f"Top-1 on all {m['test_images']:,} test images; heatmaps on the {m['heatmap_images']} of the "
              f"{m['prompted_test_images']} prompted test images whose class the object alone decides; the pointing "
              f"game on every class; from `metrics/spatial.json`:", "",
-             "| | SALF-CBM | Grad-CAM of the SALF-CBM | Grad-CAM of the black box (linear probe on CLIP) | "
-             "Grad-CAM++ of the black box | LayerCAM of the black box | raw P upsampled |",
-             "|---|---|---|---|---|---|---|",
+             "| | " + " | ".join(labels[c] for c in cols) + " |", "|---|" + "---|" * len(cols),
              row("test top-1", {"salf_cbm": f"{_f(m['test_top1'])} (NEC {_g(m['nec'])})",
-                                "gradcam_probe": _f(ev["test"]["linear_probe"]["top1"])})]
+                                "gradcam_probe": _f(ev["test"]["linear_probe"]["top1"]),
+                                **({"class_concept_maps": f"{_f(own['test_top1'])} (NEC {_g(own['nec'])})"}
+                                   if own else {})})]
     for key, label in (("pixel_accuracy", "heatmap pixel accuracy (Chefer et al.'s protocol)"),
                        ("miou", "heatmap mIoU (pooled, Chefer's)"),
                        ("map", "heatmap mAP (object and background, Chefer's)"),
                        ("map_foreground", "heatmap AP of the object alone (ours)")):
         lines.append(row(label, {c: _f(h[c][key]) for c in cols if c in h and h[c].get(key) is not None}))
     lines.append(row("grid pointing game (chance 0.25)", {c: _f(pg[c]) for c in cols if c in pg}))
+    words = m["explain_anything"].get("precision_at_3_attribute_words_only")
+    only = (lambda c: f"; among the attribute words only: {_f(words[c])}") if words else (lambda c: "")
     lines.append(row(f"Explain Anything precision@3 (random {_f(ea['random'])})",
-                     {"salf_cbm": f"{_f(ea['salf_cbm'])} (whole image: {_f(ea['whole_image'])})",
-                      "raw_p": _f(ea["raw_p"])}))
+                     {"salf_cbm": f"{_f(ea['salf_cbm'])} (whole image: {_f(ea['whole_image'])}{only('salf_cbm')})",
+                      "raw_p": f"{_f(ea['raw_p'])}" + (f" ({only('raw_p')[2:]})" if words else "")}))
     edit = m["local_edit"]
     units = "raw units" if edit.get("units") == "raw" else "sd"
     for name, label in (("lower_top_concept", "top concept lowered"),

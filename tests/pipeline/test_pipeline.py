@@ -363,11 +363,13 @@ def test_spatial_branch_scores_heatmaps_regions_and_edits(project):
     evaluate = json.loads((root / "metrics/evaluate.json").read_text())
     assert m["test_images"] == evaluate["test_images"] and 0 <= m["test_top1"] <= 1
     cams = {"gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe"}  # Grad-CAM++, LayerCAM: issue 21
-    assert set(m["heatmaps"]) == {"salf_cbm", "raw_p", *cams}
+    # the class-concept model's own class maps (spatial.class_concepts: the paper's Table 2 heatmap)
+    assert set(m["heatmaps"]) == {"salf_cbm", "class_concept_maps", "raw_p", *cams}
+    assert 0 <= m["class_concept_model"]["test_top1"] <= 1 and m["class_concept_model"]["nec"] > 0
     for scores in m["heatmaps"].values():
         assert set(scores) == {"pixel_accuracy", "miou", "map", "map_foreground"}
         assert all(v is None or 0 <= v <= 1 for v in scores.values())  # None: no image with object and background
-    assert set(m["pointing_game"]) == {"salf_cbm", *cams}
+    assert set(m["pointing_game"]) == {"salf_cbm", "class_concept_maps", *cams}
     assert set(m["explain_anything"]["precision_at_3"]) >= {"salf_cbm", "random", "raw_p", "whole_image"}
     edit = m["local_edit"]
     shares = [edit[name][key] for name in ("lower_top_concept", "lower_class_concepts", "raise_runner_up",

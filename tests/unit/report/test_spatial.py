@@ -92,3 +92,14 @@ def test_the_panels_figure_has_a_row_per_image_and_a_column_per_map(tmp_path):
     # the same panels draw the same bytes
     panels_figure(panels(2, k=1), tmp_path / "again.png")
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "two.png").read_bytes()
+
+
+def test_the_explain_anything_table_shows_the_attribute_word_diagnostic_when_measured():
+    from sparse_cbm.report.spatial import EA_LABELS, ea_table
+
+    before = {"precision_at_3": {"salf_cbm": 0.2, "random": 0.02}, "regions": 200}
+    assert ea_table(before) == [["ranking", "precision at 3"], [EA_LABELS["salf_cbm"], 0.2],
+                                [EA_LABELS["random"], 0.02]]
+    after = {**before, "precision_at_3_attribute_words_only": {"salf_cbm": 0.43, "random": 0.2}}
+    table = ea_table(after)
+    assert len(table[0]) == 3 and table[1] == [EA_LABELS["salf_cbm"], 0.2, 0.43] and table[2][2] == 0.2

@@ -234,3 +234,44 @@ def test_the_top_concept_lowered_is_one_that_raises_the_prediction():
     assert plan["raise_runner_up"] == ({1: 1.0}, 1)
     assert plan["raise_other_class"] is None  # class 2 has no positive weight: nothing to raise, not a failure
     assert _edit_plan(weight, torch.zeros(3), pred=0, runner_up=1, other=None)["raise_other_class"] is None
+
+
+def class_model(weight):
+    """A class-concept SALF-CBM (one concept a class) whose class c's map is ``weight[c]`` of the channels."""
+    model = SpatialBottleneck(M, 2, 2, grid=GRID)
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.as_tensor(weight, dtype=torch.float32)[:, :, None, None])
+    model.fc = StandardizedLinear(torch.eye(2), torch.zeros(2), torch.zeros(2), torch.ones(2))
+    return model.eval()
+
+
+def test_the_class_concept_model_is_scored_by_each_image_s_own_class_map():
+    """The paper's Table 2 heatmap: the map of the image's own class concept. With class c's concept on
+    channel c it ranks as SALF-CBM's class heatmap does; swapped, each class reads the other's (empty)
+    channel: a flat map, background everywhere (Chefer's code), so 3/4 of the pixels are right."""
+    ev = evaluation({})
+    ev.class_model = class_model(np.eye(2))
+    scores = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold="mean")
+    assert list(scores) == ["salf_cbm", "class_concept_maps", "raw_p"]
+    assert scores["class_concept_maps"] == scores["salf_cbm"]
+    ev.class_model = class_model(np.eye(2)[::-1].copy())
+    swapped = score_heatmaps(ev, ROWS, features(), prompted(ROWS), threshold="mean")["class_concept_maps"]
+    assert swapped["pixel_accuracy"] == 0.75 and swapped["miou"] == round((0.75 + 0) / 2, 4)
+
+
+def test_explain_anything_scores_each_ranking_and_the_attribute_word_diagnostic():
+    """Concept 1 names the one annotated attribute, true of every object; concept 0 names nothing. Each
+    image's own class's map lies on its object, so a box around it ranks concept (class) i % 2 first: true
+    on the odd images only. Restricted to the attribute words (the diagnostic) every ranking is right."""
+    from sparse_cbm.spatial.evaluate import explain_anything
+
+    ev = evaluation({})
+    ev.attribute_of = {1: 0}
+    rows = np.array([1, 2, 5, 7])
+    out = explain_anything(ev, rows, features(), prompted(rows), regions=4, k=1, seed=0)
+    assert out["regions"] == 4 and out["precision_at_1"]["salf_cbm"] == 0.75  # images 1, 5 and 7
+    assert out["salf_cbm_by_object"] == {"class_object": 0.75}
+    assert set(out["precision_at_1_attribute_words_only"]) == set(out["precision_at_1"])
+    assert all(v == 1.0 for v in out["precision_at_1_attribute_words_only"].values())
+    ev.attribute_of = {}
+    assert "precision_at_1_attribute_words_only" not in explain_anything(ev, rows, features(), prompted(rows), 4, 1, 0)

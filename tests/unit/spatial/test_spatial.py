@@ -172,8 +172,43 @@ def test_prompt_concepts_refuse_another_concept_list_or_clip(tmp_path):
     assert emb.shape == (2, 4) and emb.dtype == np.float32
     with pytest.raises(CacheMismatchError, match="another concept list"):
         read_prompt_concepts(tmp_path / "pc", "sha-b", Clip.identity)
-    with pytest.raises(CacheMismatchError, match="dvc repro embed_prompted"):
+    with pytest.raises(CacheMismatchError, match="dvc repro embed_prompt_text"):
         read_prompt_concepts(tmp_path / "pc", "sha-a", {"model": "other"})
+
+
+def test_class_prompts_are_embedded_beside_the_concepts_and_refused_when_other(tmp_path):
+    from sparse_cbm.errors import CacheMismatchError
+    from sparse_cbm.spatial.caches import class_prompts, read_class_prompts, read_prompt_concepts, write_prompt_concepts
+
+    class Clip:
+        identity = {"model": "m", "pretrained": "p"}
+
+        def encode_texts(self, texts):
+            return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    assert class_prompts(None, ["red circle"]) == []
+    prompts = class_prompts("an image of a {class}.", ["red circle", "blue star"])
+    assert prompts == ["an image of a red circle.", "an image of a blue star."]
+    write_prompt_concepts(tmp_path / "pc", Clip(), ["red"], "sha-a", prompts)
+    emb = read_class_prompts(tmp_path / "pc", prompts, Clip.identity)
+    assert emb.tolist() == [[25.0, 1.0], [24.0, 1.0]]  # in the classes' order, apart from the concepts
+    assert read_prompt_concepts(tmp_path / "pc", "sha-a", Clip.identity).tolist() == [[3.0, 1.0]]
+    with pytest.raises(CacheMismatchError, match="spatial.class_concepts"):
+        read_class_prompts(tmp_path / "pc", class_prompts("a photo of a {class}.", ["red circle", "blue star"]),
+                           Clip.identity)
+    write_prompt_concepts(tmp_path / "none", Clip(), ["red"], "sha-a")  # spatial.class_concepts: null
+    assert not (tmp_path / "none" / "class_prompts.npy").exists()
+    with pytest.raises(CacheMismatchError, match="dvc repro embed_prompt_text"):
+        read_class_prompts(tmp_path / "none", prompts, Clip.identity)
+
+
+def test_the_class_concepts_param_needs_its_placeholder():
+    from sparse_cbm.errors import SparseCbmError
+    from sparse_cbm_app.params import deep_merge, default_params, validate_params
+
+    assert validate_params(deep_merge(default_params(), {"spatial": {"class_concepts": None}})).spatial.class_concepts is None
+    with pytest.raises((SparseCbmError, ValueError), match="placeholder"):
+        validate_params(deep_merge(default_params(), {"spatial": {"class_concepts": "an image of a thing"}}))
 
 
 def test_torchvision_feature_maps_from_a_local_checkpoint_and_named_errors(tmp_path):

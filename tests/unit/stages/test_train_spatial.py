@@ -23,7 +23,8 @@ PARAMS = validate_params(deep_merge(default_params(), {"seed": 3, "spatial": {
     "grid": GRID, "epochs": 4, "train_batch_size": 8, "lr": 0.05,
     "sparse": {"path_points": 4, "max_epochs": 10, "target_nec": 3.0}}}))
 OUTPUTS = ("data/spatial/model/config.json", "data/spatial/model/weights.safetensors", "plots/spatial/steps.csv",
-           "plots/spatial/sparse_path.csv", "metrics/spatial_train.json")
+           "plots/spatial/sparse_path.csv", "metrics/spatial_train.json",
+           "data/spatial/model/class_concepts/config.json", "data/spatial/model/class_concepts/weights.safetensors")
 
 
 def fake_caches(monkeypatch, grid=GRID, val_images=None, params=PARAMS):
@@ -54,9 +55,14 @@ def fake_caches(monkeypatch, grid=GRID, val_images=None, params=PARAMS):
         seen["prompt_concepts"] = (sha, backbone)
         return concepts
 
+    def read_class_prompts(folder, prompts, backbone):  # "red" for apples, "round" for balls
+        seen["class_prompts"] = (prompts, backbone)
+        return concepts[:len(prompts)]
+
     monkeypatch.setattr(inputs, "read_image_split", read_image_split)
     for name, fake in (("read_features", read_features),
                        ("read_prompted", read_prompted), ("read_prompt_concepts", read_prompt_concepts),
+                       ("read_class_prompts", read_class_prompts),
                        ("stage_params", lambda: params)):
         monkeypatch.setattr(stage, name, fake)
     return stage, seen
@@ -87,7 +93,15 @@ def test_the_stage_writes_the_model_its_tables_and_metrics_and_the_same_bytes_tw
     assert "seconds" not in path and {"lambda", "nec", "train_top1", "val_top1"} <= set(path) and len(path) >= 2
     metrics = json.loads(open("metrics/spatial_train.json").read())
     nec = float((model.fc.weight != 0).sum()) / len(CLASSES)
-    assert metrics == {"cos3": metrics["cos3"], "nec": round(nec, 2), "epochs": 4} and 0 < metrics["cos3"] <= 1
+    assert metrics == {"cos3": metrics["cos3"], "nec": round(nec, 2), "epochs": 4,
+                       "class_concepts": metrics["class_concepts"]} and 0 < metrics["cos3"] <= 1
+    # the paper's Table 2 model beside it: one concept a class, from spatial.class_concepts
+    prompts = ["an image of a apple.", "an image of a ball."]
+    assert seen["class_prompts"] == (prompts, PROMPTS_BACKBONE)
+    class_model, class_config = load_spatial("data/spatial/model/class_concepts",
+                                             expect_concepts_sha256=concept_list_sha256(prompts))
+    assert class_config["concepts"] == prompts and class_config["classes"] == CLASSES
+    assert class_model.conv.weight.shape[:2] == (2, C) and 0 < metrics["class_concepts"]["cos3"] <= 1
     assert metrics["cos3"] == round(metrics["cos3"], 4) and abs(metrics["cos3"] - steps["cos3"].iloc[-2:].mean()) < 1e-4
     x = torch.from_numpy(world()[0]).reshape(N_TRAIN, C, GRID, GRID)
     with torch.no_grad():
