@@ -402,8 +402,9 @@ class SpatialParams(_Strict):
     class_concepts: Optional[str] = Field(
         "an image of a {class}.", description="the paper's Table 2 heatmap: a second SALF-CBM trained with one "
         "concept a class, this template with `{class}` (the paper's \"An image of a {class}\"), each class's own "
-        "map scored as its heatmap beside the concept-weighted one; it needs class names the CLIP can read "
-        "(the `shapes-easy` profile) | null: none")
+        "map scored as its heatmap beside the concept-weighted one. It needs class names the CLIP can read (the "
+        "`shapes-easy` profile); the default world's invented names make it a negative control. A second "
+        "training, under the same early stop, never the cutoff | null: none")
     sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
                                                                        "`train.sparse`; `scale: auto` is `concept`)")
     evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
@@ -411,8 +412,9 @@ class SpatialParams(_Strict):
     @field_validator("class_concepts")
     @classmethod
     def _class_placeholder(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and "{class}" not in v:
-            raise ValueError("needs the placeholder {class} (for example \"an image of a {class}.\"), or null")
+        if v is not None and ("{class}" not in v or "{concept}" in v):
+            raise ValueError("needs the placeholder {class} and no other (for example \"an image of a {class}.\"), "
+                             "or null")
         return v
 
     @field_validator("colour")

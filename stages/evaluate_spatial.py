@@ -86,9 +86,10 @@ def class_model(folder, config):
     if not (Path(folder) / CLASS_MODEL).is_dir():
         return None
     model, class_config = load_spatial(Path(folder) / CLASS_MODEL)
-    if class_config["classes"] != config["classes"] or class_config["feature_shape"] != config["feature_shape"]:
+    if (class_config["classes"] != config["classes"] or class_config["feature_shape"] != config["feature_shape"]
+            or len(class_config["concepts"]) != len(config["classes"])):  # concept c is class c's
         raise CacheMismatchError(f"{folder}/{CLASS_MODEL} was trained on other classes or feature maps than the "
-                                 f"SALF-CBM beside it: run `dvc repro train_spatial`.")
+                                 f"SALF-CBM beside it, or lacks a class's concept: run `dvc repro train_spatial`.")
     return model
 
 

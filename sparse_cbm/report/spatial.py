@@ -35,6 +35,9 @@ EDIT_LABELS = {"lower_top_concept": ("the concept contributing most, lowered", "
 def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dict[str, Any]) -> List[List[Any]]:
     rows: List[List[Any]] = [["model", "test top-1", "NEC"],
                              ["SALF-CBM (concept maps, sparse final layer)", spatial["test_top1"], spatial["nec"]]]
+    own = spatial.get("class_concept_model")
+    if own:
+        rows.append(["SALF-CBM with class concepts (the paper's Table 2 model)", own["test_top1"], own["nec"]])
     for name in ("cbm", "linear_probe"):
         if name in evaluate["test"]:
             rows.append([method_label(name, evaluate), evaluate["test"][name]["top1"],

@@ -150,8 +150,10 @@ def read_class_prompts(folder: str | Path, expect_prompts: Sequence[str], expect
     when made from other prompts or another CLIP."""
     folder = Path(folder)
     manifest = _prompt_manifest(folder, expect_backbone)
-    if manifest.get("class_prompts", []) != list(expect_prompts):
-        raise CacheMismatchError(f"{folder} holds embeddings of the class prompts {manifest.get('class_prompts', [])[:3]}, "
-                                 f"not of {list(expect_prompts)[:3]} (spatial.class_concepts): run "
-                                 f"`dvc repro embed_prompt_text`.")
+    made = manifest.get("class_prompts", [])
+    if made != list(expect_prompts):
+        held = (f"embeddings of the class prompts {made[:3]}" if made else
+                "no class prompts (spatial.class_concepts was null when it was made)")
+        raise CacheMismatchError(f"{folder} holds {held}, not of {list(expect_prompts)[:3]} (spatial.class_concepts): "
+                                 f"run `dvc repro embed_prompt_text`.")
     return np.load(folder / CLASS_PROMPTS)

@@ -32,7 +32,8 @@ from sparse_cbm.spatial.regions import EDIT_UNITS, bounding_box, box_region, edi
 from sparse_cbm.spatial.train import local_similarities
 
 log = logging.getLogger(__name__)
-HEATMAP_METHODS = ("salf_cbm", "class_concept_maps", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe", "layercam_probe", "raw_p")
+HEATMAP_METHODS = ("salf_cbm", "class_concept_maps", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe",
+                   "layercam_probe", "raw_p")
 
 
 @dataclass
@@ -58,10 +59,12 @@ class SpatialEvaluation:
         return self.model.concept_maps(self.feature_maps(rows, feature_rows))
 
     def class_maps(self, features: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
-        """(B, h, w): each image's own class's map of the class-concept model, standardised (the paper's
-        Table 2 heatmap), from feature maps (B, C, h', w')."""
+        """(len(labels), h, w): the class-concept model's standardised map of each class in ``labels`` (the
+        paper's Table 2 heatmap), from feature maps (B, C, h', w'): image i's for labels[i], or, from one
+        image's (a mosaic), that image's for every label."""
         z = self.class_model.standardised(self.class_model.concept_maps(features))
-        return z[torch.arange(len(z)), torch.as_tensor(list(labels))]
+        labels = torch.as_tensor(list(labels))
+        return z[0, labels] if len(z) == 1 else z[torch.arange(len(z)), labels]
 
     def raw_p(self, prompted, copies_per_image: int, batch: np.ndarray) -> torch.Tensor:
         """Standardised P (B, |D|, grid, grid) of the prompted-cache images ``batch`` (their positions)."""
@@ -102,10 +105,11 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
         labels = [int(ev.source.labels[int(rows[i])]) for i in batch]
         size = images[0].labels.shape
         with torch.no_grad():
-            heat = {"salf_cbm": class_heatmaps(ev.model.standardised(ev.maps(rows[batch], feature_rows)), weight, labels),
+            x = ev.feature_maps(rows[batch], feature_rows)
+            heat = {"salf_cbm": class_heatmaps(ev.model.standardised(ev.model.concept_maps(x)), weight, labels),
                     "raw_p": class_heatmaps(ev.raw_p(prompted, k, batch), weight, labels)}
             if ev.class_model is not None:
-                heat["class_concept_maps"] = ev.class_maps(ev.feature_maps(rows[batch], feature_rows), labels)
+                heat["class_concept_maps"] = ev.class_maps(x, labels)
         heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
         tensors = torch.stack([ev.preprocess(ev.source.load(int(rows[i]))) for i in batch])
         for method, cam in ev.gradcam.items():
@@ -146,7 +150,7 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
             maps = ev.model.concept_maps(feats)
             heat = {"salf_cbm": class_heatmaps(ev.model.standardised(maps).repeat(4, 1, 1, 1), weight, chosen.tolist())}
             if ev.class_model is not None:
-                heat["class_concept_maps"] = ev.class_maps(feats.repeat(4, 1, 1, 1), chosen.tolist())
+                heat["class_concept_maps"] = ev.class_maps(feats, chosen.tolist())
         heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
         for method, cam in ev.gradcam.items():
             heat[method] = cam(x, chosen.tolist())

@@ -348,6 +348,8 @@ def interventions_block(root: Path) -> str:
 
 
 def spatial_block(root: Path) -> str:
+    from sparse_cbm.spatial.evaluate import HEATMAP_METHODS  # the columns' order
+
     m, ev = _metrics(root, "spatial.json"), _metrics(root, "evaluate.json")
     h, pg, ea = m["heatmaps"], m["pointing_game"], m["explain_anything"]["precision_at_3"]
     labels = {"salf_cbm": "SALF-CBM", "class_concept_maps": "SALF-CBM with class concepts, the class's own map "
@@ -355,7 +357,7 @@ def spatial_block(root: Path) -> str:
               "gradcam_probe": "Grad-CAM of the black box (linear probe on CLIP)",
               "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
               "raw_p": "raw P upsampled"}
-    cols = [c for c in labels if c in h or c in ("salf_cbm", "gradcam_probe")]
+    cols = [c for c in HEATMAP_METHODS if c in h or c in ("salf_cbm", "gradcam_probe")]
     own = m.get("class_concept_model")
 
     def row(label: str, values: Dict[str, str]) -> str:

@@ -45,6 +45,9 @@ def test_tables_carry_the_metrics_as_written():
         ["heatmap", "pixel accuracy", "mIoU", "mAP", "AP of the object alone", "pointing game (chance 0.25)"],
         [HEATMAP_LABELS["salf_cbm"], 0.712, 0.5344, 0.70951, 0.61, 0.5061],
         [HEATMAP_LABELS["raw_p"], 0.5569, 0.3864, 0.4327, None, None]]  # a metrics file from before map_foreground
+    with_class_model = {**SPATIAL, "class_concept_model": {"test_top1": 0.8375, "nec": 3.92}}
+    assert accuracy_table(with_class_model, EVALUATE, {"nec": 5.0})[2] == [
+        "SALF-CBM with class concepts (the paper's Table 2 model)", 0.8375, 3.92]
 
 
 def test_without_masks_only_the_accuracy_section(tmp_path):

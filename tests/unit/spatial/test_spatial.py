@@ -198,7 +198,7 @@ def test_class_prompts_are_embedded_beside_the_concepts_and_refused_when_other(t
                            Clip.identity)
     write_prompt_concepts(tmp_path / "none", Clip(), ["red"], "sha-a")  # spatial.class_concepts: null
     assert not (tmp_path / "none" / "class_prompts.npy").exists()
-    with pytest.raises(CacheMismatchError, match="dvc repro embed_prompt_text"):
+    with pytest.raises(CacheMismatchError, match="no class prompts .*null when it was made.*dvc repro embed_prompt_text"):
         read_class_prompts(tmp_path / "none", prompts, Clip.identity)
 
 
@@ -207,8 +207,9 @@ def test_the_class_concepts_param_needs_its_placeholder():
     from sparse_cbm_app.params import deep_merge, default_params, validate_params
 
     assert validate_params(deep_merge(default_params(), {"spatial": {"class_concepts": None}})).spatial.class_concepts is None
-    with pytest.raises((SparseCbmError, ValueError), match="placeholder"):
-        validate_params(deep_merge(default_params(), {"spatial": {"class_concepts": "an image of a thing"}}))
+    for template in ("an image of a thing", "an image of a {class} with {concept}"):
+        with pytest.raises((SparseCbmError, ValueError), match="placeholder"):
+            validate_params(deep_merge(default_params(), {"spatial": {"class_concepts": template}}))
 
 
 def test_torchvision_feature_maps_from_a_local_checkpoint_and_named_errors(tmp_path):

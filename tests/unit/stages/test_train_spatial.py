@@ -140,6 +140,28 @@ def test_label_free_stop_keeps_the_concepts_above_the_cutoff_and_says_so(tmp_pat
     similarity = config["val_cos3_every_concept"]  # every concept's, before the cut, by name
     assert list(similarity) == CONCEPTS and min(similarity, key=similarity.get) == CONCEPTS[dropped]
     assert model.conv.weight.shape[0] == model.fc.weight.shape[1] == M - 1
+    class_model, class_config = load_spatial("data/spatial/model/class_concepts")  # the cutoff never reaches it
+    assert class_model.conv.weight.shape[0] == len(class_config["concepts"]) == len(CLASSES)
+    assert "kept" not in class_config and list(class_config["val_cos3_every_concept"]) == class_config["concepts"]
     metrics = json.loads(open("metrics/spatial_train.json").read())
     assert metrics["concepts_kept"] == M - 1 and 1 <= metrics["kept_epoch"] <= s.epochs
     assert -1 <= metrics["val_cos3"] <= 1
+
+
+def test_without_class_concepts_no_class_model_is_trained_or_measured(tmp_path, monkeypatch):
+    params = validate_params(deep_merge(PARAMS.model_dump(), {"spatial": {"class_concepts": None}}))
+    seen = run_stage(tmp_path, monkeypatch, params=params)
+    assert "class_prompts" not in seen and not (tmp_path / "data/spatial/model/class_concepts").exists()
+    assert "class_concepts" not in json.loads((tmp_path / "metrics/spatial_train.json").read_text())
+
+
+def test_a_class_model_that_cannot_fit_says_so_and_how_to_turn_it_off(tmp_path, monkeypatch):
+    from sparse_cbm.errors import TrainingError
+
+    params = validate_params(deep_merge(PARAMS.model_dump(), {"spatial": {"sparse": {"lam": 100.0}}}))
+    stage, _ = fake_caches(monkeypatch, params=params)
+    fit = lambda embeddings, cutoff=True: (_ for _ in ()).throw(TrainingError("spatial: NEC 0 at spatial.sparse.lam 100"))
+    with pytest.raises(TrainingError, match=r"class-concept SALF-CBM \(spatial.class_concepts\): spatial: NEC 0.*"
+                                            r"set spatial.class_concepts: null"):
+        stage.train_class_concepts(params, fit, CLASSES, SimpleNamespace(manifest={"backbone": PROMPTS_BACKBONE}),
+                                   "data/spatial/prompt_concepts")
