@@ -15,8 +15,10 @@ import numpy as np  # noqa: E402
 from sparse_cbm.report.figures import _save  # noqa: E402
 from sparse_cbm.report.page import Section, method_label  # noqa: E402
 
+# in the order the tables list them (sparse_cbm.spatial.evaluate.HEATMAP_METHODS's)
 HEATMAP_LABELS = {"salf_cbm": "SALF-CBM concept maps (class heatmap)",
-                  "class_concept_maps": "SALF-CBM with class concepts: the class's own map (the paper's Table 2)",
+                  "class_concept_maps": "SALF-CBM with class concepts: the class's own map (the paper's Table 2; "
+                                        "needs class names the CLIP can read)",
                   "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
                   "gradcam_probe": "Grad-CAM of the black box (linear probe)",
                   "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
@@ -49,7 +51,8 @@ def heatmap_table(spatial: Dict[str, Any]) -> List[List[Any]]:
     pointing = spatial.get("pointing_game", {})
     rows: List[List[Any]] = [["heatmap", "pixel accuracy", "mIoU", "mAP", "AP of the object alone",
                               "pointing game (chance 0.25)"]]
-    for method, s in spatial["heatmaps"].items():
+    order = {m: i for i, m in enumerate(HEATMAP_LABELS)}
+    for method, s in sorted(spatial["heatmaps"].items(), key=lambda kv: order.get(kv[0], len(order))):
         rows.append([HEATMAP_LABELS.get(method, method), s["pixel_accuracy"], s["miou"], s["map"],
                      s.get("map_foreground"), pointing.get(method)])
     return rows

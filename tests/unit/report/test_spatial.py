@@ -106,3 +106,13 @@ def test_the_explain_anything_table_shows_the_attribute_word_diagnostic_when_mea
     after = {**before, "precision_at_3_attribute_words_only": {"salf_cbm": 0.43, "random": 0.2}}
     table = ea_table(after)
     assert len(table[0]) == 3 and table[1] == [EA_LABELS["salf_cbm"], 0.2, 0.43] and table[2][2] == 0.2
+
+
+def test_the_heatmap_table_lists_methods_in_the_evaluation_s_order():
+    from sparse_cbm.spatial.evaluate import HEATMAP_METHODS
+
+    assert list(HEATMAP_LABELS) == list(HEATMAP_METHODS)
+    scores = {"pixel_accuracy": 0.5, "miou": 0.4, "map": 0.3}
+    spatial = {"heatmaps": {m: scores for m in sorted([*HEATMAP_METHODS, "new_method"])}}  # as metrics files sort them
+    assert [row[0] for row in heatmap_table(spatial)[1:]] == [*(HEATMAP_LABELS[m] for m in HEATMAP_METHODS),
+                                                                "new_method"]
