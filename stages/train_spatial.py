@@ -11,6 +11,7 @@ epochs, learning rate, the sparse layer's path, ``class_concepts``); writes ``da
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,13 +32,12 @@ from stages.common import stage_device, stage_params
 log = logging.getLogger("stages.train_spatial")
 
 
-def held_out(s, prompted_cache, cutoff: bool = True) -> Optional[HeldOut]:
-    """Label-free CBM's stop on val's ringed copies, when ``spatial.val_images`` made them (``cutoff``
-    False: the early stop alone)."""
+def held_out(s, prompted_cache) -> Optional[HeldOut]:
+    """Label-free CBM's stop on val's ringed copies, when ``spatial.val_images`` made them."""
     if not s.val_images:
         return None
     val = read_prompted(prompted_cache, "val")
-    return HeldOut(val.outputs, val.rows, early_stop=s.early_stop, cutoff=s.cutoff if cutoff else None)
+    return HeldOut(val.outputs, val.rows, early_stop=s.early_stop, cutoff=s.cutoff)
 
 
 def read_inputs(paths, s):
@@ -60,14 +60,14 @@ def read_inputs(paths, s):
 def train_class_concepts(params, fit, classes, prompted, prompt_concepts):
     """The paper's Table 2 model (``spatial.class_concepts``): a SALF-CBM trained as the main one with one
     concept a class, under Label-free CBM's early stop when the main one has it, never its cutoff (a class
-    must keep its map); its (result, prompts), or None when the param is null."""
+    must keep its map); its result, or None when the param is null."""
     prompts = class_prompts(params.spatial.class_concepts, classes)
     if not prompts:
         return None
     embeddings = read_class_prompts(prompt_concepts, prompts, prompted.manifest["backbone"])
     log.info("the class-concept SALF-CBM (Table 2's heatmaps): %d prompts such as %r", len(prompts), prompts[0])
     try:
-        return fit(embeddings, cutoff=False), prompts
+        return fit(embeddings, cutoff=False)
     except TrainingError as exc:
         raise TrainingError(f"the class-concept SALF-CBM (spatial.class_concepts): {exc}; or set "
                             f"spatial.class_concepts: null") from exc
@@ -84,29 +84,32 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     log.info("SALF-CBM: %d concepts on %s feature maps, %d prompted train images", len(concepts), shape,
              prompted.manifest["images"])
 
+    device, stop = stage_device(params.train.device, "SALF-CBM training"), held_out(s, paths.prompted)
+
     def fit(embeddings, cutoff=True):
         return train_spatial(features["train"].outputs, shape, prompted.outputs, prompted.rows, embeddings,
                              images.splits["train"].labels, (features["val"].outputs, images.splits["val"].labels),
                              len(classes), grid=s.grid, pooling=s.pooling, epochs=s.epochs, batch_size=s.train_batch_size,
-                             lr=s.lr, sparse=s.sparse, seed=params.seed,
-                             device=stage_device(params.train.device, "SALF-CBM training"),
-                             held_out=held_out(s, paths.prompted, cutoff))
+                             lr=s.lr, sparse=s.sparse, seed=params.seed, device=device,
+                             held_out=stop if cutoff or stop is None else dataclasses.replace(stop, cutoff=None))
 
     result = fit(read_prompt_concepts(paths.prompt_concepts, concept_list_sha256(concepts), prompted.manifest["backbone"]))
-    class_model = train_class_concepts(params, fit, classes, prompted, paths.prompt_concepts)
+    class_result = train_class_concepts(params, fit, classes, prompted, paths.prompt_concepts)
     describe = dict(s=s, shape=shape, features=features["train"].manifest["backbone"], classes=classes, seed=params.seed)
     with atomic_directory(paths.model) as tmp:
         save_spatial(tmp, result.model, model_config(result, concepts, **describe))
-        if class_model is not None:
+        if class_result is not None:
             (tmp / CLASS_MODEL).mkdir()
-            save_spatial(tmp / CLASS_MODEL, class_model[0].model, model_config(class_model[0], class_model[1], **describe))
+            save_spatial(tmp / CLASS_MODEL, class_result.model,
+                         model_config(class_result, class_prompts(s.class_concepts, classes), **describe))
     PLOTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PLOTS / "steps.csv", pd.DataFrame(result.steps).to_csv(index=False, float_format="%.6g"))
     # the path's points without their wall-clock seconds (logged above): the same params give the same bytes
     path = pd.DataFrame(result.sparse_path).drop(columns=["seconds"], errors="ignore")
     atomic_write_text(PLOTS / "sparse_path.csv", path.to_csv(index=False, float_format="%.6g"))
-    atomic_write_json(METRICS, train_metrics(result, s.epochs, class_model[0] if class_model else None))
-    log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, final_layer.nec(result.model.fc.weight), result.seconds)
+    metrics = train_metrics(result, s.epochs, class_result)
+    atomic_write_json(METRICS, metrics)
+    log.info("cos3 %.3f, NEC %.2f; %.1f s", result.similarity, metrics["nec"], result.seconds)
 
 
 def model_config(result, concepts, *, s, shape, features, classes, seed) -> dict:

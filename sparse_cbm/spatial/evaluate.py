@@ -58,13 +58,16 @@ class SpatialEvaluation:
     def maps(self, rows: np.ndarray, feature_rows) -> torch.Tensor:
         return self.model.concept_maps(self.feature_maps(rows, feature_rows))
 
+    @property
+    def own_heatmaps(self) -> tuple:
+        """The heatmap methods read off the SALF-CBM (and its class-concept model, when trained)."""
+        return ("salf_cbm", *(("class_concept_maps",) if self.class_model is not None else ()))
+
     def class_maps(self, features: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
-        """(len(labels), h, w): the class-concept model's standardised map of each class in ``labels`` (the
-        paper's Table 2 heatmap), from feature maps (B, C, h', w'): image i's for labels[i], or, from one
-        image's (a mosaic), that image's for every label."""
+        """(B, h, w): the class-concept model's standardised map of class labels[i] on image i (the paper's
+        Table 2 heatmap), from feature maps (B, C, h', w')."""
         z = self.class_model.standardised(self.class_model.concept_maps(features))
-        labels = torch.as_tensor(list(labels))
-        return z[0, labels] if len(z) == 1 else z[torch.arange(len(z)), labels]
+        return z[torch.arange(len(z)), torch.as_tensor(list(labels))]
 
     def raw_p(self, prompted, copies_per_image: int, batch: np.ndarray) -> torch.Tensor:
         """Standardised P (B, |D|, grid, grid) of the prompted-cache images ``batch`` (their positions)."""
@@ -93,8 +96,7 @@ def score_heatmaps(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompt
                    batch_size: int = 32) -> Dict[str, Dict[str, float]]:
     """Every heatmap method on the test images ``rows`` (with prompted copies, in cache order) whose
     class is decided by the class object alone; the Grad-CAMs scored are those ``ev.gradcam`` holds."""
-    ours = ("salf_cbm", "raw_p", *(("class_concept_maps",) if ev.class_model is not None else ()))
-    methods = [m for m in HEATMAP_METHODS if m in ours or m in ev.gradcam]
+    methods = [m for m in HEATMAP_METHODS if m in (*ev.own_heatmaps, "raw_p") or m in ev.gradcam]
     per_method = {m: SegmentationScores(threshold) for m in methods}
     weight = ev.model.fc.weight.detach()
     k = ev.grid * ev.grid
@@ -137,8 +139,7 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
     classes = np.unique(labels)
     if len(classes) < 4 or grids == 0:
         return {}
-    ours = ("salf_cbm", *(("class_concept_maps",) if ev.class_model is not None else ()))
-    shares: Dict[str, List[float]] = {m: [] for m in (*ours, *ev.gradcam)}
+    shares: Dict[str, List[float]] = {m: [] for m in (*ev.own_heatmaps, *ev.gradcam)}
     weight = ev.model.fc.weight.detach()
     for _ in tqdm(range(grids), desc="pointing game", unit="grid"):
         chosen = rng.choice(classes, 4, replace=False)
@@ -150,7 +151,7 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
             maps = ev.model.concept_maps(feats)
             heat = {"salf_cbm": class_heatmaps(ev.model.standardised(maps).repeat(4, 1, 1, 1), weight, chosen.tolist())}
             if ev.class_model is not None:
-                heat["class_concept_maps"] = ev.class_maps(feats, chosen.tolist())
+                heat["class_concept_maps"] = ev.class_maps(feats.expand(4, *feats.shape[1:]), chosen.tolist())
         heat = {m: upsample(h, size).numpy() for m, h in heat.items()}
         for method, cam in ev.gradcam.items():
             heat[method] = cam(x, chosen.tolist())
@@ -164,6 +165,13 @@ def pointing_game(ev: SpatialEvaluation, grids: int, seed: int) -> Dict[str, flo
 
 def _true_concepts(ev: SpatialEvaluation, annotations: np.ndarray) -> set:
     return {m for m, a in ev.attribute_of.items() if annotations[a]}
+
+
+def _precision(scores: torch.Tensor, truth: set, k: int, among: Optional[torch.Tensor] = None) -> float:
+    """The share of the k best-scored concepts (of ``among`` only, when given) that are in ``truth``."""
+    among = torch.arange(len(scores)) if among is None else among
+    top = among[scores[among].topk(min(k, len(among))).indices].tolist()
+    return sum(m in truth for m in top) / len(top)
 
 
 def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prompted, regions: int, k: int,
@@ -194,11 +202,9 @@ def explain_anything(ev: SpatialEvaluation, rows: np.ndarray, feature_rows, prom
                         "raw_p": region_scores(ev.raw_p(prompted, per_image, np.array([pos])), region)[0],
                         "whole_image": z.mean(dim=(2, 3))[0], "random": torch.from_numpy(rng.random(z.shape[1]))}
         for method, scores in rankings.items():
-            top = scores.topk(min(k, len(scores))).indices.tolist()
-            hits[method].append(sum(m in truth for m in top) / len(top))
+            hits[method].append(_precision(scores, truth, k))
             if len(vocabulary):
-                top = vocabulary[scores[vocabulary].topk(min(k, len(vocabulary))).indices].tolist()
-                words[method].append(sum(m in truth for m in top) / len(top))
+                words[method].append(_precision(scores, truth, k, among=vocabulary))
         kinds["class_object" if target == objects.class_object else "other_object"].append(hits["salf_cbm"][-1])
     out = {f"precision_at_{k}": {m: round(float(np.mean(v)), 4) for m, v in hits.items()}}
     out["salf_cbm_by_object"] = {kind: round(float(np.mean(v)), 4) for kind, v in kinds.items() if v}

@@ -348,16 +348,15 @@ def interventions_block(root: Path) -> str:
 
 
 def spatial_block(root: Path) -> str:
-    from sparse_cbm.spatial.evaluate import HEATMAP_METHODS  # the columns' order
-
     m, ev = _metrics(root, "spatial.json"), _metrics(root, "evaluate.json")
     h, pg, ea = m["heatmaps"], m["pointing_game"], m["explain_anything"]["precision_at_3"]
+    # the columns, in the evaluation's order (sparse_cbm.spatial.evaluate.HEATMAP_METHODS; a test checks it)
     labels = {"salf_cbm": "SALF-CBM", "class_concept_maps": "SALF-CBM with class concepts, the class's own map "
               "(the paper's Table 2)", "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
               "gradcam_probe": "Grad-CAM of the black box (linear probe on CLIP)",
               "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
               "raw_p": "raw P upsampled"}
-    cols = [c for c in HEATMAP_METHODS if c in h or c in ("salf_cbm", "gradcam_probe")]
+    cols = [c for c in labels if c in h or c in ("salf_cbm", "gradcam_probe")]
     own = m.get("class_concept_model")
 
     def row(label: str, values: Dict[str, str]) -> str:
@@ -378,10 +377,13 @@ def spatial_block(root: Path) -> str:
         lines.append(row(label, {c: _f(h[c][key]) for c in cols if c in h and h[c].get(key) is not None}))
     lines.append(row("grid pointing game (chance 0.25)", {c: _f(pg[c]) for c in cols if c in pg}))
     words = m["explain_anything"].get("precision_at_3_attribute_words_only")
-    only = (lambda c: f"; among the attribute words only: {_f(words[c])}") if words else (lambda c: "")
+    def only(c: str) -> str:
+        return f"among the attribute words only: {_f(words[c])}"
+
     lines.append(row(f"Explain Anything precision@3 (random {_f(ea['random'])})",
-                     {"salf_cbm": f"{_f(ea['salf_cbm'])} (whole image: {_f(ea['whole_image'])}{only('salf_cbm')})",
-                      "raw_p": f"{_f(ea['raw_p'])}" + (f" ({only('raw_p')[2:]})" if words else "")}))
+                     {"salf_cbm": f"{_f(ea['salf_cbm'])} (whole image: {_f(ea['whole_image'])}"
+                                  + (f"; {only('salf_cbm')})" if words else ")"),
+                      "raw_p": _f(ea["raw_p"]) + (f" ({only('raw_p')})" if words else "")}))
     edit = m["local_edit"]
     units = "raw units" if edit.get("units") == "raw" else "sd"
     for name, label in (("lower_top_concept", "top concept lowered"),
