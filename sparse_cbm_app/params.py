@@ -27,7 +27,8 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence, Tupl
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
-from sparse_cbm.bottleneck.config import FINAL_LAYERS, FORMS, LOSSES, SparseLayerParams, TrainParams, check_combination
+from sparse_cbm.bottleneck.config import (FINAL_LAYERS, FORMS, LOSSES, SpatialSparseParams, TrainParams,
+                                          check_combination)
 from sparse_cbm.clip import PRECISIONS
 from sparse_cbm.concepts import PAPER_PROMPTS
 from sparse_cbm_app.concept_sources import SOURCES
@@ -405,8 +406,8 @@ class SpatialParams(_Strict):
         "map scored as its heatmap beside the concept-weighted one. It needs class names the CLIP can read (the "
         "`shapes-easy` profile); the default world's invented names make it a negative control. A second "
         "training, under the same early stop, never the cutoff | null: none")
-    sparse: SparseLayerParams = Field(SparseLayerParams(), description="the sparse final layer on c* (as "
-                                                                       "`train.sparse`; `scale: auto` is `concept`)")
+    sparse: SpatialSparseParams = Field(SpatialSparseParams(), description="the sparse final layer on c* (as "
+                                                                         "`train.sparse`; `scale: auto` is `concept`)")
     evaluate: SpatialEvaluateParams = Field(SpatialEvaluateParams(), description="stage `evaluate_spatial`")
 
     @field_validator("class_concepts")

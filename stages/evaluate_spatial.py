@@ -1,4 +1,4 @@
-"""Stage evaluate_spatial: SALF-CBM's accuracy, its heatmaps against true masks, the grid pointing
+"""Stage evaluate_spatial: SALF-CBM's accuracy, how true its whole-image explanations are, its heatmaps against true masks, the grid pointing
 game, Explain Anything's region concepts and local edits.
 
 Reads the trained SALF-CBM (``data/spatial/model``), the feature-map and prompted-copy caches of
@@ -101,13 +101,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     features, prompted = read_features(paths.features, "test"), read_prompted(paths.prompted, "test")
     ev, config = build(params, prompted, paths)
     labels = np.asarray(ev.source.labels)
-    pred = sev.spatial_predictions(ev.model, features.outputs, ev.feature_shape)
+    models = [ev.model, *([ev.class_model] if ev.class_model is not None else [])]
+    run = sev.test_pass(models, features.outputs, ev.feature_shape, ev.source.annotations(), ev.annotated, e.k)
+    pred = run.predictions[0]
     metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),
                "nec": round(nec(ev.model.fc.weight), 2)}
     log.info("SALF-CBM test top-1 %.4f on %d images", metrics["test_top1"], len(labels))
+    if run.precision is not None:
+        metrics["concept_quality"] = {"precision_at_k": run.precision}
     if ev.class_model is not None:
-        class_pred = sev.spatial_predictions(ev.class_model, features.outputs, ev.feature_shape)
-        metrics["class_concept_model"] = {"test_top1": round(float((class_pred == labels).mean()), 4),
+        metrics["class_concept_model"] = {"test_top1": round(float((run.predictions[1] == labels).mean()), 4),
                                           "nec": round(nec(ev.class_model.fc.weight), 2)}
     rows = prompted.rows
     if ev.source.object_map(int(rows[0])) is None:

@@ -109,8 +109,8 @@ class SparseLayerParams(StrictModel):
 
     def shared_for(self, units_are_clip_scores: bool, num_classes: int) -> Optional[int]:
         """``shared_concepts`` resolved: ``auto`` is one concept a class for units that are CLIP's concept
-        scores (the faithful form), off for free mixtures (the paper's form) and for concept maps (unmeasured
-        there)."""
+        scores (the faithful form), off for free mixtures (the paper's form) and for concept maps (measured
+        there, and not kept: docs/salf-cbm.md#true-explanations-or-localised-heatmaps)."""
         if self.shared_concepts == "auto":
             return int(num_classes) if units_are_clip_scores else None
         return self.shared_concepts
@@ -119,6 +119,17 @@ class SparseLayerParams(StrictModel):
         """The NEC budget the kept point is chosen within (``SparsePath.require_concepts``); None: a
         single lambda's point, whatever its NEC."""
         return None if self.lam is not None else self.target_nec
+
+
+class SpatialSparseParams(SparseLayerParams):
+    """SALF-CBM's sparse final layer on c*: ``SparseLayerParams``, and the sign of its weights (the CBM takes
+    that from ``train.form``; SALF-CBM has no form)."""
+
+    non_negative: bool = Field(
+        False, description="every weight >= 0, as the CBM's faithful form: a class is explained only by concepts "
+        "whose maps its images raise. Its explanations are truer and it classifies better, but its heatmaps "
+        "light up every object and background its concepts name "
+        "(docs/salf-cbm.md#true-explanations-or-localised-heatmaps) | false: signed weights (the paper's)")
 
 
 class EarlyStoppingParams(StrictModel):

@@ -63,14 +63,15 @@ def concept_auroc(scorer: ConceptScorer, embeddings, annotations: np.ndarray, ma
     return pd.DataFrame.from_records(records, columns=["concept", "positives", "negatives", "auroc"])
 
 
-def _truth_rows(annotations: np.ndarray, matched: AnnotatedConcepts, rows: slice, num_concepts: int) -> torch.Tensor:
+def truth_rows(annotations: np.ndarray, matched: AnnotatedConcepts, rows: slice, num_concepts: int) -> torch.Tensor:
     """(B, |D|) bool: bottleneck concepts annotated true of each image (unannotated ones: False)."""
     truth = np.zeros((rows.stop - rows.start, num_concepts), dtype=bool)
     truth[:, matched.concept_index] = annotations[rows][:, matched.attribute_index]
     return torch.from_numpy(truth)
 
 
-def _hits(scores: torch.Tensor, truth: torch.Tensor, k: int) -> float:
+def top_k_hits(scores: torch.Tensor, truth: torch.Tensor, k: int) -> float:
+    """The summed (over the batch) share of each row's k best-scored concepts that are true of it."""
     top = scores.topk(min(k, scores.shape[1]), dim=1).indices
     return float(truth.gather(1, top).float().mean(dim=1).sum())
 
@@ -122,14 +123,14 @@ def concept_quality(scorer: ConceptScorer, embeddings, labels: np.ndarray, annot
     for lo, x in unit_batches(embeddings, batch_size):
         rows = slice(lo, lo + len(x))
         S = scorer.concept_activations(x).clone()
-        truth = _truth_rows(annotations, matched, rows, num_concepts)
-        sums["activation"] += _hits(S, truth, k)
+        truth = truth_rows(annotations, matched, rows, num_concepts)
+        sums["activation"] += top_k_hits(S, truth, k)
         sums["random"] += float(truth.float().mean(dim=1).sum())
         if not is_classifier:
             continue
         pred = scorer.decide(S).argmax(dim=1)
         contrib = scorer.contributions(S, pred)
-        sums["contribution"] += _hits(contrib, truth, k)
+        sums["contribution"] += top_k_hits(contrib, truth, k)
         for name, curve in _deletion_curves(scorer, S, pred, contrib, steps, generator).items():
             sums["deletion"][name] += curve
     table = concept_auroc(scorer, embeddings, annotations, matched, batch_size) if len(matched) else \

@@ -35,6 +35,10 @@ EDIT_LABELS = {"lower_top_concept": ("the concept contributing most, lowered", "
 
 
 def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dict[str, Any]) -> List[List[Any]]:
+    """Top-1 and NEC of each model; where SALF-CBM's whole-image explanations were scored, how often their
+    top-k concepts by contribution are true of the image, beside the CBM's (the same measure)."""
+    quality = (spatial.get("concept_quality") or {}).get("precision_at_k")
+    cbm_quality = ((evaluate.get("concept_quality") or {}).get("cbm") or {}).get("precision_at_k") or {}
     rows: List[List[Any]] = [["model", "test top-1", "NEC"],
                              ["SALF-CBM (concept maps, sparse final layer)", spatial["test_top1"], spatial["nec"]]]
     own = spatial.get("class_concept_model")
@@ -44,6 +48,11 @@ def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dic
         if name in evaluate["test"]:
             rows.append([method_label(name, evaluate), evaluate["test"][name]["top1"],
                          train.get("nec") if name == "cbm" else None])
+    if quality:
+        rows[0].append(f"its top {quality['k']} concepts by contribution, true of the image")
+        rows[1].append(quality["by_contribution"])
+        for row in rows[2:]:
+            row.append(cbm_quality.get("by_contribution") if row[0] == method_label("cbm", evaluate) else None)
     return rows
 
 

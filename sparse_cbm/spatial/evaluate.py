@@ -1,6 +1,8 @@
 """Evaluating SALF-CBM where every pixel's object is known.
 
-* top-1 on every test image (from the feature-map cache);
+* top-1 on every test image (from the feature-map cache), and how true its whole-image explanations are:
+  the share of each image's top-k concepts by contribution that its annotations confirm, as the CBM's
+  ``concept_quality`` scores them;
 * heatmaps of the true class against the class object's mask (``heatmaps.SegmentationScores``,
   Chefer et al.'s protocol) on the test images with prompted copies: SALF-CBM's maps, Grad-CAM of
   the SALF-CBM head, Grad-CAM, Grad-CAM++ and LayerCAM of the black-box head (a linear probe on
@@ -26,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sparse_cbm.datasets.base import ImageSource
+from sparse_cbm.evaluation.concept_quality import AnnotatedConcepts, top_k_hits, truth_rows
 from sparse_cbm.spatial.heatmaps import GradCamHeatmaps, SegmentationScores, class_heatmaps, pointing_share, upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
 from sparse_cbm.spatial.regions import EDIT_UNITS, bounding_box, box_region, edit_maps, grid_region, region_scores
@@ -59,6 +62,13 @@ class SpatialEvaluation:
         return self.model.concept_maps(self.feature_maps(rows, feature_rows))
 
     @property
+    def annotated(self) -> AnnotatedConcepts:
+        """``attribute_of`` as the concept-quality metrics take it."""
+        index = sorted(self.attribute_of)
+        return AnnotatedConcepts(np.array(index, dtype=np.int64),
+                                 np.array([self.attribute_of[m] for m in index], dtype=np.int64), [])
+
+    @property
     def own_heatmaps(self) -> tuple:
         """The heatmap methods read off the SALF-CBM (and its class-concept model, when trained)."""
         return ("salf_cbm", *(("class_concept_maps",) if self.class_model is not None else ()))
@@ -77,13 +87,36 @@ class SpatialEvaluation:
         return (p - self.p_mean[None, :, None, None]) / self.p_std[None, :, None, None]
 
 
+@dataclass
+class TestPass:
+    predictions: List[np.ndarray]  # one (N,) array per model, in the order given
+    precision: Optional[Dict[str, float]]  # the first model's concept quality (``test_pass``), or None
+
+
 @torch.no_grad()
-def spatial_predictions(model: SpatialBottleneck, features, shape: tuple, batch_size: int = 512) -> np.ndarray:
-    out = []
+def test_pass(models: Sequence[SpatialBottleneck], features, shape: tuple, annotations: Optional[np.ndarray] = None,
+              matched: Optional[AnnotatedConcepts] = None, k: int = 3, batch_size: int = 512) -> TestPass:
+    """One pass over the feature-map cache (N, C * h * w): every model's predictions and, with annotations
+    (N, attributes) and the concepts that name them, the first model's whole-image explanations scored as
+    the CBM's are (``concept_quality``): the share of each image's k top concepts true of it, ranked by
+    contribution to the predicted class (W[c, m] times the standardised c*_m), by c* itself, and at random."""
+    preds: List[List[np.ndarray]] = [[] for _ in models]
+    scored = annotations is not None and matched is not None and len(matched) > 0
+    sums = {"by_contribution": 0.0, "by_activation": 0.0, "random_ranking": 0.0}
     for lo in range(0, len(features), batch_size):
-        x = torch.from_numpy(np.asarray(features[lo:lo + batch_size], dtype=np.float32))
-        out.append(model(x.reshape(len(x), *shape)).logits.argmax(1).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        x = torch.from_numpy(np.asarray(features[lo:lo + batch_size], dtype=np.float32)).reshape(-1, *shape)
+        for j, model in enumerate(models):
+            out = model(x)
+            preds[j].append(out.logits.argmax(1).numpy())
+            if j == 0 and scored:
+                truth = truth_rows(annotations, matched, slice(lo, lo + len(x)), out.pooled.shape[1])
+                contrib = model.fc.contributions(out.pooled, out.logits.argmax(1))
+                sums["by_contribution"] += top_k_hits(contrib, truth, k)
+                sums["by_activation"] += top_k_hits(out.pooled, truth, k)
+                sums["random_ranking"] += float(truth.float().mean(dim=1).sum())
+    n = max(len(features), 1)
+    return TestPass([np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in preds],
+                    {"k": k, **{name: round(v / n, 4) for name, v in sums.items()}} if scored else None)
 
 
 def decided_by_object(ev: SpatialEvaluation, rows: np.ndarray) -> np.ndarray:

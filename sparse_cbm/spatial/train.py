@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sparse_cbm.bottleneck.config import SparseLayerParams
+from sparse_cbm.bottleneck.config import SpatialSparseParams
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.bottleneck.objectives.cos3 import cos_cubed_similarity
 from sparse_cbm.spatial.full_batch import chunk_bounds, full_batch_cos3, full_batch_cos3_backward
@@ -142,7 +142,7 @@ def _epoch(batch, opt, n: int, batch_size: Optional[int], rng, p_stats: Optional
 def train_spatial(features, feature_shape: Tuple[int, int, int], prompted, prompted_rows: np.ndarray,
                   concept_embeddings: np.ndarray, train_labels: np.ndarray, val: Tuple[object, np.ndarray],
                   num_classes: int, *, grid: int, pooling: str, epochs: int, batch_size: Optional[int], lr: float,
-                  sparse: SparseLayerParams, seed: int = 0, device: str = "cpu",
+                  sparse: SpatialSparseParams, seed: int = 0, device: str = "cpu",
                   held_out: Optional[HeldOut] = None) -> SpatialTrainResult:
     """``features``: rows (N_train, C * h * w) of every train image (array or ``NpyRows``); ``prompted``: rows
     (n * grid^2, d) of the n train images ``prompted_rows`` (indices into ``features``). ``batch_size``
@@ -228,7 +228,7 @@ def _pooled_rows(model: SpatialBottleneck, features, feature_shape, folder: Path
 
 
 def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, val, num_classes,
-                     sparse: SparseLayerParams, seed: int, device) -> List[Dict[str, float]]:
+                     sparse: SpatialSparseParams, seed: int, device) -> List[Dict[str, float]]:
     from sparse_cbm.bottleneck.sparse_layer import fit_sparse_path, resolve_scale
 
     model = model.cpu()
@@ -239,7 +239,8 @@ def _fit_final_layer(model: SpatialBottleneck, features, feature_shape, labels, 
                                **sparse.path_arguments(), max_epochs=sparse.max_epochs, lr=sparse.lr, tol=sparse.tol,
                                batch_size=sparse.batch_size, seed=seed, device=str(device),
                                scale=resolve_scale(sparse.scale, units_are_clip_scores=False),
-                               solver=sparse.solver, shared_concepts=sparse.shared_for(False, num_classes))
+                               solver=sparse.solver, shared_concepts=sparse.shared_for(False, num_classes),
+                               nonneg=sparse.non_negative)
         del train_rows, val_rows
     layer = path.require_concepts(sparse.kept_nec(), "spatial", len(labels))
     model.fc = StandardizedLinear(layer.weight, layer.bias, layer.mean, layer.std)

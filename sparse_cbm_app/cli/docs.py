@@ -240,7 +240,9 @@ def headline_block(root: Path) -> str:
         f"{_f(paper['top1'])}, concept AUROC {_f(paper['auroc'])}, precision@{p_at_k['k']} "
         f"{_f(p_at_k['by_contribution'])}.",
         f"SALF-CBM (`metrics/spatial.json`): top-1 {_f(spatial['test_top1'])} at NEC {_g(spatial['nec'])}, "
-        f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25).")
+        + (f"precision@{q['k']} {_f(q['by_contribution'])}, " if (q := (spatial.get("concept_quality") or {})
+                                                                 .get("precision_at_k")) else "")
+        + f"grid pointing game {_f(spatial['pointing_game']['salf_cbm'])} (chance 0.25).")
     lines += ["", " ".join(sentences)]
     return "\n".join(lines)
 
@@ -370,6 +372,12 @@ def spatial_block(root: Path) -> str:
                                 "gradcam_probe": _f(ev["test"]["linear_probe"]["top1"]),
                                 **({"class_concept_maps": f"{_f(own['test_top1'])} (NEC {_g(own['nec'])})"}
                                    if own else {})})]
+    quality = (m.get("concept_quality") or {}).get("precision_at_k")
+    if quality:  # the CBM's explanations scored the same way (evaluate.json), for scale
+        cbm = ((ev.get("concept_quality") or {}).get("cbm") or {}).get("precision_at_k", {}).get("by_contribution")
+        lines.append(row(f"whole image: its top {quality['k']} concepts by contribution true of it"
+                         + (f" (the CBM's: {_f(cbm)})" if cbm is not None else ""),
+                         {"salf_cbm": _f(quality["by_contribution"])}))
     for key, label in (("pixel_accuracy", "heatmap pixel accuracy (Chefer et al.'s protocol)"),
                        ("miou", "heatmap mIoU (pooled, Chefer's)"),
                        ("map", "heatmap mAP (object and background, Chefer's)"),

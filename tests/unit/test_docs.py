@@ -176,7 +176,11 @@ def test_the_results_tables_are_the_committed_metrics():
     assert [row[1] for row in methods] == [f"{evaluate['test'][k]['top1']:.4f}" for k in evaluate["methods"]]
     spatial = table_rows(results, "| | SALF-CBM |")
     heatmaps = committed("spatial.json")["heatmaps"]
-    assert spatial[2][1:] == [f"{heatmaps[m]['miou']:.4f}" for m in HEATMAP_METHODS if m in heatmaps]
+    miou = next(row for row in spatial if row[0].startswith("heatmap mIoU"))
+    assert miou[1:] == [f"{heatmaps[m]['miou']:.4f}" for m in HEATMAP_METHODS if m in heatmaps]
+    quality = committed("spatial.json")["concept_quality"]["precision_at_k"]
+    explained = next(row for row in spatial if row[0].startswith("whole image: its top"))
+    assert explained[1] == f"{quality['by_contribution']:.4f}"
 
 
 def test_the_readme_salf_table_is_the_docs_table_and_names_params_that_exist():

@@ -48,6 +48,11 @@ def test_tables_carry_the_metrics_as_written():
     with_class_model = {**SPATIAL, "class_concept_model": {"test_top1": 0.8375, "nec": 3.92}}
     assert accuracy_table(with_class_model, EVALUATE, {"nec": 5.0})[2] == [
         "SALF-CBM with class concepts (the paper's Table 2 model)", 0.8375, 3.92]
+    scored = {**with_class_model, "concept_quality": {"precision_at_k": {"k": 3, "by_contribution": 0.1792}}}
+    evaluated = {**EVALUATE, "concept_quality": {"cbm": {"precision_at_k": {"k": 3, "by_contribution": 0.7925}}}}
+    table = accuracy_table(scored, evaluated, {"nec": 5.0})
+    assert table[0][-1] == "its top 3 concepts by contribution, true of the image"
+    assert [row[-1] for row in table[1:]] == [0.1792, None, 0.7925, None]  # SALF-CBM, class model, CBM, probe
 
 
 def test_without_masks_only_the_accuracy_section(tmp_path):

@@ -275,3 +275,36 @@ def test_explain_anything_scores_each_ranking_and_the_attribute_word_diagnostic(
     assert all(v == 1.0 for v in out["precision_at_1_attribute_words_only"].values())
     ev.attribute_of = {}
     assert "precision_at_1_attribute_words_only" not in explain_anything(ev, rows, features(), prompted(rows), 4, 1, 0)
+
+
+def test_one_pass_predicts_for_every_model_and_scores_the_first_one_s_whole_image_explanations():
+    from sparse_cbm.spatial.evaluate import test_pass
+
+    rng = np.random.default_rng(0)
+    n, shape = 10, (3, 2, 2)
+    features = rng.random((n, 12)).astype(np.float32)
+    first, second = SpatialBottleneck(3, 3, 2, 2), SpatialBottleneck(3, 3, 2, 2)
+    with torch.no_grad():
+        first.conv.weight.copy_(torch.eye(3)[:, :, None, None])  # map m is feature channel m
+        second.conv.weight.copy_(torch.from_numpy(rng.normal(size=(3, 3, 1, 1)).astype(np.float32)))
+    first.fc = StandardizedLinear(torch.tensor([[1.0, 0, 0], [0, 1, 0]]), torch.zeros(2), torch.zeros(3), torch.ones(3))
+    second.fc = StandardizedLinear(torch.randn(2, 3), torch.zeros(2), torch.zeros(3), torch.ones(3))
+    annotations = rng.random((n, 2)) < 0.5
+    matched = SpatialEvaluation(first, shape, 2, None, None, None, {0: 0, 2: 1}, None, None, None, {}).annotated
+    run = test_pass([first, second], features, shape, annotations, matched, k=1, batch_size=3)
+
+    pooled = features.reshape(n, 3, 4).mean(2)  # c*: the mean of each channel's map
+    pred = (pooled[:, 1] > pooled[:, 0]).astype(int)  # class 0 reads concept 0, class 1 concept 1
+    with torch.no_grad():
+        second_pred = second(torch.from_numpy(features).reshape(n, *shape)).logits.argmax(1).numpy()
+    np.testing.assert_array_equal(run.predictions[0], pred)
+    np.testing.assert_array_equal(run.predictions[1], second_pred)
+    truth = np.stack([annotations[:, 0], np.zeros(n, bool), annotations[:, 1]], axis=1)  # concept 1 is unannotated
+    top_contribution = pred  # class c's only contribution is concept c
+    top_activation = pooled.argmax(1)
+    assert run.precision == {"k": 1,
+                             "by_contribution": round(float(truth[np.arange(n), top_contribution].mean()), 4),
+                             "by_activation": round(float(truth[np.arange(n), top_activation].mean()), 4),
+                             "random_ranking": round(float(truth.mean()), 4)}
+    assert run.precision["by_contribution"] != run.precision["by_activation"]  # the two rankings differ here
+    assert test_pass([first], features, shape).precision is None  # no annotations: nothing to score

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_cbm.bottleneck.config import SparseLayerParams
+from sparse_cbm.bottleneck.config import SpatialSparseParams
 from sparse_cbm.spatial.checkpoint import load_spatial, save_spatial
 from sparse_cbm.spatial.train import local_similarities, train_spatial
 
 C, M, GRID, N_TRAIN, N_VAL = 4, 3, 3, 24, 12
-SPARSE = SparseLayerParams(path_points=4, max_epochs=10, target_nec=3.0, batch_size=64)
+SPARSE = SpatialSparseParams(path_points=4, max_epochs=10, target_nec=3.0, batch_size=64)
 
 
 def world(seed=0):
@@ -69,6 +69,16 @@ def test_softmax_pooling_trains_and_its_sparse_layer_is_fitted_on_softmax_pooled
     maps = model.concept_maps(features)
     flat = maps.flatten(2)
     assert torch.allclose(model(features).pooled, (flat.softmax(-1) * flat).sum(-1))
+
+
+def test_non_negative_keeps_every_final_weight_at_or_above_zero(trained):
+    features, labels, val, prompted, prompted_rows, concepts = world()
+    signed = trained.model.fc.weight
+    assert (signed < 0).any()  # concept 1 marks class 0: the paper's signed layer counts it against class 1
+    positive = train_spatial(features, (C, GRID, GRID), prompted, prompted_rows, concepts, labels, val, 2, grid=GRID,
+                             pooling="mean", epochs=8, batch_size=8, lr=0.05,
+                             sparse=SPARSE.model_copy(update={"non_negative": True})).model.fc.weight
+    assert (positive >= 0).all() and (positive > 0).any()
 
 
 def direct_p_statistics():
