@@ -46,3 +46,7 @@ class ConceptFilterError(SparseCbmError):
 
 class TrainingError(SparseCbmError):
     """Training that ended in a model that cannot be right, for example a sparse layer that uses no concept."""
+
+
+class DocsError(SparseCbmError):
+    """Generated documentation that cannot be made: a field without a description, a missing block."""

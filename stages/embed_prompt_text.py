@@ -10,12 +10,11 @@ copies. Reads ``data/filtered/concepts.txt``, ``data/filtered/classes.json`` and
 from __future__ import annotations
 
 import logging
-import json
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.spatial.caches import class_prompts, write_prompt_concepts
+from sparse_cbm.storage.inputs import read_classes, read_concept_list
 from sparse_cbm.storage.text_cache import concept_list_sha256
 from stages.common import prompting_backbone, stage_params
 
@@ -25,15 +24,11 @@ log = logging.getLogger("stages.embed_prompt_text")
 def main(argv: Optional[Sequence[str]] = None) -> None:
     paths = stage_paths("embed_prompt_text", argv, "concepts", "classes", "out")
     params = stage_params()
-    concepts = Path(paths.concepts).read_text(encoding="utf-8").splitlines()
+    concepts = read_concept_list(paths.concepts)
     manifest = write_prompt_concepts(paths.out, prompting_backbone(params), concepts, concept_list_sha256(concepts),
                                      class_prompts(params.spatial.class_concepts, read_classes(paths.classes)))
     log.info("wrote %s: %d concepts and %d class prompts x %d", paths.out, manifest["count"],
              len(manifest["class_prompts"]), manifest["dim"])
-
-
-def read_classes(classes_json: str) -> List[str]:
-    return json.loads(Path(classes_json).read_text(encoding="utf-8"))["classes"]
 
 
 if __name__ == "__main__":

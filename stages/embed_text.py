@@ -8,13 +8,13 @@ of the concept list, and readers refuse a cache of another list.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
 from sparse_cbm.concepts.table import read_concept_table
 from sparse_cbm.runtime.runner import run_stage, stage_paths
+from sparse_cbm.storage.inputs import read_classes, read_concept_list
 from sparse_cbm.storage.text_cache import write_text_cache
 from stages.common import backbone_from, stage_params
 
@@ -26,8 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     IN, OUT = Path(paths.filtered), paths.out
     params = stage_params()
     e = params.embed_text
-    classes = json.loads((IN / "classes.json").read_text(encoding="utf-8"))["classes"]
-    concepts = (IN / "concepts.txt").read_text(encoding="utf-8").splitlines()
+    classes = read_classes(IN / "classes.json")
+    concepts = read_concept_list(IN / "concepts.txt")
     pairs = read_concept_table(IN / "concepts.parquet")
     backbone = backbone_from(params)
     manifest = write_text_cache(OUT, backbone, classes, concepts, pairs, e.templates, e.description_template,

@@ -10,7 +10,6 @@ it was too close to, the similarity) and ``summary.json`` (counts per step).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Optional, Sequence
 
@@ -20,6 +19,7 @@ from sparse_cbm.runtime.atomic import atomic_directory, atomic_write_json
 from sparse_cbm.concept_filter.filter import filter_concepts
 from sparse_cbm.concepts.table import read_concept_table, write_concept_table
 from sparse_cbm.storage.image_cache import read_image_split
+from sparse_cbm.storage.inputs import read_classes
 from sparse_cbm.concept_filter.presence import presence_scores
 from sparse_cbm.runtime.runner import run_stage, stage_paths
 from sparse_cbm.storage.text_cache import concept_list_text
@@ -35,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     params = stage_params()
     f = params.filter
     table = read_concept_table(f"{IN}/concepts.parquet")
-    classes = json.loads(open(f"{IN}/classes.json", encoding="utf-8").read())["classes"]
+    classes = read_classes(f"{IN}/classes.json")
     device = stage_device(params.backbone.device, "the concept filter's text encoder")
     st = TextEncoder(f.text_model, device=device, batch_size=f.batch_size)
     spaces = [(1.0, st.encode)]

@@ -14,15 +14,7 @@ import numpy as np  # noqa: E402
 
 from sparse_cbm.report.figures import _save  # noqa: E402
 from sparse_cbm.report.page import Section, method_label  # noqa: E402
-
-# in the order the tables list them (sparse_cbm.spatial.evaluate.HEATMAP_METHODS's)
-HEATMAP_LABELS = {"salf_cbm": "SALF-CBM concept maps (class heatmap)",
-                  "class_concept_maps": "SALF-CBM with class concepts: the class's own map (the paper's Table 2; "
-                                        "needs class names the CLIP can read)",
-                  "gradcam_salf_cbm": "Grad-CAM of the SALF-CBM",
-                  "gradcam_probe": "Grad-CAM of the black box (linear probe)",
-                  "gradcampp_probe": "Grad-CAM++ of the black box", "layercam_probe": "LayerCAM of the black box",
-                  "raw_p": "raw P (ringed CLIP), upsampled"}
+from sparse_cbm.spatial.names import HEATMAP_LABELS  # noqa: E402
 
 EA_LABELS = {"salf_cbm": "SALF-CBM: the region's concept maps",
              "salf_cbm_raw_maps": "SALF-CBM: the region's raw concept maps (the paper's sum)",

@@ -31,12 +31,11 @@ from sparse_cbm.datasets.base import ImageSource
 from sparse_cbm.evaluation.concept_quality import AnnotatedConcepts, top_k_hits, truth_rows
 from sparse_cbm.spatial.heatmaps import GradCamHeatmaps, SegmentationScores, class_heatmaps, pointing_share, upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
+from sparse_cbm.spatial.names import HEATMAP_METHODS
 from sparse_cbm.spatial.regions import EDIT_UNITS, bounding_box, box_region, edit_maps, grid_region, region_scores
 from sparse_cbm.spatial.train import local_similarities
 
 log = logging.getLogger(__name__)
-HEATMAP_METHODS = ("salf_cbm", "class_concept_maps", "gradcam_salf_cbm", "gradcam_probe", "gradcampp_probe",
-                   "layercam_probe", "raw_p")
 
 
 @dataclass

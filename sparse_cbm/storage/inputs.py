@@ -6,6 +6,8 @@ The paths are the caller's (a stage takes them from its command line, dvc.yaml's
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -20,6 +22,11 @@ from sparse_cbm.storage.text_cache import TextCache, concept_list_sha256, read_t
 def read_concept_list(path: str | Path) -> List[str]:
     """The bottleneck's concepts, one a line (``filter``'s ``concepts.txt``)."""
     return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def read_classes(path: str | Path) -> List[str]:
+    """The class names of a ``classes.json`` (``concepts``' and ``filter``'s outputs, the image cache's)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))["classes"]
 
 
 @dataclass

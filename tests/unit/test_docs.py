@@ -15,7 +15,7 @@ from sparse_cbm_app.cli.docs import DocsError, generated, params_markdown, stale
 from sparse_cbm_app.cli.main import main
 from tests.conftest import REPO
 from sparse_cbm.report.trust import grid_records
-from sparse_cbm.spatial.evaluate import HEATMAP_METHODS
+from sparse_cbm.spatial.names import HEATMAP_LABELS, HEATMAP_METHODS
 
 README_LIMIT = 8500  # bytes; the README is an entry point, the rest lives under docs/
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -174,7 +174,7 @@ def test_the_results_tables_are_the_committed_metrics():
     methods = table_rows(results, "| method | test top-1 | test top-5 |")
     evaluate = committed("evaluate.json")
     assert [row[1] for row in methods] == [f"{evaluate['test'][k]['top1']:.4f}" for k in evaluate["methods"]]
-    spatial = table_rows(results, "| | SALF-CBM |")
+    spatial = table_rows(results, f"| | {HEATMAP_LABELS['salf_cbm']} |")
     heatmaps = committed("spatial.json")["heatmaps"]
     miou = next(row for row in spatial if row[0].startswith("heatmap mIoU"))
     assert miou[1:] == [f"{heatmaps[m]['miou']:.4f}" for m in HEATMAP_METHODS if m in heatmaps]
