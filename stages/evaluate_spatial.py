@@ -1,5 +1,5 @@
-"""Stage evaluate_spatial: SALF-CBM's accuracy, how true its whole-image explanations are, its heatmaps against true masks, the grid pointing
-game, Explain Anything's region concepts and local edits.
+"""Stage evaluate_spatial: SALF-CBM's accuracy, how true its whole-image explanations are, its heatmaps
+against true masks, the grid pointing game, Explain Anything's region concepts and local edits.
 
 Reads the trained SALF-CBM (``data/spatial/model``), the feature-map and prompted-copy caches of
 test, the image cache (the black-box linear probe whose Grad-CAM is compared), the prompting
@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ev, config = build(params, prompted, paths)
     labels = np.asarray(ev.source.labels)
     models = [ev.model, *([ev.class_model] if ev.class_model is not None else [])]
-    run = sev.test_pass(models, features.outputs, ev.feature_shape, ev.source.annotations(), ev.annotated, e.k)
+    run = sev.split_pass(models, features.outputs, ev.feature_shape, ev.source.annotations(), ev.annotated, e.k)
     pred = run.predictions[0]
     metrics = {"test_top1": round(float((pred == labels).mean()), 4), "test_images": int(len(labels)),
                "nec": round(nec(ev.model.fc.weight), 2)}

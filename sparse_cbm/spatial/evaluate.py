@@ -87,14 +87,14 @@ class SpatialEvaluation:
 
 
 @dataclass
-class TestPass:
+class SplitPass:
     predictions: List[np.ndarray]  # one (N,) array per model, in the order given
-    precision: Optional[Dict[str, float]]  # the first model's concept quality (``test_pass``), or None
+    precision: Optional[Dict[str, float]]  # the first model's concept quality (``split_pass``), or None
 
 
 @torch.no_grad()
-def test_pass(models: Sequence[SpatialBottleneck], features, shape: tuple, annotations: Optional[np.ndarray] = None,
-              matched: Optional[AnnotatedConcepts] = None, k: int = 3, batch_size: int = 512) -> TestPass:
+def split_pass(models: Sequence[SpatialBottleneck], features, shape: tuple, annotations: Optional[np.ndarray] = None,
+               matched: Optional[AnnotatedConcepts] = None, k: int = 3, batch_size: int = 512) -> SplitPass:
     """One pass over the feature-map cache (N, C * h * w): every model's predictions and, with annotations
     (N, attributes) and the concepts that name them, the first model's whole-image explanations scored as
     the CBM's are (``concept_quality``): the share of each image's k top concepts true of it, ranked by
@@ -114,7 +114,7 @@ def test_pass(models: Sequence[SpatialBottleneck], features, shape: tuple, annot
                 sums["by_activation"] += top_k_hits(out.pooled, truth, k)
                 sums["random_ranking"] += float(truth.float().mean(dim=1).sum())
     n = max(len(features), 1)
-    return TestPass([np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in preds],
+    return SplitPass([np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in preds],
                     {"k": k, **{name: round(v / n, 4) for name, v in sums.items()}} if scored else None)
 
 

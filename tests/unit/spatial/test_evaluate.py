@@ -278,7 +278,7 @@ def test_explain_anything_scores_each_ranking_and_the_attribute_word_diagnostic(
 
 
 def test_one_pass_predicts_for_every_model_and_scores_the_first_one_s_whole_image_explanations():
-    from sparse_cbm.spatial.evaluate import test_pass
+    from sparse_cbm.spatial.evaluate import split_pass
 
     rng = np.random.default_rng(0)
     n, shape = 10, (3, 2, 2)
@@ -291,7 +291,7 @@ def test_one_pass_predicts_for_every_model_and_scores_the_first_one_s_whole_imag
     second.fc = StandardizedLinear(torch.randn(2, 3), torch.zeros(2), torch.zeros(3), torch.ones(3))
     annotations = rng.random((n, 2)) < 0.5
     matched = SpatialEvaluation(first, shape, 2, None, None, None, {0: 0, 2: 1}, None, None, None, {}).annotated
-    run = test_pass([first, second], features, shape, annotations, matched, k=1, batch_size=3)
+    run = split_pass([first, second], features, shape, annotations, matched, k=1, batch_size=3)
 
     pooled = features.reshape(n, 3, 4).mean(2)  # c*: the mean of each channel's map
     pred = (pooled[:, 1] > pooled[:, 0]).astype(int)  # class 0 reads concept 0, class 1 concept 1
@@ -307,4 +307,4 @@ def test_one_pass_predicts_for_every_model_and_scores_the_first_one_s_whole_imag
                              "by_activation": round(float(truth[np.arange(n), top_activation].mean()), 4),
                              "random_ranking": round(float(truth.mean()), 4)}
     assert run.precision["by_contribution"] != run.precision["by_activation"]  # the two rankings differ here
-    assert test_pass([first], features, shape).precision is None  # no annotations: nothing to score
+    assert split_pass([first], features, shape).precision is None  # no annotations: nothing to score
