@@ -343,7 +343,8 @@ class SpatialEvaluateParams(_Strict):
         "share (0 to 1) of its range")
     pointing_grids: int = Field(100, ge=0, description="2 x 2 mosaics of four classes for the grid pointing game")
     regions: int = Field(200, ge=0, description="boxes around single objects for Explain Anything's precision")
-    k: int = Field(3, gt=0, description="top-k concepts of a region")
+    k: int = Field(3, gt=0, description="top-k concepts of a region (Explain Anything), and of each whole image "
+                                        "(its explanations' precision@k, as `evaluate.k` for the CBM)")
     panels: int = Field(12, ge=0, description="heatmap panels in the report")
     edit_beta: float = Field(1.0, gt=0, description="local edits: how far concepts are lowered or raised in the class "
                                                     "object's box, in `edit_units` (1 raw unit: the release's demo "

@@ -44,7 +44,8 @@ def accuracy_table(spatial: Dict[str, Any], evaluate: Dict[str, Any], train: Dic
         rows[0].append(f"its top {quality['k']} concepts by contribution, true of the image")
         rows[1].append(quality["by_contribution"])
         for row in rows[2:]:
-            row.append(cbm_quality.get("by_contribution") if row[0] == method_label("cbm", evaluate) else None)
+            same = row[0] == method_label("cbm", evaluate) and cbm_quality.get("k") == quality["k"]  # the same k only
+            row.append(cbm_quality.get("by_contribution") if same else None)
     return rows
 
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -89,7 +88,7 @@ class SpatialEvaluation:
 @dataclass
 class SplitPass:
     predictions: List[np.ndarray]  # one (N,) array per model, in the order given
-    precision: Optional[Dict[str, float]]  # the first model's concept quality (``split_pass``), or None
+    precision: Optional[Dict[str, Any]]  # k and three shares of the first model (``split_pass``), or None
 
 
 @torch.no_grad()
@@ -98,7 +97,8 @@ def split_pass(models: Sequence[SpatialBottleneck], features, shape: tuple, anno
     """One pass over the feature-map cache (N, C * h * w): every model's predictions and, with annotations
     (N, attributes) and the concepts that name them, the first model's whole-image explanations scored as
     the CBM's are (``concept_quality``): the share of each image's k top concepts true of it, ranked by
-    contribution to the predicted class (W[c, m] times the standardised c*_m), by c* itself, and at random."""
+    contribution to the predicted class (W[c, m] times the standardised c*_m), by raw c* (as the CBM's by its raw
+    activations), and at random."""
     preds: List[List[np.ndarray]] = [[] for _ in models]
     scored = annotations is not None and matched is not None and len(matched) > 0
     sums = {"by_contribution": 0.0, "by_activation": 0.0, "random_ranking": 0.0}

@@ -7,7 +7,6 @@ The paths are the caller's (a stage takes them from its command line, dvc.yaml's
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple

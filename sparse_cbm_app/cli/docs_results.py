@@ -188,7 +188,8 @@ def spatial_block(root: Path) -> str:
                                    if own else {})})]
     quality = (m.get("concept_quality") or {}).get("precision_at_k")
     if quality:  # the CBM's explanations scored the same way (evaluate.json), for scale
-        cbm = ((ev.get("concept_quality") or {}).get("cbm") or {}).get("precision_at_k", {}).get("by_contribution")
+        at_k = ((ev.get("concept_quality") or {}).get("cbm") or {}).get("precision_at_k", {})
+        cbm = at_k.get("by_contribution") if at_k.get("k") == quality["k"] else None  # the same k only
         lines.append(row(f"whole image: its top {quality['k']} concepts by contribution true of it"
                          + (f" (the CBM's: {_f(cbm)})" if cbm is not None else ""),
                          {"salf_cbm": _f(quality["by_contribution"])}))

@@ -53,6 +53,8 @@ def test_tables_carry_the_metrics_as_written():
     table = accuracy_table(scored, evaluated, {"nec": 5.0})
     assert table[0][-1] == "its top 3 concepts by contribution, true of the image"
     assert [row[-1] for row in table[1:]] == [0.1792, None, 0.7925, None]  # SALF-CBM, class model, CBM, probe
+    other_k = {**evaluated, "concept_quality": {"cbm": {"precision_at_k": {"k": 5, "by_contribution": 0.9}}}}
+    assert [row[-1] for row in accuracy_table(scored, other_k, {"nec": 5.0})[1:]] == [0.1792, None, None, None]
 
 
 def test_without_masks_only_the_accuracy_section(tmp_path):
@@ -114,9 +116,8 @@ def test_the_explain_anything_table_shows_the_attribute_word_diagnostic_when_mea
 
 
 def test_the_heatmap_table_lists_methods_in_the_evaluation_s_order():
-    from sparse_cbm.spatial.evaluate import HEATMAP_METHODS
+    from sparse_cbm.spatial.names import HEATMAP_METHODS
 
-    assert list(HEATMAP_LABELS) == list(HEATMAP_METHODS)
     scores = {"pixel_accuracy": 0.5, "miou": 0.4, "map": 0.3}
     spatial = {"heatmaps": {m: scores for m in sorted([*HEATMAP_METHODS, "new_method"])}}  # as metrics files sort them
     assert [row[0] for row in heatmap_table(spatial)[1:]] == [*(HEATMAP_LABELS[m] for m in HEATMAP_METHODS),

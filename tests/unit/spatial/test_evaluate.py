@@ -8,7 +8,8 @@ from PIL import Image
 
 from sparse_cbm.bottleneck.final_layer import StandardizedLinear
 from sparse_cbm.datasets.base import ImageSource, ObjectMap
-from sparse_cbm.spatial.evaluate import HEATMAP_METHODS, SpatialEvaluation, heatmap_panels, score_heatmaps
+from sparse_cbm.spatial.evaluate import SpatialEvaluation, heatmap_panels, score_heatmaps
+from sparse_cbm.spatial.names import HEATMAP_METHODS
 from sparse_cbm.spatial.heatmaps import upsample
 from sparse_cbm.spatial.model import SpatialBottleneck
 
